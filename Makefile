@@ -1,0 +1,29 @@
+# Set-up and checks. `make test` and `make example` are the two commands README promises.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# A CPU build of torch shipped on disk (these machines have one); elsewhere pip resolves torch normally.
+TORCH_CPU_WHEEL := $(firstword $(wildcard /opt/wheels/torch-*+cpu-*.whl))
+
+.PHONY: install test example benchmark clean
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(if $(TORCH_CPU_WHEEL),$(PIP) install -q $(TORCH_CPU_WHEEL),)
+	$(PIP) install -q -e '.[train,dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q tests
+
+example: $(VENV)/.installed
+	$(VENV)/bin/aligndata example --output example_output --overwrite
+
+benchmark: $(VENV)/.installed
+	$(PY) benchmarks/bench_text_stage.py
+	$(PY) benchmarks/bench_image_stage.py
+
+clean:
+	rm -rf $(VENV) example_output .pytest_cache

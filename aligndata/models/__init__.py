@@ -1,0 +1,1 @@
+"""PyTorch dual-encoder trainer (ALIGN / UniCL). Reads shards; never imports Beam."""

@@ -1,0 +1,52 @@
+"""The options of one curate run, as a plain picklable object shipped to every Beam worker."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class CurateConfig:
+    inputs: tuple[str, ...]
+    output: str
+    input_format: str = "auto"
+    url_col: str = "url"
+    caption_col: str = "caption"
+    extra_cols: tuple[str, ...] = ()
+    page_url_col: str | None = None
+    no_header: bool = False
+    # ALIGN's text rules
+    min_words: int = 3
+    max_words: int = 20
+    vocab_size: int = 100_000_000
+    max_images_per_text: int = 10
+    max_texts_per_image: int = 1000
+    # ALIGN's image rules
+    min_side: int = 200
+    max_aspect_ratio: float = 3.0
+    max_pixels: int = 89_478_485
+    # output images
+    resize_mode: str = "keep_ratio"
+    image_size: int = 346
+    encode_format: str = "jpg"
+    encode_quality: int = 95
+    samples_per_shard: int = 10_000
+    # fetching
+    timeout: float = 10.0
+    total_timeout: float | None = None
+    max_download_bytes: int = 20_000_000
+    retries: int = 2
+    allow_private_networks: bool = False
+    user_agent: str | None = None
+    contact: str | None = None
+    fetch_threads: int = 32
+    # run control
+    dry_run: bool = False
+    overwrite: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        out["inputs"] = list(self.inputs)
+        out["extra_cols"] = list(self.extra_cols)
+        return out
