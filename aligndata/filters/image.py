@@ -1,0 +1,270 @@
+"""Safe image decoding and ALIGN's image rules (shorter side > 200 px, aspect ratio < 3).
+
+Decoding is defensive because every byte comes from the open web:
+
+* the pixel-bomb limit is checked on the header size *before* any pixel is decoded, per call, without touching
+  Pillow's process-wide ``Image.MAX_IMAGE_PIXELS`` (the pipeline decodes from many threads at once, so global
+  state cannot carry a per-call limit). Pillow's own global guard stays in place as a second line of defence;
+* only the raster formats found on the web are parsed (``WEB_FORMATS``): exotic Pillow plugins (EPS runs
+  Ghostscript, PSD, FITS, ...) are never given untrusted bytes;
+* the image is fully decoded (``load()``), so a truncated file fails here and not later in a worker;
+* the result is always RGB: alpha is composited on white, palettes/CMYK/16-bit/float/1-bit/YCbCr/LAB converted.
+
+Everything that is not a decodable raster raises :class:`DecodeError` with a short, stable ``detail``.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from dataclasses import dataclass
+
+import imagehash
+import numpy as np
+from PIL import ExifTags, Image, ImageCms
+
+from aligndata.filters import reasons
+
+DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own default, ~ 9459 x 9459
+
+# Raster formats browsers display; tried in this order (each plugin checks the magic bytes first).
+WEB_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "GIF", "WEBP", "AVIF", "BMP", "TIFF", "ICO")
+
+# Loading all plugins once, at import, keeps the plugin registry read-only while threads decode.
+Image.init()
+
+# Orientations 5-8 rotate by 90 degrees: the displayed width is the stored height.
+_SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
+_EXIF_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_WHITE = (255, 255, 255)
+
+
+class DecodeError(Exception):
+    """The bytes are not a decodable raster image. ``detail`` is short and stable (goes into reports)."""
+
+    def __init__(self, detail: str, message: str | None = None) -> None:
+        super().__init__(f"{detail}: {message}" if message else detail)
+        self.detail = detail
+
+
+@dataclass
+class Decoded:
+    """A decoded RGB image and its size as displayed (after EXIF orientation), before any draft reduction."""
+
+    image: Image.Image
+    original_width: int
+    original_height: int
+    format: str = ""
+
+
+def decode_image(
+    data: bytes,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    draft_size: tuple[int, int] | None = None,
+    formats: tuple[str, ...] = WEB_FORMATS,
+) -> Decoded:
+    """Decode untrusted bytes into an RGB image, or raise :class:`DecodeError`.
+
+    ``max_pixels`` caps width*height read from the header (an image with more pixels is refused before decoding).
+    ``draft_size`` lets JPEGs decode at a reduced DCT scale (1/2, 1/4, 1/8) while both sides stay >= the
+    requested ones; the returned ``original_width/height`` are still the header's (oriented) size.
+    The first frame of an animation is returned. ``original_*`` are the size as displayed: EXIF orientations
+    5-8 swap width and height, matching what a browser shows and what the size rules should judge.
+    """
+    if not data:
+        raise DecodeError("empty")
+    image = _identify(data, formats)
+    width, height = image.size
+    if width * height > max_pixels:
+        raise DecodeError(
+            f"decompression_bomb:{width}x{height}", f"{width}x{height} exceeds the limit of {max_pixels} pixels"
+        )
+    image_format = image.format or ""
+    if draft_size is not None and image_format in ("JPEG", "MPO"):
+        image.draft("RGB", draft_size)
+    _load(image)
+    orientation = _orientation(image)
+    if orientation in _SWAPPING_ORIENTATIONS:
+        width, height = height, width
+    if orientation != 1:
+        # ImageOps.exif_transpose's mapping; done directly because it also re-serialises EXIF, which can fail on
+        # the broken EXIF common on the web, and the encoder drops EXIF anyway.
+        image = image.transpose(_EXIF_TRANSPOSE[orientation])
+    return Decoded(to_rgb(image), width, height, image_format)
+
+
+def _identify(data: bytes, formats: tuple[str, ...]) -> Image.Image:
+    """Open lazily (header only) with the allowed plugins, like ``Image.open`` minus its global bomb check.
+
+    ``Image.open`` applies the process-wide ``MAX_IMAGE_PIXELS``; calling the registered plugin factories directly
+    lets each call apply its own limit (checked by the caller) and never mutates Pillow's globals.
+    """
+    prefix = data[:16]
+    broken: str | None = None
+    for name in formats:
+        entry = Image.OPEN.get(name)
+        if entry is None:  # plugin not built into this Pillow (e.g. AVIF)
+            continue
+        factory, accept = entry
+        if accept is not None and not _accepts(accept, prefix):
+            continue
+        try:
+            return factory(io.BytesIO(data), "")
+        except (SyntaxError, IndexError, TypeError, ValueError, EOFError, struct.error):
+            broken = broken or name  # the magic matched but the header is broken: let another plugin try
+        except Image.DecompressionBombError as err:  # some plugins check sizes while parsing headers
+            raise DecodeError("decompression_bomb:pillow_limit", str(err)) from err
+        except OSError as err:
+            raise DecodeError(_oserror_detail(err), str(err)) from err
+    if broken is not None:
+        raise DecodeError(f"bad_header:{broken.lower()}")
+    raise DecodeError(_unidentified_detail(data, formats))
+
+
+def _accepts(accept, prefix: bytes) -> bool:
+    """A plugin's magic check; a string result is Pillow's "recognised but unsupported" warning, i.e. no."""
+    try:
+        result = accept(prefix)
+    except Exception:  # a plugin's magic check must never take the decoder down
+        return False
+    return not isinstance(result, str) and bool(result)
+
+
+def _unidentified_detail(data: bytes, formats: tuple[str, ...]) -> str:
+    """Name what the bytes are when we can: markup (HTML error pages, SVG), PDF, or a format we refuse."""
+    head = data[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if head.startswith(b"<"):
+        if b"<svg" in head:
+            return "not_raster:svg"
+        if b"<html" in head or b"<!doctype html" in head or b"<head" in head or b"<body" in head:
+            return "not_raster:html"
+        return "not_raster:xml"
+    if head.startswith(b"%pdf"):
+        return "not_raster:pdf"
+    prefix = data[:16]
+    for name, (_factory, accept) in Image.OPEN.items():
+        if name not in formats and accept is not None and _accepts(accept, prefix):
+            return f"unsupported_format:{name.lower()}"
+    return "unidentified_format"
+
+
+def _load(image: Image.Image) -> None:
+    try:
+        image.load()
+    except Image.DecompressionBombError as err:  # e.g. a GIF frame larger than its logical screen
+        raise DecodeError("decompression_bomb:pillow_limit", str(err)) from err
+    except OSError as err:
+        raise DecodeError(_oserror_detail(err), str(err)) from err
+    except (SyntaxError, ValueError, IndexError, TypeError, EOFError, struct.error, MemoryError) as err:
+        raise DecodeError(f"load_failed:{type(err).__name__}", str(err)) from err
+
+
+def _oserror_detail(err: OSError) -> str:
+    message = str(err).lower()
+    if "truncated" in message:
+        return "truncated"
+    if "decoder" in message and "not available" in message:
+        return "decoder_unavailable"
+    return f"load_failed:{type(err).__name__}"
+
+
+def _orientation(image: Image.Image) -> int:
+    """EXIF (or XMP) orientation 1-8; 1 when absent or unreadable (broken EXIF is common and harmless)."""
+    try:
+        value = image.getexif().get(ExifTags.Base.Orientation, 1)
+    except Exception:
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+# ---------------------------------------------------------------------------------------------- mode -> RGB
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode -> RGB. Transparency (alpha band or palette/tRNS transparency) is composited on white."""
+    mode = image.mode
+    if mode == "RGB" and "transparency" not in image.info:
+        return image
+    try:
+        if _has_transparency(image):
+            return _composite_on_white(image)
+        if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+            return _high_depth_to_rgb(image)
+        if mode == "LAB":
+            return _lab_to_rgb(image)
+        return image.convert("RGB")
+    except (ValueError, OSError, ImageCms.PyCMSError) as err:
+        raise DecodeError(f"unsupported_mode:{mode}", f"cannot convert mode {mode} to RGB: {err}") from err
+
+
+def _has_transparency(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in image.info
+
+
+def _composite_on_white(image: Image.Image) -> Image.Image:
+    if image.mode == "La":  # premultiplied; Pillow converts it only to LA
+        image = image.convert("LA")
+    rgba = image.convert("RGBA")  # also resolves palette / tRNS transparency, and premultiplied RGBa
+    background = Image.new("RGBA", rgba.size, _WHITE + (255,))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
+    """16-bit / 32-bit / float greyscale -> 8-bit. Pillow's plain convert clips (most 16-bit images turn white).
+
+    16-bit modes scale by 255/65535. For ``I`` and ``F`` the range is not in the mode, so it is inferred from the
+    values: [0, 1] floats scale by 255, values already within 0..255 are kept, values within 0..65535 scale like
+    16-bit, anything else is stretched from its min..max.
+    """
+    values = np.asarray(image.convert("F") if image.mode.startswith("I;16") else image, dtype=np.float64)
+    low, high = float(values.min()), float(values.max())
+    if image.mode.startswith("I;16"):
+        scaled = values * (255.0 / 65535.0)
+    elif low >= 0 and high <= 1.0 and image.mode == "F":
+        scaled = values * 255.0
+    elif low >= 0 and high <= 255:
+        scaled = values
+    elif low >= 0 and high <= 65535:
+        scaled = values * (255.0 / 65535.0)
+    else:
+        scaled = (values - low) * (255.0 / (high - low))
+    grey = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    return Image.fromarray(grey, mode="L").convert("RGB")
+
+
+def _lab_to_rgb(image: Image.Image) -> Image.Image:
+    transform = ImageCms.buildTransform(
+        ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"), "LAB", "RGB"
+    )
+    return ImageCms.applyTransform(image, transform)
+
+
+# --------------------------------------------------------------------------------------------------- rules
+
+
+def image_size_reason(
+    width: int, height: int, min_side: int = 200, max_aspect_ratio: float = 3.0
+) -> str | None:
+    """ALIGN's image rules, strict as in the paper: keep shorter side > ``min_side`` and long/short < max.
+
+    (img2dataset and DataComp keep exactly 200 px and exactly 3.0; ALIGN does not.) Too small is checked first.
+    """
+    short, long = min(width, height), max(width, height)
+    if short <= min_side:
+        return reasons.IMAGE_TOO_SMALL
+    if long / short >= max_aspect_ratio:
+        return reasons.ASPECT_RATIO_TOO_LARGE
+    return None
+
+
+def perceptual_hash(image: Image.Image, hash_size: int = 8) -> str:
+    """DCT perceptual hash (imagehash.phash) as hex: 16 hex chars for the default 64-bit hash."""
+    return str(imagehash.phash(image, hash_size=hash_size))

@@ -1,0 +1,199 @@
+"""Resize and encode one image, and the whole per-image chain the pipeline runs on fetched bytes.
+
+Pure functions (no Beam): decode -> size rules on the original size -> perceptual hash -> resize -> encode.
+Resize modes follow img2dataset (``no``, ``keep_ratio``, ``keep_ratio_largest``, ``center_crop``, ``border``)
+including its ``resize_only_if_bigger`` semantics (see :func:`resize_image`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+
+from PIL import Image
+
+from aligndata.filters import reasons
+from aligndata.filters.image import DEFAULT_MAX_PIXELS, DecodeError, decode_image, image_size_reason, perceptual_hash
+
+RESIZE_MODES = ("no", "keep_ratio", "keep_ratio_largest", "center_crop", "border")
+EXTENSIONS = {"jpg": "jpg", "webp": "webp", "png": "png"}
+
+# reduce() by an integer factor (box filter) first, then LANCZOS over the last <= 2x, as Image.thumbnail does.
+# Measured against plain LANCZOS to a 346 px short side: 2000x1500 26.8 -> 10.6 ms, 4000x3000 89.6 -> 15.8 ms,
+# mean abs pixel difference 0.3/255 (gap 3.0 only helped from 4000x3000 on: 45.5 ms).
+_REDUCING_GAP = 2.0
+
+
+def resize_image(
+    img: Image.Image,
+    mode: str,
+    size: int,
+    only_downscale: bool = True,
+    border_color: tuple[int, int, int] = (0, 0, 0),
+) -> Image.Image:
+    """Resize like img2dataset.
+
+    - ``no``: untouched.
+    - ``keep_ratio``: the smaller side becomes ``size``.
+    - ``keep_ratio_largest``: the larger side becomes ``size``.
+    - ``center_crop``: the smaller side becomes ``size``, then the central ``size`` x ``size`` square is kept.
+    - ``border``: the larger side becomes ``size``, then it is padded to ``size`` x ``size`` with
+      ``border_color``, centred.
+
+    ``only_downscale`` is img2dataset's ``resize_only_if_bigger``: when the side that would be scaled to ``size``
+    (the smaller one for keep_ratio/center_crop, the larger one for keep_ratio_largest/border) is already
+    <= ``size``, the image is returned untouched: no enlargement, and also no crop or padding, so such an
+    image is not square in center_crop/border mode.
+    """
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"unknown resize mode {mode!r}; expected one of {', '.join(RESIZE_MODES)}")
+    if size < 1:
+        raise ValueError(f"resize size must be >= 1, got {size}")
+    if mode == "no":
+        return img
+    width, height = img.size
+    uses_smaller_side = mode in ("keep_ratio", "center_crop")
+    scaled_side = min(width, height) if uses_smaller_side else max(width, height)
+    if only_downscale and scaled_side <= size:
+        return img
+    resized = _scale_side_to(img, scaled_side, size)
+    if mode == "center_crop":
+        return _center_crop(resized, size)
+    if mode == "border":
+        return _pad_to_square(resized, size, border_color)
+    return resized
+
+
+def _scale_side_to(img: Image.Image, side: int, target: int) -> Image.Image:
+    """Scale so that ``side`` becomes ``target``; the other side is rounded (never below 1 px)."""
+    width, height = img.size
+    scale = target / side
+    new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if new_size == img.size:
+        return img
+    # reducing_gap only helps when shrinking; it is ignored by Pillow when enlarging.
+    return img.resize(new_size, Image.Resampling.LANCZOS, reducing_gap=_REDUCING_GAP)
+
+
+def _center_crop(img: Image.Image, size: int) -> Image.Image:
+    width, height = img.size
+    left, top = (width - size) // 2, (height - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+def _pad_to_square(img: Image.Image, size: int, color: tuple[int, int, int]) -> Image.Image:
+    canvas = Image.new(img.mode, (size, size), color if img.mode == "RGB" else 0)
+    canvas.paste(img, ((size - img.width) // 2, (size - img.height) // 2))
+    return canvas
+
+
+def encode_image(img: Image.Image, fmt: str = "jpg", quality: int = 95) -> bytes:
+    """Encode as jpg/webp/png. Same pixels and options -> same bytes: no EXIF, ICC, XMP or timestamps written.
+
+    ``quality`` applies to jpg and (lossy) webp; png is lossless (zlib level 6).
+    """
+    if fmt not in EXTENSIONS:
+        raise ValueError(f"unknown encode format {fmt!r}; expected one of {', '.join(EXTENSIONS)}")
+    if not 1 <= quality <= 100:
+        raise ValueError(f"encode quality must be within 1..100, got {quality}")
+    if img.mode not in ("RGB", "L"):
+        img = img.convert("RGB")
+    if img.info:  # PNG/WebP savers copy some metadata (ICC profile, EXIF) from .info: drop it
+        img = img.copy()
+        img.info = {}
+    buffer = io.BytesIO()
+    if fmt == "jpg":
+        img.save(buffer, "JPEG", quality=quality)
+    elif fmt == "webp":
+        img.save(buffer, "WEBP", quality=quality, method=4)
+    else:
+        img.save(buffer, "PNG", compress_level=6)
+    return buffer.getvalue()
+
+
+@dataclass
+class ImageConfig:
+    """Options of the per-image chain. Defaults: ALIGN's rules and its 346 px training resolution."""
+
+    min_side: int = 200
+    max_aspect_ratio: float = 3.0
+    resize_mode: str = "keep_ratio"
+    image_size: int = 346
+    encode_format: str = "jpg"
+    encode_quality: int = 95
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    only_downscale: bool = True
+
+    def __post_init__(self) -> None:
+        # A bad option is a user error: fail once, loudly, rather than reject every image.
+        if self.resize_mode not in RESIZE_MODES:
+            raise ValueError(f"resize_mode must be one of {', '.join(RESIZE_MODES)}, got {self.resize_mode!r}")
+        if self.encode_format not in EXTENSIONS:
+            raise ValueError(f"encode_format must be one of {', '.join(EXTENSIONS)}, got {self.encode_format!r}")
+        if not 1 <= self.encode_quality <= 100:
+            raise ValueError(f"encode_quality must be within 1..100, got {self.encode_quality}")
+        if self.image_size < 1 or self.max_pixels < 1:
+            raise ValueError("image_size and max_pixels must be >= 1")
+        if self.max_aspect_ratio <= 1.0:
+            raise ValueError(
+                f"max_aspect_ratio must be > 1 (every image would be rejected), got {self.max_aspect_ratio}"
+            )
+
+    def draft_size(self) -> tuple[int, int] | None:
+        """JPEG draft request: both sides stay >= image_size, enough for every mode that shrinks to it."""
+        return None if self.resize_mode == "no" else (self.image_size, self.image_size)
+
+
+@dataclass
+class ImageOutcome:
+    """What happened to one fetched image. ``reason`` None means kept, with ``image_bytes`` set."""
+
+    reason: str | None
+    detail: str
+    image_bytes: bytes | None
+    ext: str
+    width: int | None
+    height: int | None
+    original_width: int | None
+    original_height: int | None
+    sha256: str
+    phash: str | None
+
+
+def process_image(data: bytes, cfg: ImageConfig) -> ImageOutcome:
+    """The per-image chain; never raises for bad image bytes (they end as ``decode_failed`` with a detail).
+
+    The size rules judge the ORIGINAL (header, EXIF-oriented) size, never the resized one. The pHash is taken on
+    the decoded image before resizing so it does not depend on the output options.
+    """
+    outcome = ImageOutcome(
+        reason=None, detail="", image_bytes=None, ext=EXTENSIONS[cfg.encode_format], width=None, height=None,
+        original_width=None, original_height=None, sha256=hashlib.sha256(data).hexdigest(), phash=None,
+    )
+    try:
+        decoded = decode_image(data, max_pixels=cfg.max_pixels, draft_size=cfg.draft_size())
+    except DecodeError as err:
+        return _rejected(outcome, reasons.DECODE_FAILED, err.detail)
+    except Exception as err:  # a Pillow bug on hostile bytes must not kill the worker
+        return _rejected(outcome, reasons.DECODE_FAILED, type(err).__name__)
+    outcome.original_width, outcome.original_height = decoded.original_width, decoded.original_height
+    size_reason = image_size_reason(
+        decoded.original_width, decoded.original_height, cfg.min_side, cfg.max_aspect_ratio
+    )
+    if size_reason is not None:
+        return _rejected(outcome, size_reason, f"{decoded.original_width}x{decoded.original_height}")
+    try:
+        outcome.phash = perceptual_hash(decoded.image)
+        resized = resize_image(decoded.image, cfg.resize_mode, cfg.image_size, cfg.only_downscale)
+        outcome.image_bytes = encode_image(resized, cfg.encode_format, cfg.encode_quality)
+    except Exception as err:  # e.g. MemoryError on a huge image in mode "no"
+        outcome.phash = None
+        return _rejected(outcome, reasons.DECODE_FAILED, f"encode_failed:{type(err).__name__}")
+    outcome.width, outcome.height = resized.size
+    return outcome
+
+
+def _rejected(outcome: ImageOutcome, reason: str, detail: str) -> ImageOutcome:
+    outcome.reason, outcome.detail = reason, detail
+    return outcome

@@ -1,0 +1,311 @@
+"""Deterministic WebDataset shard writer: ``NAME.tar`` + ``NAME.parquet`` + ``NAME_stats.json``.
+
+Every path goes through Beam's ``FileSystems``, so the same code writes local disk, gs:// and s3://. Every file is
+written under a temporary name in its final directory and renamed into place: a crash leaves at most a hidden
+``.NAME.tmp-<hex>`` file (removed by ``prepare_output_dir(overwrite=True)``), never a partial shard, and a retried
+Beam bundle rewrites the same bytes over the same name. Within a shard, the stats file is written last, so its
+presence marks a complete shard.
+
+Tars are byte-for-byte reproducible: samples sorted by key, members of a sample adjacent in the order
+image, ``.cls``, ``.json``, ``.txt``; mtime 0, uid/gid 0, empty user/group names, mode 0644, GNU format.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import io
+import json
+import re
+import tarfile
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+# Typed so every shard of a run has the same schema even when a column is all-null in one shard.
+KNOWN_COLUMNS: dict[str, pa.DataType] = {
+    "key": pa.string(),
+    "uid": pa.string(),
+    "url": pa.string(),
+    "caption": pa.string(),
+    "page_url": pa.string(),
+    "width": pa.int64(),
+    "height": pa.int64(),
+    "original_width": pa.int64(),
+    "original_height": pa.int64(),
+    "sha256": pa.string(),
+    "phash": pa.string(),
+}
+
+# Files aligndata writes into an output directory; only these are removed by prepare_output_dir(overwrite=True).
+OWNED_FILE_RE = re.compile(
+    r"^(?:\d{5,}(?:\.tar|\.parquet|_stats\.json)"
+    r"|sizes\.json|report\.json|report\.html|rejected\.parquet|candidates\.parquet|config\.json"
+    r"|\..+\.tmp-[0-9a-f]{32})$"
+)
+
+_TAR_FORMAT = tarfile.GNU_FORMAT  # no PAX headers (which could carry varying metadata); long names still work
+
+
+class OutputDirNotEmpty(Exception):
+    """The output directory holds files and the user did not ask to overwrite them."""
+
+
+@dataclass
+class Sample:
+    """One WebDataset sample. ``key`` becomes the member basename (no dots, no slashes)."""
+
+    key: str
+    image: bytes
+    image_ext: str
+    text: str
+    meta: dict
+    cls: int | None = None
+
+
+def shard_name(index: int) -> str:
+    """Zero-padded shard name: 0 -> "00000"; indexes >= 100000 simply get more digits."""
+    if index < 0:
+        raise ValueError(f"shard index must be >= 0, got {index}")
+    return f"{index:05d}"
+
+
+# ------------------------------------------------------------------------------------------- atomic writes
+
+
+@contextlib.contextmanager
+def _atomic_writer(path: str) -> Iterator[IO[bytes]]:
+    """Yield a writable file at a temporary sibling of ``path``; rename it onto ``path`` only on success."""
+    directory, name = FileSystems.split(path)
+    temp_path = FileSystems.join(directory, f".{name}.tmp-{uuid.uuid4().hex}")
+    try:
+        with FileSystems.create(temp_path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            yield handle
+        FileSystems.rename([temp_path], [path])
+    except BaseException:
+        _delete_quietly(temp_path)
+        raise
+
+
+def _delete_quietly(path: str) -> None:
+    try:
+        if FileSystems.exists(path):
+            FileSystems.delete([path])
+    except Exception:  # cleanup must not hide the error that got us here
+        pass
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file + rename (readers never see a partial file)."""
+    with _atomic_writer(path) as handle:
+        handle.write(data)
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+    """Write JSON with sorted keys, indent 2 and a trailing newline (stable bytes for the same object)."""
+    text = json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False, default=_json_default) + "\n"
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def _json_default(value: Any) -> Any:
+    """Serialise the non-JSON values extra input columns bring (timestamps, numpy/pyarrow scalars)."""
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    if hasattr(value, "item"):  # numpy scalar
+        return value.item()
+    raise TypeError(f"metadata value {value!r} of type {type(value).__name__} is not JSON serialisable")
+
+
+# ---------------------------------------------------------------------------------------------------- tar
+
+
+def tar_bytes(samples: Iterable[Sample]) -> bytes:
+    """The shard tar as bytes. The same samples in any input order give identical bytes."""
+    buffer = io.BytesIO()
+    _write_tar(buffer, _sorted_checked(samples))
+    return buffer.getvalue()
+
+
+def _sorted_checked(samples: Iterable[Sample]) -> list[Sample]:
+    ordered = sorted(samples, key=lambda sample: sample.key)
+    for sample in ordered:
+        _check_sample(sample)
+    for previous, current in zip(ordered, ordered[1:]):
+        if previous.key == current.key:
+            raise ValueError(f"duplicate sample key {current.key!r} in one shard")
+    return ordered
+
+
+def _check_sample(sample: Sample) -> None:
+    key = sample.key
+    if not key or "." in key or "/" in key or "\\" in key or "\0" in key:
+        # WebDataset splits member names at the first dot: a dotted key would split one sample into two.
+        raise ValueError(f"sample key {key!r} must be non-empty and contain no '.', '/', '\\' or NUL")
+    if not sample.image_ext.isalnum() or sample.image_ext in ("cls", "json", "txt"):
+        raise ValueError(f"sample {key!r}: image extension {sample.image_ext!r} must be alphanumeric (e.g. jpg)")
+    if sample.cls is not None and (isinstance(sample.cls, bool) or not isinstance(sample.cls, int)):
+        raise ValueError(f"sample {key!r}: cls must be an int or None, got {sample.cls!r}")
+
+
+def _members(sample: Sample) -> list[tuple[str, bytes]]:
+    """Member names and payloads of one sample, in the fixed order image, cls, json, txt."""
+    members = [(f"{sample.key}.{sample.image_ext}", sample.image)]
+    if sample.cls is not None:
+        members.append((f"{sample.key}.cls", str(sample.cls).encode("ascii")))
+    meta_json = json.dumps(sample.meta, sort_keys=True, ensure_ascii=False, default=_json_default)
+    members.append((f"{sample.key}.json", meta_json.encode("utf-8")))
+    members.append((f"{sample.key}.txt", sample.text.encode("utf-8")))
+    return members
+
+
+def _write_tar(fileobj: IO[bytes], ordered: list[Sample]) -> None:
+    with tarfile.open(fileobj=_TellingWriter(fileobj), mode="w", format=_TAR_FORMAT) as tar:
+        for sample in ordered:
+            for name, payload in _members(sample):
+                tar.addfile(_tar_info(name, len(payload)), io.BytesIO(payload))
+
+
+def _tar_info(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = 0
+    info.mode = 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.type = tarfile.REGTYPE
+    return info
+
+
+class _TellingWriter:
+    """Counts bytes written: tarfile needs ``tell()``, which remote write channels may not provide."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.position = 0
+
+    def write(self, data: bytes) -> int:
+        self.raw.write(data)
+        self.position += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.position
+
+
+# ------------------------------------------------------------------------------------------------ parquet
+
+
+def samples_table(samples: list[Sample]) -> pa.Table:
+    """One row per sample: ``key`` then the metadata fields (known columns first, in KNOWN_COLUMNS order, then
+    the others sorted by name). A field missing from some samples is null there."""
+    columns = _meta_columns(samples)
+    arrays = []
+    for column in columns:
+        values = [sample.key if column == "key" else sample.meta.get(column) for sample in samples]
+        arrays.append(_column_array(column, values))
+    if not columns:
+        columns, arrays = ["key"], [pa.array([], type=pa.string())]
+    return pa.Table.from_arrays(arrays, names=columns)
+
+
+def _meta_columns(samples: list[Sample]) -> list[str]:
+    present: set[str] = set()
+    for sample in samples:
+        if sample.meta.get("key", sample.key) != sample.key:
+            raise ValueError(f"sample {sample.key!r}: meta['key'] = {sample.meta['key']!r} differs from the key")
+        present.update(sample.meta)
+    present.add("key")
+    known = [name for name in KNOWN_COLUMNS if name in present]
+    return known + sorted(present - set(known))
+
+
+def _column_array(column: str, values: list[Any]) -> pa.Array:
+    try:
+        return pa.array(values, type=KNOWN_COLUMNS.get(column))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as err:
+        raise ValueError(f"metadata column {column!r} cannot be stored in parquet: {err}") from err
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    """Parquet file bytes (snappy); stable for the same table and pyarrow version."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="snappy")
+    return sink.getvalue().to_pybytes()
+
+
+# ---------------------------------------------------------------------------------------------- the shard
+
+
+def write_shard(output_dir: str, index: int, samples: Iterable[Sample]) -> dict:
+    """Write ``NAME.tar``, ``NAME.parquet`` and (last) ``NAME_stats.json``; return the stats.
+
+    Everything is validated before the first write, so a bad sample leaves no file behind. The tar is streamed to
+    its temporary file rather than built in memory a second time.
+    """
+    name = shard_name(index)
+    ordered = _sorted_checked(samples)
+    table = samples_table(ordered)
+    parquet = parquet_bytes(table)
+    with _atomic_writer(FileSystems.join(output_dir, f"{name}.tar")) as handle:
+        counter = _TellingWriter(handle)
+        _write_tar(counter, ordered)
+    write_bytes_atomic(FileSystems.join(output_dir, f"{name}.parquet"), parquet)
+    stats = {
+        "shard": name,
+        "count": len(ordered),
+        "successes": len(ordered),
+        "bytes": counter.tell(),
+        "meta_columns": table.column_names,
+    }
+    write_json_atomic(FileSystems.join(output_dir, f"{name}_stats.json"), stats)
+    return stats
+
+
+def write_sizes(output_dir: str, sizes: dict[str, int]) -> None:
+    """``sizes.json`` as open_clip reads it: {"00000.tar": number of samples, ...}."""
+    write_json_atomic(FileSystems.join(output_dir, "sizes.json"), {name: int(n) for name, n in sizes.items()})
+
+
+# ------------------------------------------------------------------------------------------ output folder
+
+
+def prepare_output_dir(output_dir: str, overwrite: bool) -> list[str]:
+    """Create ``output_dir``; refuse a non-empty one unless ``overwrite``. Returns the paths deleted.
+
+    With ``overwrite`` only files aligndata owns (``OWNED_FILE_RE``: numbered shards, their parquet/stats,
+    sizes/report/rejected/candidates/config files, leftover temp files) directly in ``output_dir`` are deleted;
+    anything else a user keeps there stays.
+    """
+    entries = _list_recursive(output_dir)
+    if entries and not overwrite:
+        raise OutputDirNotEmpty(
+            f"output directory {output_dir} is not empty ({len(entries)} files); "
+            "pass --overwrite to replace the files aligndata wrote there"
+        )
+    parent = _parent_of_children(output_dir)
+    owned = sorted(
+        path for path in entries
+        if FileSystems.split(path)[0] == parent and OWNED_FILE_RE.match(FileSystems.split(path)[1])
+    )
+    if owned:
+        FileSystems.delete(owned)
+    if not FileSystems.exists(output_dir):
+        FileSystems.mkdirs(output_dir)  # a no-op on object stores, where "directories" are prefixes
+    return owned
+
+
+def _list_recursive(output_dir: str) -> list[str]:
+    """Every file under ``output_dir`` (dotfiles included: Beam's glob ``*`` matches them)."""
+    results = FileSystems.match([FileSystems.join(output_dir, "**")])
+    return [metadata.path for result in results for metadata in result.metadata_list]
+
+
+def _parent_of_children(output_dir: str) -> str:
+    """How FileSystems.split names ``output_dir`` as the parent of its children (local split is absolute)."""
+    return FileSystems.split(FileSystems.join(output_dir, "child"))[0]

@@ -1,0 +1,333 @@
+"""The deterministic shard writer: tar layout, WebDataset compatibility, parquet rows, atomic writes, output dir."""
+
+from __future__ import annotations
+
+import datetime
+import io
+import json
+import random
+import tarfile
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import webdataset
+from PIL import Image
+
+from aligndata.pipeline.shards import (
+    OutputDirNotEmpty,
+    Sample,
+    prepare_output_dir,
+    shard_name,
+    tar_bytes,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_shard,
+    write_sizes,
+)
+
+
+def jpeg(seed: int, size=(48, 32)) -> bytes:
+    rng = random.Random(seed)
+    out = io.BytesIO()
+    Image.new("RGB", size, tuple(rng.randrange(256) for _ in range(3))).save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def make_samples(n: int = 5, with_cls: bool = False) -> list[Sample]:
+    samples = []
+    for i in range(n):
+        key = f"{i:02d}" + "ab" * 15  # 32 chars, like a uid
+        meta = {
+            "uid": key,
+            "url": f"http://127.0.0.1/img/{i}.jpg",
+            "caption": f"a photo number {i} — café",
+            "width": 48,
+            "height": 32,
+            "original_width": 480 + i,
+            "original_height": 320,
+            "sha256": f"{i:064x}",
+            "phash": f"{i:016x}",
+            "source": "laion",  # an extra input column
+        }
+        samples.append(
+            Sample(key=key, image=jpeg(i), image_ext="jpg", text=meta["caption"], meta=meta,
+                   cls=i % 3 if with_cls else None)
+        )
+    return samples
+
+
+def files_in(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+# ------------------------------------------------------------------------------------------------ names
+
+
+@pytest.mark.parametrize(("index", "name"), [(0, "00000"), (42, "00042"), (99999, "99999"), (100000, "100000")])
+def test_shard_name(index, name):
+    assert shard_name(index) == name
+
+
+def test_shard_name_refuses_negative():
+    with pytest.raises(ValueError, match="-1"):
+        shard_name(-1)
+
+
+# -------------------------------------------------------------------------------------------------- tar
+
+
+def test_tar_members_are_sorted_adjacent_and_normalised():
+    samples = make_samples(4, with_cls=True)
+    data = tar_bytes(reversed(samples))
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        members = tar.getmembers()
+        names = [m.name for m in members]
+        expected = []
+        for sample in sorted(samples, key=lambda s: s.key):
+            expected += [f"{sample.key}.jpg", f"{sample.key}.cls", f"{sample.key}.json", f"{sample.key}.txt"]
+        assert names == expected
+        for member in members:
+            assert (member.mtime, member.uid, member.gid, member.uname, member.gname) == (0, 0, 0, "", "")
+            assert member.mode == 0o644 and member.isreg()
+            assert "." not in member.name.split(".", 1)[0]
+        first = samples[0]
+        assert tar.extractfile(f"{first.key}.jpg").read() == first.image
+        assert tar.extractfile(f"{first.key}.cls").read() == b"0"
+        assert tar.extractfile(f"{first.key}.txt").read().decode("utf-8") == first.text
+        raw_json = tar.extractfile(f"{first.key}.json").read()
+        assert raw_json == json.dumps(first.meta, sort_keys=True, ensure_ascii=False).encode("utf-8")
+        assert "café" in raw_json.decode("utf-8")
+
+
+def test_cls_member_is_omitted_when_none():
+    data = tar_bytes(make_samples(2))
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        assert not [name for name in tar.getnames() if name.endswith(".cls")]
+
+
+def test_tar_is_identical_for_any_input_order():
+    samples = make_samples(8, with_cls=True)
+    shuffled = samples[:]
+    random.Random(7).shuffle(shuffled)
+    assert tar_bytes(samples) == tar_bytes(shuffled) == tar_bytes(reversed(samples))
+
+
+@pytest.mark.parametrize("key", ["has.dot", "a/b", "", "trailing."])
+def test_bad_keys_are_refused_with_the_key_named(key):
+    sample = make_samples(1)[0]
+    sample.key = key
+    with pytest.raises(ValueError, match="sample key"):
+        tar_bytes([sample])
+
+
+def test_duplicate_keys_are_refused():
+    sample = make_samples(1)[0]
+    with pytest.raises(ValueError, match=f"duplicate sample key '{sample.key}'"):
+        tar_bytes([sample, sample])
+
+
+def test_bad_extension_and_cls_are_refused():
+    sample = make_samples(1)[0]
+    sample.image_ext = "tar.gz"
+    with pytest.raises(ValueError, match="image extension"):
+        tar_bytes([sample])
+    sample = make_samples(1)[0]
+    sample.cls = "3"
+    with pytest.raises(ValueError, match="cls must be an int"):
+        tar_bytes([sample])
+
+
+# ------------------------------------------------------------------------------------------- write_shard
+
+
+def test_write_shard_writes_three_files_and_returns_stats(tmp_path):
+    samples = make_samples(5)
+    stats = write_shard(str(tmp_path), 3, samples)
+    assert files_in(tmp_path) == ["00003.parquet", "00003.tar", "00003_stats.json"]
+    assert stats == {
+        "shard": "00003",
+        "count": 5,
+        "successes": 5,
+        "bytes": (tmp_path / "00003.tar").stat().st_size,
+        "meta_columns": ["key", "uid", "url", "caption", "width", "height", "original_width",
+                         "original_height", "sha256", "phash", "source"],
+    }
+    on_disk = (tmp_path / "00003_stats.json").read_text(encoding="utf-8")
+    assert json.loads(on_disk) == stats and on_disk.endswith("\n")
+    assert (tmp_path / "00003.tar").read_bytes() == tar_bytes(samples)
+
+
+def test_webdataset_reads_the_shard(tmp_path):
+    samples = make_samples(4, with_cls=True)
+    write_shard(str(tmp_path), 0, samples)
+    dataset = webdataset.WebDataset(str(tmp_path / "00000.tar"), shardshuffle=False)
+    read = list(dataset)
+    assert [s["__key__"] for s in read] == sorted(s.key for s in samples)
+    by_key = {s.key: s for s in samples}
+    for item in read:
+        original = by_key[item["__key__"]]
+        assert set(item) >= {"jpg", "txt", "json", "cls"}
+        assert item["jpg"] == original.image
+        assert Image.open(io.BytesIO(item["jpg"])).size == (48, 32)
+        assert item["txt"].decode("utf-8") == original.text
+        assert json.loads(item["json"]) == original.meta
+        assert int(item["cls"]) == original.cls
+    decoded = list(webdataset.WebDataset(str(tmp_path / "00000.tar"), shardshuffle=False).decode("pil"))
+    assert decoded[0]["jpg"].size == (48, 32) and decoded[0]["cls"] == samples[0].cls
+
+
+def test_parquet_rows_match_the_samples(tmp_path):
+    samples = make_samples(5)
+    write_shard(str(tmp_path), 0, reversed(samples))
+    table = pq.read_table(tmp_path / "00000.parquet")
+    rows = table.to_pylist()
+    assert [row["key"] for row in rows] == sorted(s.key for s in samples)
+    for row, sample in zip(rows, sorted(samples, key=lambda s: s.key)):
+        assert row == {"key": sample.key, **sample.meta}
+    assert str(table.schema.field("width").type) == "int64"
+    assert str(table.schema.field("caption").type) == "string"
+
+
+def test_parquet_tolerates_missing_meta_fields(tmp_path):
+    samples = make_samples(3)
+    del samples[1].meta["phash"]
+    del samples[1].meta["source"]
+    samples[2].meta["late_extra"] = 7
+    write_shard(str(tmp_path), 0, samples)
+    table = pq.read_table(tmp_path / "00000.parquet")
+    assert table.column_names[-2:] == ["late_extra", "source"]  # extras after the known columns, sorted
+    rows = {row["key"]: row for row in table.to_pylist()}
+    assert rows[samples[1].key]["phash"] is None and rows[samples[1].key]["source"] is None
+    assert rows[samples[2].key]["late_extra"] == 7 and rows[samples[0].key]["late_extra"] is None
+
+
+def test_known_columns_keep_their_type_when_all_null(tmp_path):
+    samples = make_samples(2)
+    for sample in samples:
+        sample.meta["page_url"] = None
+    write_shard(str(tmp_path), 0, samples)
+    assert str(pq.read_table(tmp_path / "00000.parquet").schema.field("page_url").type) == "string"
+
+
+def test_meta_with_timestamps_is_serialised(tmp_path):
+    samples = make_samples(1)
+    samples[0].meta["crawled"] = datetime.date(2021, 6, 1)
+    write_shard(str(tmp_path), 0, samples)
+    with tarfile.open(tmp_path / "00000.tar") as tar:
+        meta = json.loads(tar.extractfile(f"{samples[0].key}.json").read())
+    assert meta["crawled"] == "2021-06-01"
+
+
+def test_two_writes_in_different_orders_are_byte_identical(tmp_path):
+    samples = make_samples(6, with_cls=True)
+    shuffled = samples[:]
+    random.Random(3).shuffle(shuffled)
+    first, second = tmp_path / "a", tmp_path / "b"
+    write_shard(str(first), 0, samples)
+    write_shard(str(second), 0, shuffled)
+    for name in ("00000.tar", "00000.parquet", "00000_stats.json"):
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+
+
+def test_rewriting_a_shard_overwrites_it_identically_and_leaves_no_temp_files(tmp_path):
+    samples = make_samples(3)
+    write_shard(str(tmp_path), 0, samples)
+    before = {name: (tmp_path / name).read_bytes() for name in files_in(tmp_path)}
+    write_shard(str(tmp_path), 0, samples)  # a retried bundle
+    assert {name: (tmp_path / name).read_bytes() for name in files_in(tmp_path)} == before
+    assert not [name for name in files_in(tmp_path) if ".tmp-" in name]
+
+
+def test_a_bad_sample_writes_nothing(tmp_path):
+    samples = make_samples(3)
+    samples[2].key = "bad.key"
+    with pytest.raises(ValueError, match="bad.key"):
+        write_shard(str(tmp_path / "out"), 0, samples)
+    assert not (tmp_path / "out").exists() or files_in(tmp_path / "out") == []
+
+
+def test_empty_shard_is_a_valid_empty_tar(tmp_path):
+    stats = write_shard(str(tmp_path), 0, [])
+    assert stats["count"] == 0
+    with tarfile.open(tmp_path / "00000.tar") as tar:
+        assert tar.getnames() == []
+    assert pq.read_table(tmp_path / "00000.parquet").num_rows == 0
+
+
+# ----------------------------------------------------------------------------------------- atomic writes
+
+
+def test_write_bytes_atomic_replaces_and_cleans_up(tmp_path):
+    target = tmp_path / "sub" / "file.bin"
+    write_bytes_atomic(str(target), b"first")
+    write_bytes_atomic(str(target), b"second")
+    assert target.read_bytes() == b"second"
+    assert files_in(target.parent) == ["file.bin"]
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
+    target = tmp_path / "00000.tar"
+    target.write_bytes(b"complete old shard")
+    from aligndata.pipeline import shards
+
+    def exploding_write_tar(fileobj, ordered):  # a crash half-way through writing the tar
+        fileobj.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(shards, "_write_tar", exploding_write_tar)
+    with pytest.raises(OSError, match="disk full"):
+        write_shard(str(tmp_path), 0, make_samples(2))
+    assert target.read_bytes() == b"complete old shard"
+    assert files_in(tmp_path) == ["00000.tar"]
+
+
+def test_write_json_atomic_is_sorted_indented_with_newline(tmp_path):
+    path = tmp_path / "x.json"
+    write_json_atomic(str(path), {"b": 1, "a": {"d": "é", "c": [1, 2]}})
+    assert path.read_text(encoding="utf-8") == (
+        '{\n  "a": {\n    "c": [\n      1,\n      2\n    ],\n    "d": "é"\n  },\n  "b": 1\n}\n'
+    )
+
+
+def test_write_sizes(tmp_path):
+    write_sizes(str(tmp_path), {"00001.tar": 3, "00000.tar": 10})
+    text = (tmp_path / "sizes.json").read_text()
+    assert json.loads(text) == {"00000.tar": 10, "00001.tar": 3}
+    assert text.index("00000.tar") < text.index("00001.tar")
+
+
+# ------------------------------------------------------------------------------------------- output dir
+
+
+def test_prepare_creates_missing_and_accepts_empty_dirs(tmp_path):
+    target = tmp_path / "a" / "b"
+    assert prepare_output_dir(str(target), overwrite=False) == []
+    assert target.is_dir()
+    assert prepare_output_dir(str(target), overwrite=False) == []
+
+
+@pytest.mark.parametrize("leftover", ["notes.txt", ".hidden", "sub/00000.tar"])
+def test_prepare_refuses_a_non_empty_dir_without_overwrite(tmp_path, leftover):
+    (tmp_path / leftover).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / leftover).write_text("mine")
+    with pytest.raises(OutputDirNotEmpty) as err:
+        prepare_output_dir(str(tmp_path), overwrite=False)
+    assert str(tmp_path) in str(err.value) and "--overwrite" in str(err.value)
+    assert (tmp_path / leftover).read_text() == "mine"
+
+
+def test_overwrite_deletes_only_what_aligndata_owns(tmp_path):
+    write_shard(str(tmp_path), 0, make_samples(2))
+    write_shard(str(tmp_path), 100000, make_samples(1))
+    write_sizes(str(tmp_path), {"00000.tar": 2})
+    owned = ["report.json", "rejected.parquet", "candidates.parquet", "config.json", "report.html",
+             ".00001.tar.tmp-" + "0" * 32]
+    kept = ["notes.txt", "holiday.tar", "data.parquet", "sub/00000.tar"]
+    for name in owned + kept:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    deleted = prepare_output_dir(str(tmp_path), overwrite=True)
+    assert len(deleted) == 6 + 1 + len(owned)  # two shards x 3 files, sizes.json, the rest
+    assert files_in(tmp_path) == ["data.parquet", "holiday.tar", "notes.txt", "sub"]
+    assert (tmp_path / "sub" / "00000.tar").exists()
