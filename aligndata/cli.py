@@ -1,0 +1,220 @@
+"""The `aligndata` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from aligndata import __version__
+
+CURATE_EPILOG = """\
+Any Apache Beam pipeline option may follow (--runner, --direct_running_mode multi_processing,
+--direct_num_workers N, --temp_location, --project, --region, ...). The default runner is FnApiRunner.
+"""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def _columns(text: str) -> tuple[str, ...]:
+    return tuple(c.strip() for c in text.split(",") if c.strip())
+
+
+def add_curate_arguments(parser: argparse.ArgumentParser) -> None:
+    io_ = parser.add_argument_group("input and output")
+    io_.add_argument("--input", nargs="+", required=True, metavar="PATH",
+                     help="files or globs (local, gs://, s3://, ...); .gz is read transparently")
+    io_.add_argument("--output", required=True, metavar="DIR", help="directory for shards, ledger and report")
+    io_.add_argument("--input-format", default="auto", choices=["auto", "parquet", "csv", "tsv", "jsonl"])
+    io_.add_argument("--url-col", default="url")
+    io_.add_argument("--caption-col", default="caption")
+    io_.add_argument("--extra-cols", type=_columns, default=(), metavar="A,B",
+                     help="input columns copied into each sample's .json")
+    io_.add_argument("--page-url-col", default=None, help="column holding the page the image was found on")
+    io_.add_argument("--no-header", action="store_true",
+                     help="csv/tsv without a header row; name columns by position (--url-col 1 --caption-col 0)")
+    io_.add_argument("--dry-run", action="store_true",
+                     help="no network: apply text and frequency rules, write candidates.parquet and report.json")
+    io_.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run in DIR")
+
+    text = parser.add_argument_group("text rules (ALIGN)")
+    text.add_argument("--min-words", type=_non_negative_int, default=3, help="keep captions with >= this many words")
+    text.add_argument("--max-words", type=_positive_int, default=20, help="keep captions with <= this many words")
+    text.add_argument("--vocab-size", type=_non_negative_int, default=100_000_000,
+                      help="allowlist size: the most frequent unigrams+bigrams of the raw corpus")
+    text.add_argument("--max-images-per-text", type=_positive_int, default=10,
+                      help="drop a caption shared by more than this many image URLs")
+    text.add_argument("--max-texts-per-image", type=_positive_int, default=1000,
+                      help="drop an image URL with more than this many distinct captions")
+
+    image = parser.add_argument_group("image rules (ALIGN) and output images")
+    image.add_argument("--min-side", type=_non_negative_int, default=200,
+                       help="keep images whose shorter side is > this (strict)")
+    image.add_argument("--max-aspect-ratio", type=_positive_float, default=3.0,
+                       help="keep images whose long/short ratio is < this (strict)")
+    image.add_argument("--max-pixels", type=_positive_int, default=89_478_485, help="decompression-bomb limit")
+    image.add_argument("--resize-mode", default="keep_ratio", choices=["keep_ratio", "center_crop", "border", "no"])
+    image.add_argument("--image-size", type=_positive_int, default=346)
+    image.add_argument("--encode-format", default="jpg", choices=["jpg", "webp", "png"])
+    image.add_argument("--encode-quality", type=_positive_int, default=95)
+    image.add_argument("--samples-per-shard", type=_positive_int, default=10_000,
+                       help="target mean samples per shard (exact counts in sizes.json)")
+
+    fetch = parser.add_argument_group("fetching")
+    fetch.add_argument("--timeout", type=_positive_float, default=10.0, help="connect and read timeout, seconds")
+    fetch.add_argument("--total-timeout", type=_positive_float, default=None,
+                       help="wall-clock cap per download attempt, seconds (default 2*timeout+5)")
+    fetch.add_argument("--max-download-bytes", type=_positive_int, default=20_000_000)
+    fetch.add_argument("--retries", type=_non_negative_int, default=2)
+    fetch.add_argument("--fetch-threads", type=_positive_int, default=32, help="concurrent downloads per worker")
+    fetch.add_argument("--allow-private-networks", action="store_true",
+                       help="allow private, loopback and link-local addresses (local test servers)")
+    fetch.add_argument("--user-agent", default=None, help="full User-Agent header (default names aligndata)")
+    fetch.add_argument("--contact", default=None, help="a URL or e-mail added to the User-Agent for site owners")
+
+
+def curate_config(args: argparse.Namespace):
+    from aligndata.pipeline.config import CurateConfig
+
+    if args.min_words > args.max_words:
+        raise SystemExit(f"aligndata curate: --min-words ({args.min_words}) exceeds --max-words ({args.max_words})")
+    return CurateConfig(
+        inputs=tuple(args.input),
+        output=args.output,
+        input_format=args.input_format,
+        url_col=args.url_col,
+        caption_col=args.caption_col,
+        extra_cols=args.extra_cols,
+        page_url_col=args.page_url_col,
+        no_header=args.no_header,
+        min_words=args.min_words,
+        max_words=args.max_words,
+        vocab_size=args.vocab_size,
+        max_images_per_text=args.max_images_per_text,
+        max_texts_per_image=args.max_texts_per_image,
+        min_side=args.min_side,
+        max_aspect_ratio=args.max_aspect_ratio,
+        max_pixels=args.max_pixels,
+        resize_mode=args.resize_mode,
+        image_size=args.image_size,
+        encode_format=args.encode_format,
+        encode_quality=args.encode_quality,
+        samples_per_shard=args.samples_per_shard,
+        timeout=args.timeout,
+        total_timeout=args.total_timeout,
+        max_download_bytes=args.max_download_bytes,
+        retries=args.retries,
+        fetch_threads=args.fetch_threads,
+        allow_private_networks=args.allow_private_networks,
+        user_agent=args.user_agent,
+        contact=args.contact,
+        dry_run=args.dry_run,
+        overwrite=args.overwrite,
+    )
+
+
+def print_summary(report: dict, output: str, stream=sys.stderr) -> None:
+    kept_label = "candidates" if report["dry_run"] else "kept"
+    print(f"{report['input_rows']} rows in, {report['kept']} {kept_label}, {report['rejected']} rejected",
+          file=stream)
+    for reason, n in report["rejected_by_reason"].items():
+        if n:
+            print(f"  {reason:32s} {n:>10d}  {report['rejected_pct_by_reason'][reason]:6.2f}%", file=stream)
+    freq = report["frequency"]
+    print(f"allowlist: {freq['allowlist_size']} of {freq['distinct_ngrams']} n-grams "
+          f"(count >= {freq['allowlist_threshold']})", file=stream)
+    if not report["dry_run"]:
+        print(f"{report['shards']} shard(s) in {output}", file=stream)
+
+
+def cmd_curate(args, beam_args) -> int:
+    from aligndata.pipeline.run import run_curate
+
+    report = run_curate(curate_config(args), beam_args)
+    print_summary(report, args.output)
+    if not report["accounting_ok"]:
+        print("aligndata curate: accounting mismatch (input rows != kept + rejected); this is a bug, please report it",
+              file=sys.stderr)
+        return 3
+    return 0
+
+
+def cmd_example(args, beam_args) -> int:
+    from aligndata.example import run_example
+
+    report = run_example(args.output, overwrite=args.overwrite, beam_args=beam_args)
+    print_summary(report, args.output)
+    return 0 if report["accounting_ok"] else 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aligndata", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"aligndata {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log Beam's own progress too")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    curate = sub.add_parser(
+        "curate",
+        help="filter image/alt-text tables with ALIGN's rules into WebDataset shards",
+        epilog=CURATE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_curate_arguments(curate)
+    curate.set_defaults(func=cmd_curate)
+
+    example = sub.add_parser("example", help="curate a small bundled corpus served from a local HTTP server")
+    example.add_argument("--output", default="example_output")
+    example.add_argument("--overwrite", action="store_true")
+    example.set_defaults(func=cmd_example)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, beam_args = parser.parse_known_args(argv)
+    if beam_args:
+        from aligndata.pipeline.run import unknown_beam_args
+
+        unknown = unknown_beam_args(beam_args)
+        if unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)} (not an aligndata or Apache Beam option)")
+    # Importing Beam configures the root logger; take it back.
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+    from aligndata.pipeline.shards import OutputDirNotEmpty
+    from aligndata.pipeline.sources import InputError
+
+    try:
+        return args.func(args, beam_args)
+    except (InputError, OutputDirNotEmpty) as exc:
+        print(f"aligndata {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("aligndata: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

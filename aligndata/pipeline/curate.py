@@ -1,0 +1,285 @@
+"""The curate pipeline: pairs tables in, WebDataset shards + rejected ledger + report out.
+
+The flow, readable top to bottom in ``build_curate``:
+
+  read rows -> prepare (validate, normalize, per-row text rules, n-gram counts pre-aggregated per bundle)
+  n-gram counts -> count histogram -> allowlist threshold c*  (a handful of numbers, never the vocabulary)
+  rare n-grams (count < c*) joined with the texts that use them -> rare texts      (skipped when c* <= 1)
+  group by text  -> distinct image URLs per text (capped), rare flag
+  group by URL   -> duplicate pairs, distinct texts per URL (capped), final text reason; one fetch per URL
+  fetch + decode + image rules + resize/encode (thread pool inside the DoFn)
+  shards by uid range -> tar + parquet + stats; rejected.parquet; report.json last
+
+Every DoFn with side effects writes through a temporary name and renames, so a retried bundle is harmless.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from aligndata.filters import reasons
+from aligndata.filters.frequency import (
+    CappedDistinct,
+    allowlist_threshold,
+    distinct_ngram_hashes,
+    hash64,
+    ngram_hashes,
+    rare_token_reason,
+    shared_text_reason,
+    too_many_texts_reason,
+)
+from aligndata.filters.text import tokenize, word_ngrams
+from aligndata.pipeline import fetching, ledger, report, shard_stage
+from aligndata.pipeline.config import CurateConfig
+from aligndata.pipeline.elements import NAMESPACE, NGRAMS, REJECTS, FETCH_STATS, emit, reject
+from aligndata.pipeline.rows import prepare_row
+from aligndata.pipeline.sources import InputSpec, iter_rows
+
+# Bounded per-bundle pre-aggregation: flush before a bundle's dict holds more than this many keys.
+NGRAM_FLUSH_KEYS = 200_000
+PAIR_FLUSH_KEYS = 200_000
+
+
+class ReadRows(beam.DoFn):
+    def process(self, spec: InputSpec):
+        rows = Metrics.counter(NAMESPACE, "rows_read")
+        for raw in iter_rows(spec):
+            rows.inc()
+            yield raw
+
+
+class PrepareRows(beam.DoFn):
+    """Validate and normalize rows; count unigrams+bigrams over the raw corpus, pre-aggregated per bundle."""
+
+    def __init__(self, cfg: CurateConfig):
+        self.cfg = cfg
+
+    def start_bundle(self):
+        self.counts = collections.Counter()
+
+    def process(self, raw):
+        cand, words = prepare_row(raw, self.cfg.min_words, self.cfg.max_words, self.cfg.page_url_col)
+        if words is None:
+            yield emit(REJECTS, reject(cand, cand["reason"], cand["detail"]))
+            return
+        self.counts.update(ngram_hashes(words))
+        if len(self.counts) > NGRAM_FLUSH_KEYS:
+            yield from (emit(NGRAMS, kv) for kv in self.counts.items())
+            self.counts.clear()
+        yield cand
+
+    def finish_bundle(self):
+        for kv in self.counts.items():
+            yield emit(NGRAMS, kv, from_finish_bundle=True)
+        self.counts.clear()
+
+
+class ThresholdFn(beam.CombineFn):
+    """(count, number of n-grams with that count) pairs -> the allowlist threshold c* and its context."""
+
+    def __init__(self, vocab_size: int):
+        self.vocab_size = vocab_size
+
+    def create_accumulator(self):
+        return {}
+
+    def add_input(self, acc, element):
+        count, n = element
+        acc[count] = acc.get(count, 0) + n
+        return acc
+
+    def merge_accumulators(self, accs):
+        out = {}
+        for acc in accs:
+            for count, n in acc.items():
+                out[count] = out.get(count, 0) + n
+        return out
+
+    def extract_output(self, acc):
+        threshold = allowlist_threshold(acc, self.vocab_size)
+        return {
+            "vocab_size": self.vocab_size,
+            "distinct_ngrams": sum(acc.values()),
+            "allowlist_threshold": threshold,
+            "allowlist_size": sum(n for count, n in acc.items() if count >= threshold),
+        }
+
+
+class NgramTextPairs(beam.DoFn):
+    """(n-gram, text) pairs for the rare-token join, deduplicated per bundle; nothing at all when c* <= 1."""
+
+    def start_bundle(self):
+        self.pairs = {}
+
+    def process(self, cand, freq):
+        if freq["allowlist_threshold"] <= 1:
+            return
+        for gram in word_ngrams(tokenize(cand["caption"])):
+            self.pairs[(hash64(gram), cand["text_hash"])] = gram
+        if len(self.pairs) > PAIR_FLUSH_KEYS:
+            yield from self._flush()
+
+    def finish_bundle(self):
+        yield from self._flush(from_finish_bundle=True)
+
+    def _flush(self, from_finish_bundle=False):
+        for (gram_hash, text_hash), gram in self.pairs.items():
+            yield emit(None, (gram_hash, (text_hash, gram)), from_finish_bundle)
+        self.pairs = {}
+
+
+def _rare_texts_of_ngram(kv):
+    """For a rare n-gram: (text hash, (its count, the n-gram)) for every text using it."""
+    _, grouped = kv
+    counts = grouped["count"]
+    if not counts:
+        return
+    count = counts[0]
+    for text_hash, gram in grouped["texts"]:
+        yield text_hash, (count, gram)
+
+
+class AnnotateTextGroup(beam.DoFn):
+    """All rows sharing one lowercased text: count their distinct image URLs (capped) and mark rare tokens."""
+
+    def __init__(self, cfg: CurateConfig):
+        self.cfg = cfg
+
+    def process(self, kv, freq):
+        _, grouped = kv
+        rows = grouped["rows"]
+        rare = min(grouped["rare"]) if grouped["rare"] else None
+        urls = CappedDistinct(self.cfg.max_images_per_text)
+        for row in rows:
+            urls.add(hash64(row["url"]))
+        for row in rows:
+            if rare is not None and rare_token_reason(rare[0], freq["allowlist_threshold"]):
+                row = dict(row, reason=reasons.TEXT_RARE_TOKEN,
+                           detail=f"{rare[1]!r} seen {rare[0]}x < {freq['allowlist_threshold']}")
+            elif shared_text_reason(urls.count, self.cfg.max_images_per_text):
+                row = dict(row, reason=reasons.TEXT_SHARED_BY_TOO_MANY_IMAGES,
+                           detail=f"> {self.cfg.max_images_per_text} images")
+            yield row["url"], row
+
+
+class ResolveUrlGroup(beam.DoFn):
+    """All rows naming one image URL: duplicates, texts-per-image rule, final text verdict; survivors go on."""
+
+    def __init__(self, cfg: CurateConfig):
+        self.cfg = cfg
+
+    def process(self, kv):
+        url, rows = kv
+        rows = sorted(rows, key=lambda r: (r["src"], r["row"]))
+        texts = CappedDistinct(self.cfg.max_texts_per_image)
+        for row in rows:
+            texts.add(row["text_hash"])
+        too_many = too_many_texts_reason(texts.count, self.cfg.max_texts_per_image)
+        first_seen = {}
+        survivors = []
+        for row in rows:
+            first = first_seen.setdefault(row["uid"], row)
+            if first is not row:
+                detail = f"same pair as file {first['src']} row {first['row']}"
+                yield emit(REJECTS, reject(row, reasons.DUPLICATE_PAIR, detail))
+            elif row["reason"]:
+                yield emit(REJECTS, reject(row, row["reason"], row["detail"]))
+            elif too_many:
+                yield emit(REJECTS, reject(row, too_many, f"> {self.cfg.max_texts_per_image} texts"))
+            else:
+                survivors.append(row)
+        if survivors:
+            Metrics.counter(NAMESPACE, "urls_to_fetch").inc()
+            yield url, survivors
+
+
+def build_curate(p: beam.Pipeline, cfg: CurateConfig, specs: list[InputSpec]):
+    """Add the whole curate flow to ``p``."""
+    raw = p | "Inputs" >> beam.Create(specs, reshuffle=False) | "Read" >> beam.ParDo(ReadRows())
+    prepared = raw | "Prepare" >> beam.ParDo(PrepareRows(cfg)).with_outputs(REJECTS, NGRAMS, main="candidates")
+    candidates = prepared.candidates
+
+    # Allowlist threshold from the histogram of n-gram counts.
+    ngram_counts = prepared[NGRAMS] | "SumNgrams" >> beam.CombinePerKey(sum)
+    freq = (
+        ngram_counts
+        | "CountOfCount" >> beam.Map(lambda kv: (kv[1], 1))
+        | "Histogram" >> beam.CombinePerKey(sum)
+        | "Threshold" >> beam.CombineGlobally(ThresholdFn(cfg.vocab_size))
+    )
+    freq_side = beam.pvalue.AsSingleton(freq)
+
+    # Texts holding an n-gram below the threshold.
+    rare_ngrams = ngram_counts | "RareNgrams" >> beam.Filter(
+        lambda kv, f: kv[1] < f["allowlist_threshold"], f=freq_side
+    )
+    passing = candidates | "TextRulesPassed" >> beam.Filter(lambda c: not c["reason"])
+    pairs = passing | "NgramTextPairs" >> beam.ParDo(NgramTextPairs(), freq_side)
+    rare_texts = (
+        {"count": rare_ngrams, "texts": pairs}
+        | "JoinRare" >> beam.CoGroupByKey()
+        | "RareTexts" >> beam.FlatMap(_rare_texts_of_ngram)
+        | "MinRare" >> beam.CombinePerKey(min)
+    )
+
+    # Group by text, then by URL.
+    by_text = passing | "KeyByText" >> beam.Map(lambda c: (c["text_hash"], c))
+    text_checked = (
+        {"rows": by_text, "rare": rare_texts}
+        | "GroupByText" >> beam.CoGroupByKey()
+        | "TextGroup" >> beam.ParDo(AnnotateTextGroup(cfg), freq_side)
+    )
+    failed_text = (
+        candidates
+        | "TextRulesFailed" >> beam.Filter(lambda c: bool(c["reason"]))
+        | "KeyByUrl" >> beam.Map(lambda c: (c["url"], c))
+    )
+    resolved = (
+        (text_checked, failed_text)
+        | "AllByUrl" >> beam.Flatten()
+        | "GroupByUrl" >> beam.GroupByKey()
+        | "UrlGroup" >> beam.ParDo(ResolveUrlGroup(cfg)).with_outputs(REJECTS, main="to_fetch")
+    )
+
+    rejects = [prepared[REJECTS], resolved[REJECTS]]
+    if cfg.dry_run:
+        kept = resolved.to_fetch | "Candidates" >> beam.FlatMap(lambda kv: kv[1])
+        kept_count = kept | "WriteCandidates" >> ledger.WriteCandidates(cfg, specs)
+        shard_stats = None
+        fetch_stats = None
+    else:
+        fetched = resolved.to_fetch | "Fetch" >> beam.ParDo(fetching.FetchAndProcess(cfg)).with_outputs(
+            REJECTS, FETCH_STATS, main="samples"
+        )
+        rejects.append(fetched[REJECTS])
+        fetch_stats = fetched[FETCH_STATS] | "FetchTotals" >> beam.CombineGlobally(report.SumCounts())
+        shard_stats = fetched.samples | "Shards" >> shard_stage.WriteShards(cfg)
+        kept_count = None
+
+    all_rejects = rejects | "AllRejects" >> beam.Flatten()
+    reason_counts = (
+        all_rejects
+        | "Reasons" >> beam.Map(lambda r: {r["reason"]: 1})
+        | "ReasonTotals" >> beam.CombineGlobally(report.SumCounts())
+    )
+    rejected_written = all_rejects | "WriteRejected" >> ledger.WriteRejected(cfg, specs)
+    rows_read = raw | "CountRows" >> beam.combiners.Count.Globally()
+
+    side = {
+        "rows_read": beam.pvalue.AsSingleton(rows_read),
+        "reason_counts": beam.pvalue.AsSingleton(reason_counts),
+        "freq": freq_side,
+        "rejected_written": beam.pvalue.AsSingleton(rejected_written),
+    }
+    if shard_stats is not None:
+        side["shard_stats"] = beam.pvalue.AsList(shard_stats)
+        side["fetch_stats"] = beam.pvalue.AsSingleton(fetch_stats)
+    if kept_count is not None:
+        side["candidates_written"] = beam.pvalue.AsSingleton(kept_count)
+    return p | "Once" >> beam.Create([None]) | "Report" >> beam.Map(report.write_final, cfg=cfg, **side)

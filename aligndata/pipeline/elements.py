@@ -1,0 +1,36 @@
+"""Shared pieces of the Beam stages: output tags, the ledger row, and emitting from finish_bundle."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
+
+NAMESPACE = "aligndata"
+MAIN = None
+REJECTS = "rejects"
+NGRAMS = "ngrams"
+FETCH_STATS = "fetch_stats"
+
+
+def reject(candidate: dict, reason: str, detail: str = "") -> dict:
+    """The ledger row for a rejected input row (and a Beam counter per reason)."""
+    Metrics.counter(NAMESPACE, f"rejected_{reason}").inc()
+    return {
+        "uid": candidate["uid"],
+        "url": candidate["url"],
+        "caption": candidate["caption"],
+        "reason": reason,
+        "detail": detail,
+        "src": candidate["src"],
+        "row": candidate["row"],
+    }
+
+
+def emit(tag: str | None, value, from_finish_bundle: bool = False):
+    """An output for ``tag`` (None = main). finish_bundle must give its elements a window and timestamp."""
+    if from_finish_bundle:
+        value = WindowedValue(value, MIN_TIMESTAMP, [GlobalWindow()])
+    return value if tag is None else beam.pvalue.TaggedOutput(tag, value)

@@ -1,0 +1,548 @@
+"""Download one image URL safely: byte cap, timeouts, a wall-clock cap, retries, redirects, X-Robots-Tag.
+
+``Fetcher.fetch(url)`` never raises for network or HTTP problems; it returns a :class:`FetchResult` whose
+``reason`` is one of ``download_failed``, ``blocked_address``, ``robots_disallowed`` and whose ``detail`` is a
+short classified string (``http_404``, ``timeout``, ``total_timeout``, ``too_large``, ``dns``,
+``blocked:127.0.0.1``, ``x-robots-tag:noai``, ...). One ``Fetcher`` is shared by many threads.
+
+Semantics worth knowing:
+
+* An *attempt* is one pass from the original URL through its redirects to a final response and its body.
+  ``total_timeout`` caps each attempt's wall-clock time (redirect hops, headers and body together; not the
+  waits between attempts, not DNS resolution, which the OS resolver bounds). A watchdog thread shuts the
+  socket down at the deadline, so neither a body dripping one byte a second nor headers sent one byte at a
+  time can hold a thread past it. Retries start again from the original URL (redirect targets are often
+  short-lived signed URLs).
+* Retried: connection failures, connect/read timeouts, a body cut short, temporary DNS failures, 408, 429
+  and 5xx except 501. Not retried: other 4xx, NXDOMAIN, TLS errors, the byte cap, the wall-clock cap, refusals.
+  The wait is exponential (``backoff * 2**n``, capped at 8 s, half of it jittered) or the server's
+  Retry-After (seconds or an HTTP date) when longer; a Retry-After above ``max_retry_after`` ends the
+  retries instead of being shortened, since coming back early would only earn another 429.
+* ``max_bytes`` applies to the decoded body: Content-Length is checked first when present, and bytes are
+  counted while streaming (gzip/deflate decoded chunk by chunk), so neither a lying length nor a gzip bomb
+  gets past it.
+* The Content-Type is recorded, never used to reject: many servers label images wrongly; the decoder decides.
+* X-Robots-Tag ``noai``, ``noimageai``, ``noindex``, ``noimageindex`` and ``none`` refuse the image when
+  they are unscoped or scoped to our token ``aligndata`` (``X-Robots-Tag: aligndata: noai``); directives
+  scoped to other crawlers (``googlebot: noindex``) are ignored. Same rule as img2dataset. Only the final
+  response's header counts, and it is read before the body, which is then not downloaded.
+* Cookies are never stored and proxy/netrc environment settings are ignored (``trust_env`` off), so one
+  site cannot influence requests to another and the address guard sees the real destination.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import heapq
+import http.client
+import itertools
+import random
+import re
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timezone
+from http.cookiejar import DefaultCookiePolicy
+from urllib.parse import urljoin
+
+import requests
+import urllib3.exceptions as u3
+
+from aligndata import __version__
+from aligndata.filters import reasons
+from aligndata.pipeline.netguard import AddressPolicy, BlockedAddressError, GuardedHTTPAdapter, check_hop
+
+USER_AGENT_TOKEN = "aligndata"
+DEFAULT_USER_AGENT = f"{USER_AGENT_TOKEN}/{__version__}"
+ROBOTS_DIRECTIVES = frozenset({"noai", "noimageai", "noindex", "noimageindex", "none"})
+# Directives that carry their own "name: value" and so must not be read as a "botname:" scope.
+_VALUED_DIRECTIVES = frozenset({"unavailable_after", "max-snippet", "max-image-preview", "max-video-preview"})
+_BOT_TOKEN = re.compile(r"[a-z0-9_.\-]+")
+
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+BACKOFF_CAP = 8.0
+CHUNK_SIZE = 64 * 1024
+ACCEPT = "image/avif,image/webp,image/apng,image/*,*/*;q=0.8"
+
+
+@dataclass
+class FetchConfig:
+    """Download limits and politeness settings (all per URL)."""
+
+    timeout: float = 10.0  # connect timeout, and read timeout for each socket read
+    total_timeout: float | None = None  # wall-clock cap per attempt; None means 2 * timeout + 5
+    max_bytes: int = 20_000_000  # cap on the decoded body
+    retries: int = 2  # extra attempts after the first
+    backoff: float = 0.5  # first retry wait in seconds, doubled each time, capped at BACKOFF_CAP
+    max_retry_after: float = 30.0  # a longer Retry-After ends the retries
+    allow_private_networks: bool = False  # True only for tests/trusted intranets: disables the address guard
+    allowed_networks: tuple[str, ...] = ()  # CIDRs exempt from the guard, e.g. an internal mirror
+    user_agent: str = DEFAULT_USER_AGENT
+    contact: str | None = None  # URL or e-mail appended to the User-Agent so site owners can reach you
+    max_redirects: int = 5
+    respect_x_robots_tag: bool = True
+    pool_maxsize: int = 32  # keep-alive connections kept per host: at least the number of fetch threads
+
+    def __post_init__(self) -> None:
+        positive = {"timeout": self.timeout, "max_bytes": self.max_bytes, "pool_maxsize": self.pool_maxsize}
+        if self.total_timeout is not None:
+            positive["total_timeout"] = self.total_timeout
+        for name, value in positive.items():
+            if not value > 0:
+                raise ValueError(f"FetchConfig.{name} must be > 0, got {value!r}")
+        non_negative = {
+            "retries": self.retries,
+            "backoff": self.backoff,
+            "max_retry_after": self.max_retry_after,
+            "max_redirects": self.max_redirects,
+        }
+        for name, value in non_negative.items():
+            if not value >= 0:
+                raise ValueError(f"FetchConfig.{name} must be >= 0, got {value!r}")
+        if not self.user_agent or not self.user_agent.strip():
+            raise ValueError("FetchConfig.user_agent must not be empty")
+        self.allowed_networks = tuple(self.allowed_networks)
+        AddressPolicy(allowed_networks=self.allowed_networks)  # raises ValueError on a malformed CIDR
+
+    @property
+    def attempt_timeout(self) -> float:
+        """The wall-clock cap applied to each attempt."""
+        return self.total_timeout if self.total_timeout is not None else 2 * self.timeout + 5
+
+    @property
+    def user_agent_header(self) -> str:
+        """The User-Agent sent: ``user_agent`` with ``contact`` folded in as ``(+contact)``."""
+        if self.contact and self.contact not in self.user_agent:
+            return f"{self.user_agent} (+{self.contact})"
+        return self.user_agent
+
+
+@dataclass
+class FetchResult:
+    """The outcome of fetching one URL. ``data`` is set only when ``ok``; ``reason`` only when not."""
+
+    url: str
+    ok: bool
+    data: bytes | None
+    reason: str | None
+    detail: str
+    status: int | None  # last HTTP status received, None if no response came
+    content_type: str | None  # media type of the final response, lowercased, parameters dropped
+    final_url: str  # URL of the last request made (after redirects)
+    attempts: int  # attempts made (1 + retries used); 0 when refused before any request
+    elapsed: float = 0.0  # seconds spent in fetch(), waits between attempts included
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Header parsing helpers (pure)
+
+
+def x_robots_disallows(header_values: Iterable[str], token: str = USER_AGENT_TOKEN) -> str | None:
+    """The first refusing directive in ``X-Robots-Tag`` header values that applies to ``token``, else None.
+
+    Each header value may start with a ``botname:`` scope that covers the directives after it, until
+    another scope; unscoped directives apply to every crawler.
+    """
+    token = token.lower()
+    for value in header_values:
+        scope: str | None = None
+        for item in value.split(","):
+            name, sep, rest = item.partition(":")
+            name = name.strip().lower()
+            if sep and name not in _VALUED_DIRECTIVES and _BOT_TOKEN.fullmatch(name):
+                scope, item = name, rest
+            directive = item.split(":", 1)[0].strip().lower()
+            if directive in ROBOTS_DIRECTIVES and scope in (None, token):
+                return directive
+    return None
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After value (delay-seconds or HTTP date); None if absent or invalid."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = None
+    if seconds is not None:
+        return max(0.0, seconds) if seconds == seconds else None  # NaN is not a delay
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def media_type(content_type: str | None) -> str | None:
+    """``"Image/JPEG; charset=x"`` -> ``"image/jpeg"``; None when absent."""
+    if not content_type:
+        return None
+    return content_type.split(";", 1)[0].strip().lower() or None
+
+
+def is_retryable_status(status: int) -> bool:
+    return status in (408, 429) or (500 <= status <= 599 and status != 501)
+
+
+def backoff_delay(retry_number: int, backoff: float, rng: random.Random | None = None) -> float:
+    """Wait before retry ``retry_number`` (1-based): exponential, capped, with the upper half jittered."""
+    delay = min(BACKOFF_CAP, backoff * 2 ** (retry_number - 1))
+    return delay / 2 + (rng or random).uniform(0, delay / 2)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Wall-clock cap: a per-attempt deadline and one watchdog thread per Fetcher
+
+
+def _shutdown(sock: socket.socket) -> None:
+    # The base-class shutdown acts on the file descriptor without touching an SSLSocket's TLS state, which
+    # another thread is using; a blocked recv() then returns at once.
+    try:
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
+
+
+class _Attempt:
+    """One attempt's deadline and the sockets it reads from; the watchdog calls ``expire`` at the deadline.
+
+    A finished attempt ignores its deadline. One narrow race remains: urllib3 returns a keep-alive
+    connection to the pool as the last body byte is read, a moment before ``finish``; if the deadline falls
+    in that moment and another thread has already taken the connection, that thread sees a connection error
+    and retries. Harmless, and far cheaper than giving up connection reuse.
+    """
+
+    def __init__(self, deadline: float):
+        self.deadline = deadline
+        self.expired = False
+        self._done = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def add_socket(self, sock: socket.socket) -> None:
+        if not isinstance(sock, socket.socket):
+            return
+        with self._lock:
+            if self._done:
+                return
+            if self.expired:
+                _shutdown(sock)
+            else:
+                self._sockets.append(sock)
+
+    def expire(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self.expired = True
+            for sock in self._sockets:
+                _shutdown(sock)
+
+    def finish(self) -> None:
+        with self._lock:
+            self._done = True
+            self._sockets.clear()
+
+
+class _Watchdog:
+    """Expires attempts at their deadlines. The thread starts on demand and exits after a minute idle."""
+
+    IDLE_EXIT_SECONDS = 60.0
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, _Attempt]] = []
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    def watch(self, attempt: _Attempt) -> None:
+        with self._cond:
+            if self._stopped:
+                return
+            heapq.heappush(self._heap, (attempt.deadline, next(self._order), attempt))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="aligndata-fetch-watchdog", daemon=True)
+                self._thread.start()
+            elif self._heap[0][2] is attempt:
+                self._cond.notify()  # a new earliest deadline
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            thread = self._thread
+            self._cond.notify()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def _run(self) -> None:
+        with self._cond:
+            while not self._stopped:
+                now = time.monotonic()
+                while self._heap and self._heap[0][0] <= now:
+                    heapq.heappop(self._heap)[2].expire()
+                if self._heap:
+                    self._cond.wait(self._heap[0][0] - now)
+                elif not self._cond.wait(self.IDLE_EXIT_SECONDS) and not self._heap:
+                    break  # idle: watch() starts a new thread when needed
+            self._thread = None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Failure classification
+
+
+class _Failure(Exception):
+    """Internal: ends an attempt with a classified failure."""
+
+    def __init__(self, reason: str, detail: str, retry: bool = False, retry_after: float | None = None):
+        super().__init__(detail)
+        self.reason, self.detail, self.retry, self.retry_after = reason, detail, retry, retry_after
+
+
+def _exception_chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and everything it wraps (causes, contexts, urllib3 ``reason``s, exception args)."""
+    seen: list[BaseException] = []
+    stack: list[object] = [exc]
+    while stack and len(seen) < 32:
+        item = stack.pop()
+        if not isinstance(item, BaseException) or any(item is s for s in seen):
+            continue
+        seen.append(item)
+        # urllib3 keeps wrapped errors in ``reason`` (MaxRetryError) or ``_reason`` (NameResolutionError).
+        wrapped = (getattr(item, "reason", None), getattr(item, "_reason", None))
+        stack.extend((item.__cause__, item.__context__, *wrapped, *item.args))
+    return seen
+
+
+_READ_TIMEOUTS = (requests.ReadTimeout, u3.ReadTimeoutError, TimeoutError)
+_TLS_ERRORS = (ssl.SSLError, u3.SSLError, requests.exceptions.SSLError)
+_DECODE_ERRORS = (requests.exceptions.ContentDecodingError, u3.DecodeError)
+_URL_ERRORS = (
+    requests.exceptions.InvalidURL,
+    requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidSchema,
+    u3.LocationValueError,
+)
+_CONNECTION_ERRORS = (OSError, u3.ProtocolError, u3.HTTPError, http.client.HTTPException)
+
+
+def classify_exception(exc: BaseException, during_body: bool = False) -> tuple[str, str, bool]:
+    """``(reason, detail, retryable)`` for an exception raised by requests/urllib3 while fetching."""
+    chain = _exception_chain(exc)
+
+    def find(types: type | tuple[type, ...]) -> BaseException | None:
+        return next((e for e in chain if isinstance(e, types)), None)
+
+    blocked = find(BlockedAddressError)
+    if isinstance(blocked, BlockedAddressError):
+        return reasons.BLOCKED_ADDRESS, f"blocked:{blocked.ip}", False
+    if find(u3.NameResolutionError) is not None or find(socket.gaierror) is not None:
+        gai = find(socket.gaierror)
+        return reasons.DOWNLOAD_FAILED, "dns", getattr(gai, "errno", None) == socket.EAI_AGAIN
+    # urllib3's NewConnectionError subclasses ConnectTimeoutError for history's sake: it is not a timeout.
+    if find(requests.ConnectTimeout) is not None or any(
+        isinstance(e, u3.ConnectTimeoutError) and not isinstance(e, u3.NewConnectionError) for e in chain
+    ):
+        return reasons.DOWNLOAD_FAILED, "connect_timeout", True
+    if find(_READ_TIMEOUTS) is not None:
+        return reasons.DOWNLOAD_FAILED, "timeout", True
+    if find(_TLS_ERRORS) is not None:
+        return reasons.DOWNLOAD_FAILED, "ssl", False
+    if find(_DECODE_ERRORS) is not None:
+        return reasons.DOWNLOAD_FAILED, "bad_encoding", False
+    if find(_URL_ERRORS) is not None:
+        return reasons.DOWNLOAD_FAILED, "invalid_url", False
+    if find(_CONNECTION_ERRORS) is not None:
+        return reasons.DOWNLOAD_FAILED, "incomplete_body" if during_body else "connect", True
+    return reasons.DOWNLOAD_FAILED, f"error:{type(exc).__name__}", False
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The fetcher
+
+
+class Fetcher:
+    """Thread-safe downloader: one ``requests.Session`` shared by all threads calling :meth:`fetch`."""
+
+    def __init__(self, config: FetchConfig | None = None):
+        self.config = config or FetchConfig()
+        self._local = threading.local()  # the calling thread's current _Attempt
+        self._watchdog = _Watchdog()
+        self._closed = threading.Event()
+        self._policy = AddressPolicy(
+            self.config.allow_private_networks, self.config.allowed_networks, self._register_socket
+        )
+        self._session = self._make_session()
+
+    def _make_session(self) -> requests.Session:
+        cfg = self.config
+        adapter = GuardedHTTPAdapter(
+            self._policy, pool_connections=128, pool_maxsize=cfg.pool_maxsize, max_retries=0, pool_block=False
+        )
+        session = requests.Session()
+        session.trust_env = False
+        session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))  # store no cookies
+        session.headers.update(
+            {"User-Agent": cfg.user_agent_header, "Accept": ACCEPT, "Accept-Encoding": "gzip, deflate"}
+        )
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        return session
+
+    def _register_socket(self, sock: socket.socket) -> None:
+        attempt = getattr(self._local, "attempt", None)
+        if attempt is not None:
+            attempt.add_socket(sock)
+
+    def close(self) -> None:
+        """Release connections and stop the watchdog thread. Idempotent."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._session.close()
+        self._watchdog.stop()
+
+    def __enter__(self) -> Fetcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------------------------
+
+    def fetch(self, url: str) -> FetchResult:
+        """Download ``url``. Never raises for network or HTTP problems: failures come back classified."""
+        if self._closed.is_set():
+            raise RuntimeError("Fetcher.fetch() called after close()")
+        started = time.monotonic()
+        refusal = check_hop(url, self._policy)
+        if refusal is not None:
+            reason, detail = refusal
+            return FetchResult(url, False, None, reason, detail, None, None, url, 0, time.monotonic() - started)
+        attempts = 0
+        while True:
+            attempts += 1
+            result, failure = self._attempt(url)
+            result.attempts = attempts
+            result.elapsed = time.monotonic() - started
+            if failure is None or not failure.retry or attempts > self.config.retries:
+                return result
+            delay = backoff_delay(attempts, self.config.backoff)
+            if failure.retry_after is not None:
+                if failure.retry_after > self.config.max_retry_after:
+                    return result
+                delay = max(delay, failure.retry_after)
+            if self._closed.wait(delay):
+                return result
+
+    def _attempt(self, url: str) -> tuple[FetchResult, _Failure | None]:
+        """One attempt under the wall-clock cap; returns the result and, on failure, its classification."""
+        attempt = _Attempt(time.monotonic() + self.config.attempt_timeout)
+        self._local.attempt = attempt
+        self._watchdog.watch(attempt)
+        state = _State(url)
+        try:
+            data = self._follow(state, attempt)
+            result = FetchResult(url, True, data, None, "", state.status, state.content_type, state.current, 0)
+            return result, None
+        except _Failure as failure:
+            return self._failed(state, failure), failure
+        except Exception as exc:  # noqa: BLE001 - fetch() must classify everything, never raise
+            reason, detail, retry = classify_exception(exc, during_body=state.in_body)
+            if attempt.expired:
+                reason, detail, retry = reasons.DOWNLOAD_FAILED, "total_timeout", False
+            failure = _Failure(reason, detail, retry)
+            return self._failed(state, failure), failure
+        finally:
+            attempt.finish()
+            self._local.attempt = None
+
+    @staticmethod
+    def _failed(state: _State, failure: _Failure) -> FetchResult:
+        return FetchResult(
+            state.url, False, None, failure.reason, failure.detail, state.status, state.content_type,
+            state.current, 0,
+        )
+
+    def _follow(self, state: _State, attempt: _Attempt) -> bytes:
+        """Request ``state.current``, following redirects by hand so every hop passes the guard."""
+        cfg = self.config
+        visited = {state.current}
+        hops = 0
+        while True:
+            response = self._session.get(
+                state.current, stream=True, allow_redirects=False, timeout=(cfg.timeout, cfg.timeout)
+            )
+            with response:
+                state.status = response.status_code
+                if response.status_code not in REDIRECT_STATUSES:
+                    state.content_type = media_type(response.headers.get("Content-Type"))
+                    return self._read_body(response, state, attempt)
+                target = self._redirect_target(response, state.current)
+            hops += 1
+            if target in visited:
+                raise _Failure(reasons.DOWNLOAD_FAILED, "redirect_loop")
+            if hops > cfg.max_redirects:
+                raise _Failure(reasons.DOWNLOAD_FAILED, "too_many_redirects")
+            refusal = check_hop(target, self._policy)
+            if refusal is not None:
+                raise _Failure(*refusal)
+            visited.add(target)
+            state.current = target
+
+    @staticmethod
+    def _redirect_target(response: requests.Response, current: str) -> str:
+        location = response.headers.get("Location")
+        if not location or not location.strip():
+            raise _Failure(reasons.DOWNLOAD_FAILED, "redirect_without_location")
+        return urljoin(current, location.strip())
+
+    def _read_body(self, response: requests.Response, state: _State, attempt: _Attempt) -> bytes:
+        cfg = self.config
+        status = response.status_code
+        if not 200 <= status < 300:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            raise _Failure(reasons.DOWNLOAD_FAILED, f"http_{status}", is_retryable_status(status), retry_after)
+        if cfg.respect_x_robots_tag:
+            directive = x_robots_disallows(response.raw.headers.getlist("X-Robots-Tag"))
+            if directive is not None:
+                raise _Failure(reasons.ROBOTS_DISALLOWED, f"x-robots-tag:{directive}")
+        declared = response.headers.get("Content-Length", "")
+        if declared.strip().isdigit() and int(declared) > cfg.max_bytes:
+            raise _Failure(reasons.DOWNLOAD_FAILED, "too_large")
+        state.in_body = True
+        body = bytearray()
+        for chunk in response.raw.stream(CHUNK_SIZE, decode_content=True):
+            body += chunk
+            if len(body) > cfg.max_bytes:
+                raise _Failure(reasons.DOWNLOAD_FAILED, "too_large")
+            if attempt.expired or time.monotonic() > attempt.deadline:
+                raise _Failure(reasons.DOWNLOAD_FAILED, "total_timeout")
+        if attempt.expired:
+            # The watchdog's shutdown looks like a clean end of a body that has no length: not a success.
+            raise _Failure(reasons.DOWNLOAD_FAILED, "total_timeout")
+        if not body:
+            raise _Failure(reasons.DOWNLOAD_FAILED, "empty_body")
+        return bytes(body)
+
+
+@dataclass
+class _State:
+    """What one attempt has learnt so far (kept for the result even when the attempt fails)."""
+
+    url: str
+    current: str = ""
+    status: int | None = None
+    content_type: str | None = None
+    in_body: bool = False
+
+    def __post_init__(self) -> None:
+        self.current = self.current or self.url

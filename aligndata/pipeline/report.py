@@ -1,0 +1,102 @@
+"""report.json (the funnel) and sizes.json: written once, after every shard and the ledger exist."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from aligndata.filters import reasons
+from aligndata.pipeline.shards import write_json_atomic, write_sizes
+
+# Funnel stages: each holds the rows that survive every reason up to and including its last one.
+STAGES = (
+    ("valid_rows", (reasons.INVALID_ROW,)),
+    ("unique_pairs", (reasons.DUPLICATE_PAIR,)),
+    ("text_rules", (reasons.TEXT_TOO_SHORT, reasons.TEXT_TOO_LONG, reasons.TEXT_BOILERPLATE)),
+    ("frequency_rules", (reasons.TEXT_RARE_TOKEN, reasons.TEXT_SHARED_BY_TOO_MANY_IMAGES,
+                         reasons.IMAGE_TOO_MANY_TEXTS)),
+    ("downloaded", (reasons.ROBOTS_DISALLOWED, reasons.BLOCKED_ADDRESS, reasons.DOWNLOAD_FAILED)),
+    ("image_rules", (reasons.DECODE_FAILED, reasons.IMAGE_TOO_SMALL, reasons.ASPECT_RATIO_TOO_LARGE)),
+    ("dedup_and_safety", (reasons.EVAL_SET_DUPLICATE, reasons.NSFW)),
+)
+
+
+class SumCounts(beam.CombineFn):
+    """Sum dicts of counters; the global totals stay as small as the set of counter names."""
+
+    def create_accumulator(self):
+        return {}
+
+    def add_input(self, acc, element):
+        for key, n in element.items():
+            acc[key] = acc.get(key, 0) + n
+        return acc
+
+    def merge_accumulators(self, accs):
+        out = {}
+        for acc in accs:
+            self.add_input(out, acc)
+        return out
+
+    def extract_output(self, acc):
+        return dict(sorted(acc.items()))
+
+
+def funnel(input_rows: int, by_reason: dict) -> list[dict]:
+    remaining = input_rows
+    out = [{"stage": "input_rows", "rows": input_rows}]
+    for stage, stage_reasons in STAGES:
+        dropped = sum(by_reason.get(r, 0) for r in stage_reasons)
+        remaining -= dropped
+        out.append({"stage": stage, "rows": remaining, "dropped": dropped})
+    return out
+
+
+def build_report(cfg, rows_read: int, reason_counts: dict, freq: dict, kept: int, extra: dict) -> dict:
+    by_reason = {r: int(reason_counts.get(r, 0)) for r in reasons.REASONS}
+    unknown = set(reason_counts) - set(by_reason)
+    if unknown:
+        raise ValueError(f"unknown reason codes in the ledger: {sorted(unknown)}")
+    rejected = sum(by_reason.values())
+    pct = (lambda n: round(100.0 * n / rows_read, 3)) if rows_read else (lambda n: 0.0)
+    return {
+        "dry_run": cfg.dry_run,
+        "input_rows": rows_read,
+        "kept": kept,
+        "rejected": rejected,
+        "accounting_ok": rows_read == kept + rejected,
+        "rejected_by_reason": by_reason,
+        "rejected_pct_by_reason": {r: pct(n) for r, n in by_reason.items()},
+        "funnel": funnel(rows_read, by_reason),
+        "frequency": freq,
+        **extra,
+    }
+
+
+def write_final(_, cfg, rows_read, reason_counts, freq, rejected_written, shard_stats=None, fetch_stats=None,
+                candidates_written=None):
+    """Runs once at the very end (its side inputs depend on every writer)."""
+    extra = {"rejected_written": rejected_written}
+    if cfg.dry_run:
+        kept = candidates_written
+        extra["candidates"] = candidates_written
+    else:
+        shard_stats = sorted(shard_stats, key=lambda s: s["shard"])
+        kept = sum(s["count"] for s in shard_stats)
+        write_sizes(cfg.output, {f"{s['shard']}.tar": s["count"] for s in shard_stats})
+        extra["shards"] = len(shard_stats)
+        extra["samples_per_shard_target"] = cfg.samples_per_shard
+        extra["fetch"] = fetch_stats
+        extra["bytes_written"] = sum(s.get("bytes", 0) for s in shard_stats)
+    result = build_report(cfg, rows_read, reason_counts, freq, kept, extra)
+    if not result["accounting_ok"]:
+        logging.error("accounting mismatch: %d rows in, %d kept + %d rejected", rows_read, kept, result["rejected"])
+    write_json_atomic(FileSystems.join(cfg.output, "report.json"), result)
+    return result
+
+
+def shard_count(kept: int, samples_per_shard: int) -> int:
+    return max(1, math.ceil(kept / samples_per_shard))

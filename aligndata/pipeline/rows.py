@@ -1,0 +1,100 @@
+"""Turning one raw input row into a candidate: validation, normalization, uid and the per-row text rules.
+
+Pure Python (the Beam DoFns in ``curate.py`` call it), so the same logic is unit-testable and reusable by the
+plain-Python floor in ``benchmarks/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from aligndata.filters import reasons
+from aligndata.filters.frequency import hash64
+from aligndata.filters.text import (
+    MAX_CAPTION_CHARS,
+    MAX_URL_CHARS,
+    boilerplate_reason,
+    has_broken_encoding,
+    normalize_text,
+    tokenize,
+    word_count_reason,
+)
+from aligndata.pipeline.netguard import check_url
+
+
+def make_uid(url: str, caption: str) -> str:
+    """The sample key: 32 hex chars of sha256(url + TAB + caption); stable across runs, dot-free."""
+    return hashlib.sha256(f"{url}\t{caption}".encode("utf-8", errors="surrogatepass")).hexdigest()[:32]
+
+
+def _invalid(raw: dict, url: str, text: str, detail: str) -> dict:
+    return {
+        "uid": make_uid(url, text),
+        "url": url,
+        "caption": text,
+        "src": raw["src"],
+        "row": raw["row"],
+        "reason": reasons.INVALID_ROW,
+        "detail": detail,
+    }
+
+
+def _invalid_detail(url: str, text: str | None) -> str | None:
+    if not url:
+        return "missing_url"
+    if len(url) > MAX_URL_CHARS:
+        return f"url_too_long:{len(url)}"
+    if has_broken_encoding(url):
+        return "broken_encoding:url"
+    problem = check_url(url)
+    if problem:
+        return problem
+    if text is None or not text.strip():
+        return "empty_text"
+    if len(text) > MAX_CAPTION_CHARS:
+        return f"caption_too_long:{len(text)}"
+    if has_broken_encoding(text):
+        return "broken_encoding:caption"
+    return None
+
+
+def prepare_row(raw: dict, min_words: int, max_words: int, page_url_col: str | None = None):
+    """Validate and normalize one raw row.
+
+    Returns ``(candidate, words)``: ``words`` is the lowercased word-token list used for corpus statistics, or
+    None for an invalid row (invalid rows take no part in the statistics). ``candidate["reason"]`` holds the
+    per-row text rule that failed, if any; corpus-level rules are decided later.
+    """
+    url = (raw.get("url") or "").strip()
+    text = raw.get("text")
+    if raw.get("bad"):
+        return _invalid(raw, url, text or "", raw["bad"]), None
+    detail = _invalid_detail(url, text)
+    caption = normalize_text(text) if detail is None else ""
+    if detail is None and not caption:
+        detail = "empty_text"
+    if detail is not None:
+        return _invalid(raw, url, (text or "")[:MAX_CAPTION_CHARS], detail), None
+
+    extra = dict(raw.get("extra") or {})
+    page_url = extra.pop(page_url_col, None) if page_url_col else None
+    words = tokenize(caption)
+    reason = word_count_reason(len(words), min_words, max_words)
+    detail = f"{len(words)} words" if reason else ""
+    if reason is None:
+        rule = boilerplate_reason(caption)
+        if rule:
+            reason, detail = reasons.TEXT_BOILERPLATE, rule
+    candidate = {
+        "uid": make_uid(url, caption),
+        "url": url,
+        "caption": caption,
+        "page_url": page_url,
+        "extra": extra,
+        "src": raw["src"],
+        "row": raw["row"],
+        "text_hash": hash64(caption.lower()),
+        "reason": reason,
+        "detail": detail,
+    }
+    return candidate, words

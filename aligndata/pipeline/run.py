@@ -1,0 +1,96 @@
+"""Running a curate job: options -> checked inputs -> Beam pipeline -> report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+
+from aligndata import __version__
+from aligndata.pipeline.config import CurateConfig
+from aligndata.pipeline.curate import build_curate
+from aligndata.pipeline.shards import prepare_output_dir, write_json_atomic
+from aligndata.pipeline.sources import InputSpec, check_input, detect_format, match_inputs
+
+DEFAULT_RUNNER = "FnApiRunner"  # Beam's bare default first tries to download the Prism binary
+
+
+def unknown_beam_args(beam_args: list[str]) -> list[str]:
+    """Arguments that neither we nor any Beam PipelineOptions class understands (typos, mostly)."""
+    from apache_beam.options.pipeline_options import _BeamArgumentParser
+
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
+        cls._add_argparse_args(parser)  # same discovery Beam itself uses in get_all_options
+    _, unknown = parser.parse_known_args(beam_args)
+    return unknown
+
+
+def pipeline_options(beam_args: list[str]) -> PipelineOptions:
+    options = PipelineOptions(beam_args)
+    standard = options.view_as(StandardOptions)
+    if not standard.runner:
+        standard.runner = DEFAULT_RUNNER
+    return options
+
+
+def input_specs(cfg: CurateConfig) -> list[InputSpec]:
+    """Match the input patterns and check every file's columns before anything runs."""
+    extras = list(cfg.extra_cols)
+    if cfg.page_url_col and cfg.page_url_col not in extras:
+        extras.append(cfg.page_url_col)
+    specs = [
+        InputSpec(
+            path=path,
+            index=i,
+            fmt=detect_format(path, cfg.input_format),
+            url_col=cfg.url_col,
+            caption_col=cfg.caption_col,
+            extra_cols=tuple(extras),
+            header=not cfg.no_header,
+        )
+        for i, path in enumerate(match_inputs(list(cfg.inputs)))
+    ]
+    for spec in specs:
+        check_input(spec)
+    return specs
+
+
+def versions() -> dict:
+    import PIL
+    import pyarrow
+
+    return {
+        "aligndata": __version__,
+        "apache_beam": beam.__version__,
+        "pillow": PIL.__version__,
+        "pyarrow": pyarrow.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def run_curate(cfg: CurateConfig, beam_args: list[str] | None = None) -> dict:
+    """Run the whole curate job and return report.json's content."""
+    options = pipeline_options(beam_args or [])
+    specs = input_specs(cfg)
+    prepare_output_dir(cfg.output, cfg.overwrite)
+    runner = options.view_as(StandardOptions).runner
+    logging.info("curate: %d input file(s) -> %s (runner %s)", len(specs), cfg.output, runner)
+    write_json_atomic(
+        FileSystems.join(cfg.output, "config.json"),
+        {
+            "options": cfg.to_json(),
+            "input_files": [s.path for s in specs],
+            "runner": runner,
+            "direct_running_mode": options.view_as(DirectOptions).direct_running_mode,
+            "versions": versions(),
+        },
+    )
+    with beam.Pipeline(options=options) as p:
+        build_curate(p, cfg, specs)
+    with FileSystems.open(FileSystems.join(cfg.output, "report.json")) as f:
+        return json.load(f)

@@ -1,0 +1,128 @@
+"""--dry-run: the text and frequency rules through Beam, at their boundaries and on real alt-texts."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from aligndata.cli import main
+from aligndata.pipeline.sources import InputSpec, iter_rows
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from floor import plain_text_stage  # noqa: E402  (the plain-Python oracle lives with the benchmarks)
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+
+
+def write_pairs(path: Path, rows: list[tuple[str, str]]) -> str:
+    pq.write_table(pa.table({"url": [r[0] for r in rows], "caption": [r[1] for r in rows]}), path)
+    return str(path)
+
+
+def dry_run(inputs: list[str], out: Path, *extra: str) -> tuple[dict, dict]:
+    """Run curate --dry-run; return (report, {(file name, row): reason or None})."""
+    assert main(["curate", "--input", *inputs, "--output", str(out), "--dry-run", *extra]) == 0
+    report = json.loads((out / "report.json").read_text())
+    verdicts = {}
+    for r in pq.read_table(out / "rejected.parquet").to_pylist():
+        key = (Path(r["source_file"]).name, r["source_row"])
+        assert key not in verdicts, f"row {key} has two ledger entries"
+        verdicts[key] = r["reason"]
+    for r in pq.read_table(out / "candidates.parquet").to_pylist():
+        key = (Path(r["source_file"]).name, r["source_row"])
+        assert key not in verdicts, f"row {key} both kept and rejected"
+        verdicts[key] = None
+    assert len(verdicts) == report["input_rows"] == report["kept"] + report["rejected"]
+    return report, verdicts
+
+
+def test_boundaries_of_every_text_and_frequency_rule(tmp_path):
+    rows, expected = [], []
+
+    def add(url, caption, reason):
+        rows.append((url, caption))
+        expected.append(reason)
+
+    add("http://a.test/w2.jpg", "two words", "text_too_short")
+    add("http://a.test/w3.jpg", "exactly three words", None)
+    add("http://a.test/w20.jpg", " ".join(f"w{i}" for i in range(20)), None)
+    add("http://a.test/w21.jpg", " ".join(f"w{i}" for i in range(21)), "text_too_long")
+    for i in range(10):  # shared by exactly 10 images: kept (the rule is "more than 10")
+        add(f"http://a.test/ten/{i}.jpg", "a caption on ten images", None)
+    add("http://a.test/ten/0.jpg", "a caption on ten images", "duplicate_pair")  # repeats add no image
+    for i in range(11):  # 11 images, case variants count as the same text
+        add(f"http://a.test/eleven/{i}.jpg", "A caption on Eleven images" if i % 2 else "a caption on eleven images",
+            "text_shared_by_too_many_images")
+    for i in range(1000):  # an image with exactly 1000 distinct texts: kept
+        add("http://a.test/thousand.jpg", f"caption number {i} for one image", None)
+    for i in range(1001):
+        add("http://a.test/thousand-and-one.jpg", f"caption number {i} for another image", "image_too_many_texts")
+    add("http://a.test/thousand.jpg", "caption number 0 for one image", "duplicate_pair")
+    path = write_pairs(tmp_path / "pairs.parquet", rows)
+    report, verdicts = dry_run([path], tmp_path / "out")
+    assert [verdicts[("pairs.parquet", i)] for i in range(len(rows))] == expected
+    assert report["candidates"] == expected.count(None)
+
+
+def test_allowlist_ties_are_excluded(tmp_path):
+    # counts: 5 n-grams seen 3x (alpha...), 5 seen 2x (delta...), 5 seen 1x (eta...).
+    rows = [(f"http://a.test/a{i}.jpg", "alpha beta gamma") for i in range(3)]
+    rows += [(f"http://a.test/d{i}.jpg", "delta epsilon zeta") for i in range(2)]
+    rows += [("http://a.test/e.jpg", "eta theta iota")]
+    path = write_pairs(tmp_path / "pairs.parquet", rows)
+    # K = 7: the five 3x n-grams fit; the five 2x ones would make 10 > 7, so the whole tie is excluded.
+    report, verdicts = dry_run([path], tmp_path / "out", "--vocab-size", "7")
+    assert report["frequency"] == {"vocab_size": 7, "distinct_ngrams": 15, "allowlist_threshold": 3,
+                                   "allowlist_size": 5}
+    assert [verdicts[("pairs.parquet", i)] for i in range(6)] == [None] * 3 + ["text_rare_token"] * 3
+    details = {r["caption"]: r["detail"] for r in pq.read_table(tmp_path / "out" / "rejected.parquet").to_pylist()}
+    assert "seen 1x < 3" in details["eta theta iota"] and "seen 2x < 3" in details["delta epsilon zeta"]
+
+
+def _reference(spec: InputSpec, **limits) -> dict:
+    verdicts, _ = plain_text_stage(iter_rows(spec), **limits)
+    name = Path(spec.path).name
+    return {(name, row): reason for (_, row), reason in verdicts.items()}
+
+
+@pytest.mark.skipif(not REAL.exists(), reason="../shared/data/real is absent (fresh clone)")
+def test_real_laion_matches_the_plain_python_reference(tmp_path):
+    src = REAL / "captions" / "laion_alt_10k.parquet"
+    # A small allowlist so the rare-token join really runs on real text.
+    report, verdicts = dry_run([str(src)], tmp_path / "out", "--url-col", "URL", "--caption-col", "TEXT",
+                               "--vocab-size", "20000")
+    spec = InputSpec(path=str(src), index=0, fmt="parquet", url_col="URL", caption_col="TEXT")
+    assert verdicts == _reference(spec, vocab_size=20000)
+    assert report["input_rows"] == 10_000
+    assert report["rejected_by_reason"]["text_rare_token"] > 1000
+    assert report["frequency"]["allowlist_size"] <= 20000
+
+
+@pytest.mark.skipif(not REAL.exists(), reason="../shared/data/real is absent (fresh clone)")
+def test_real_cc3m_headerless_tsv_matches_the_reference(tmp_path):
+    src = REAL / "captions" / "cc3m_validation.tsv"
+    report, verdicts = dry_run([str(src)], tmp_path / "out", "--no-header", "--caption-col", "0", "--url-col", "1")
+    spec = InputSpec(path=str(src), index=0, fmt="tsv", url_col="1", caption_col="0", header=False)
+    assert verdicts == _reference(spec)
+    assert report["input_rows"] == 15_833
+
+
+def test_unknown_column_is_a_clear_error(tmp_path, capsys):
+    path = write_pairs(tmp_path / "pairs.parquet", [("http://a.test/x.jpg", "a b c")])
+    assert main(["curate", "--input", path, "--output", str(tmp_path / "o"), "--url-col", "URL", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "no column 'URL'" in err and "columns found: 'url', 'caption'" in err and "Traceback" not in err
+
+
+def test_missing_input_and_unknown_option_are_clear_errors(tmp_path, capsys):
+    assert main(["curate", "--input", str(tmp_path / "none*.parquet"), "--output", str(tmp_path / "o")]) == 2
+    assert "no input file matches" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["curate", "--input", "x.parquet", "--output", "o", "--min-sidee", "3"])
+    assert exit_.value.code == 2
+    assert "--min-sidee" in capsys.readouterr().err

@@ -1,0 +1,81 @@
+"""The same curate run on the other runners we support, and the private-network guard end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from aligndata.cli import main
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory, http_server):
+    directory = tmp_path_factory.mktemp("runners")
+    rows = [(http_server.url(f"/image/{320 + i}x240.jpg?runners={i}"), f"a small test photo number {i}")
+            for i in range(6)]
+    rows.append((http_server.url("/status/404?runners"), "a photo that is gone now"))
+    rows.append((http_server.url("/image/100x100.jpg?runners=small"), "a photo that is far too small"))
+    path = directory / "pairs.parquet"
+    pq.write_table(pa.table({"url": [r[0] for r in rows], "caption": [r[1] for r in rows]}), path)
+    return str(path), directory
+
+
+def outcome(out: Path) -> tuple[dict, dict[str, bytes]]:
+    report = json.loads((out / "report.json").read_text())
+    files = {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.suffix in (".tar", ".parquet")}
+    return report, files
+
+
+@pytest.fixture(scope="module")
+def reference(pairs):
+    path, directory = pairs
+    out = directory / "fnapi"
+    assert main(["curate", "--input", path, "--output", str(out), "--allow-private-networks",
+                 "--samples-per-shard", "3"]) == 0
+    return outcome(out)
+
+
+def test_reference_run(reference):
+    report, files = reference
+    assert report["kept"] == 6 and report["rejected_by_reason"]["download_failed"] == 1
+    assert report["rejected_by_reason"]["image_too_small"] == 1
+    assert sum(name.endswith(".tar") for name in files) == report["shards"] == 2
+
+
+def test_portable_runner_gives_the_same_bytes(pairs, reference):
+    """The Job API and portable proto that Flink and Dataflow receive, run in-process."""
+    path, directory = pairs
+    out = directory / "portable"
+    assert main(["curate", "--input", path, "--output", str(out), "--allow-private-networks",
+                 "--samples-per-shard", "3", "--runner", "PortableRunner", "--job_endpoint", "embed",
+                 "--environment_type", "LOOPBACK"]) == 0
+    report, files = outcome(out)
+    assert files == reference[1]
+    assert report["rejected_by_reason"] == reference[0]["rejected_by_reason"]
+    assert json.loads((out / "config.json").read_text())["runner"] == "PortableRunner"
+
+
+def test_multi_processing_gives_the_same_bytes(pairs, reference):
+    path, directory = pairs
+    out = directory / "multi"
+    assert main(["curate", "--input", path, "--output", str(out), "--allow-private-networks",
+                 "--samples-per-shard", "3", "--direct_running_mode", "multi_processing",
+                 "--direct_num_workers", "2"]) == 0
+    report, files = outcome(out)
+    assert files == reference[1]
+    assert report["kept"] == reference[0]["kept"]
+
+
+def test_private_addresses_are_refused_by_default(pairs, http_server):
+    path, directory = pairs
+    out = directory / "guarded"
+    assert main(["curate", "--input", path, "--output", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["kept"] == 0
+    assert report["rejected_by_reason"]["blocked_address"] == 8
+    details = {r["detail"] for r in pq.read_table(out / "rejected.parquet").to_pylist()}
+    assert all("127.0.0.1" in d for d in details), details
