@@ -132,7 +132,8 @@ def curate_config(args: argparse.Namespace):
     )
 
 
-def print_summary(report: dict, output: str, stream=sys.stderr) -> None:
+def print_summary(report: dict, output: str, stream=None) -> None:
+    stream = stream or sys.stderr
     kept_label = "candidates" if report["dry_run"] else "kept"
     print(f"{report['input_rows']} rows in, {report['kept']} {kept_label}, {report['rejected']} rejected",
           file=stream)
@@ -188,7 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_import_noise(record: logging.LogRecord) -> bool:
+    # Beam's GCP module warns at import on every machine without Google's client libraries.
+    return "apitools not found" not in record.getMessage()
+
+
 def main(argv: list[str] | None = None) -> int:
+    logging.getLogger().addFilter(_quiet_import_noise)
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
     if beam_args:

@@ -81,8 +81,8 @@ def build_corpus(web: StaticWeb) -> list[dict]:
     scene = lambda w, h, seed: jpeg(draw_scene(w, h, "circle", "red", "white", seed))  # noqa: E731
     add("text_too_short", "red circle", "/noise/short.jpg", scene(400, 300, 101))
     add("text_too_long", " ".join(["a very long rambling caption"] * 5), "/noise/long.jpg", scene(400, 300, 102))
-    add("text_boilerplate", "IMG_2031.jpg", "/noise/camera.jpg", scene(400, 300, 103))
-    add("text_boilerplate", "1920x1080", "/noise/resolution.jpg", scene(400, 300, 104))
+    add("text_boilerplate", "WhatsApp Image 2021-03-05 at 10.12.44", "/noise/camera.jpg", scene(400, 300, 103))
+    add("text_boilerplate", "1920x1080 wallpaper hd", "/noise/resolution.jpg", scene(400, 300, 104))
     for i in range(12):  # one caption on many images: ALIGN drops texts shared by more than 10 images
         add("text_shared_by_too_many_images", "click here to see the full gallery", f"/noise/shared{i}.jpg",
             scene(400, 300, 200 + i))
