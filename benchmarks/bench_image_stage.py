@@ -1,0 +1,136 @@
+"""Image stage throughput: `curate` fetching photo-like JPEGs from a loopback server, against a plain Pillow loop.
+
+    .venv/bin/python benchmarks/bench_image_stage.py [--images 2000]
+
+The images are real COCO photos (../shared/data/real/photos), each cropped, flipped and re-encoded into a
+distinct ~640x480 JPEG. A separate process serves them (python -m http.server on 127.0.0.1), so the server
+does not share our GIL. The pipeline does fetch + full decode + ALIGN's image rules + pHash + resize to 346 +
+encode + shard writing; the floor is a plain Pillow loop over the same files on disk doing decode + resize +
+encode only. "Per CPU second" divides by the CPU seconds this process and its finished children (the
+multi_processing workers) used; the server's CPU is not counted (it is reaped only at the end).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import random
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+from common import REAL, emit, write_parquet
+from PIL import Image
+
+from aligndata.pipeline.config import CurateConfig
+from aligndata.pipeline.run import run_curate
+
+
+def make_photos(directory: Path, n: int, seed: int = 0) -> list[str]:
+    sources = sorted((REAL / "photos" / "coco_val2017").glob("*.jpg"))
+    if not sources:
+        sys.exit(f"benchmark needs the COCO photos in {REAL / 'photos'}")
+    rng = random.Random(seed)
+    names = []
+    originals = [Image.open(p).convert("RGB") for p in sources]
+    for i in range(n):
+        img = originals[i % len(originals)]
+        w, h = img.size
+        dx, dy = rng.randint(0, w // 20), rng.randint(0, h // 20)
+        crop = img.crop((dx, dy, w - rng.randint(0, w // 20), h - rng.randint(0, h // 20)))
+        if rng.random() < 0.5:
+            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        crop = crop.resize((640, 480) if crop.width >= crop.height else (480, 640), Image.Resampling.BICUBIC)
+        out = io.BytesIO()
+        crop.save(out, "JPEG", quality=rng.randint(80, 92))
+        name = f"{i:06d}.jpg"
+        (directory / name).write_bytes(out.getvalue())
+        names.append(name)
+    return names
+
+
+def cpu_seconds() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def pillow_floor(paths: list[Path], size: int = 346) -> tuple[float, float]:
+    start, cpu = time.perf_counter(), cpu_seconds()
+    for path in paths:
+        img = Image.open(path)
+        img = img.convert("RGB")
+        scale = size / min(img.size)
+        if scale < 1:
+            img = img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.LANCZOS)
+        out = io.BytesIO()
+        img.save(out, "JPEG", quality=95)
+    return time.perf_counter() - start, cpu_seconds() - cpu
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=2, help="also run multi_processing with this many workers")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="aligndata-bench-") as tmp:
+        tmp = Path(tmp)
+        web = tmp / "web"
+        web.mkdir()
+        names = make_photos(web, args.images)
+        floor_s, floor_cpu = pillow_floor([web / n for n in names])
+
+        port = free_port()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(web)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            time.sleep(1.0)
+            path = write_parquet(
+                {"url": [f"http://127.0.0.1:{port}/{n}" for n in names],
+                 "caption": [f"a real photo number {i} from the benchmark set" for i in range(len(names))]},
+                tmp / "pairs.parquet",
+            )
+            runs = {}
+            variants = [("fnapi", [])]
+            if args.workers > 1:
+                variants.append((f"multi_processing_{args.workers}", [
+                    "--direct_running_mode", "multi_processing", "--direct_num_workers", str(args.workers)]))
+            for name, beam_args in variants:
+                cfg = CurateConfig(inputs=(path,), output=str(tmp / f"out-{name}"), allow_private_networks=True,
+                                   samples_per_shard=1000)
+                start, cpu = time.perf_counter(), cpu_seconds()
+                report = run_curate(cfg, beam_args)
+                seconds, used = time.perf_counter() - start, cpu_seconds() - cpu
+                if report["kept"] != len(names):
+                    raise SystemExit(f"{name}: kept {report['kept']} of {len(names)}: {report['rejected_by_reason']}")
+                runs[name] = {"seconds": round(seconds, 2), "images_per_s": round(len(names) / seconds, 1),
+                              "cpu_seconds": round(used, 1), "images_per_cpu_s": round(len(names) / used, 1)}
+        finally:
+            server.terminate()
+            server.wait()
+
+    emit("image_stage", {
+        "images": len(names),
+        "floor_pillow_loop": {"seconds": round(floor_s, 2), "images_per_s": round(len(names) / floor_s, 1),
+                              "images_per_cpu_s": round(len(names) / floor_cpu, 1)},
+        "pipeline": runs,
+    })
+
+
+if __name__ == "__main__":
+    main()
