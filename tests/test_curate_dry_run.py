@@ -63,10 +63,23 @@ def test_boundaries_of_every_text_and_frequency_rule(tmp_path):
     for i in range(1001):
         add("http://a.test/thousand-and-one.jpg", f"caption number {i} for another image", "image_too_many_texts")
     add("http://a.test/thousand.jpg", "caption number 0 for one image", "duplicate_pair")
+    # invalid rows: broken encodings, absurd fields, unsupported or malformed URLs
+    add("http://a.test/enc.jpg", "a caf\ufffd with a broken byte", "invalid_row")
+    add("http://a.test/mojibake.jpg", "donâ€™t panic it is mojibake", "invalid_row")
+    add("http://a.test/huge.jpg", "word " * 1000, "invalid_row")
+    add("http://a.test/" + "x" * 2100 + ".jpg", "a url far too long to be real", "invalid_row")
+    add("javascript:alert(1)", "a script instead of an image", "invalid_row")
+    add("http://a.test/a\r\nb.jpg", "a header injection attempt here", "invalid_row")
+    add("", "an empty url string here", "invalid_row")
     path = write_pairs(tmp_path / "pairs.parquet", rows)
     report, verdicts = dry_run([path], tmp_path / "out")
     assert [verdicts[("pairs.parquet", i)] for i in range(len(rows))] == expected
     assert report["candidates"] == expected.count(None)
+    details = {r["caption"][:20]: r["detail"] for r in pq.read_table(tmp_path / "out" / "rejected.parquet").to_pylist()
+               if r["reason"] == "invalid_row"}
+    assert details["a caf\ufffd with a broken"] == "broken_encoding:caption"
+    assert details["a script instead of "].startswith("unsupported_scheme")
+    assert details["word word word word "].startswith("caption_too_long")
 
 
 def test_allowlist_ties_are_excluded(tmp_path):
