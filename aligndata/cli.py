@@ -39,6 +39,16 @@ def _columns(text: str) -> tuple[str, ...]:
     return tuple(c.strip() for c in text.split(",") if c.strip())
 
 
+def add_progress_arguments(group) -> None:
+    group.add_argument("--quiet", action="store_true", help="no live progress and no summary")
+    group.add_argument("--progress-json", action="store_true", help="live progress as JSON lines on stderr")
+    group.add_argument("--progress-interval", type=_positive_float, default=5.0, metavar="SECONDS")
+
+
+def progress_mode(args) -> str:
+    return "off" if args.quiet else "json" if args.progress_json else "text"
+
+
 def add_curate_arguments(parser: argparse.ArgumentParser) -> None:
     io_ = parser.add_argument_group("input and output")
     io_.add_argument("--input", nargs="+", required=True, metavar="PATH",
@@ -55,6 +65,7 @@ def add_curate_arguments(parser: argparse.ArgumentParser) -> None:
     io_.add_argument("--dry-run", action="store_true",
                      help="no network: apply text and frequency rules, write candidates.parquet and report.json")
     io_.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run in DIR")
+    add_progress_arguments(io_)
 
     text = parser.add_argument_group("text rules (ALIGN)")
     text.add_argument("--min-words", type=_non_negative_int, default=3, help="keep captions with >= this many words")
@@ -150,8 +161,9 @@ def print_summary(report: dict, output: str, stream=None) -> None:
 def cmd_curate(args, beam_args) -> int:
     from aligndata.pipeline.run import run_curate
 
-    report = run_curate(curate_config(args), beam_args)
-    print_summary(report, args.output)
+    report = run_curate(curate_config(args), beam_args, progress_mode(args), args.progress_interval)
+    if not args.quiet:
+        print_summary(report, args.output)
     if not report["accounting_ok"]:
         print("aligndata curate: accounting mismatch (input rows != kept + rejected); this is a bug, please report it",
               file=sys.stderr)
@@ -162,8 +174,10 @@ def cmd_curate(args, beam_args) -> int:
 def cmd_example(args, beam_args) -> int:
     from aligndata.example import run_example
 
-    report = run_example(args.output, overwrite=args.overwrite, beam_args=beam_args)
-    print_summary(report, args.output)
+    report = run_example(args.output, overwrite=args.overwrite, beam_args=beam_args, progress=progress_mode(args),
+                         progress_interval=args.progress_interval)
+    if not args.quiet:
+        print_summary(report, args.output)
     return 0 if report["accounting_ok"] else 3
 
 
@@ -185,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     example = sub.add_parser("example", help="curate a small bundled corpus served from a local HTTP server")
     example.add_argument("--output", default="example_output")
     example.add_argument("--overwrite", action="store_true")
+    add_progress_arguments(example)
     example.set_defaults(func=cmd_example)
     return parser
 

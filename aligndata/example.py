@@ -99,7 +99,8 @@ def build_corpus(web: StaticWeb) -> list[dict]:
     return rows
 
 
-def run_example(output: str, overwrite: bool = False, beam_args: list[str] | None = None) -> dict:
+def run_example(output: str, overwrite: bool = False, beam_args: list[str] | None = None, progress: str = "off",
+                progress_interval: float = 5.0) -> dict:
     from aligndata.pipeline.config import CurateConfig
     from aligndata.pipeline.run import run_curate
 
@@ -119,4 +120,4 @@ def run_example(output: str, overwrite: bool = False, beam_args: list[str] | Non
             timeout=5.0,
             overwrite=overwrite,
         )
-        return run_curate(cfg, beam_args)
+        return run_curate(cfg, beam_args, progress, progress_interval)

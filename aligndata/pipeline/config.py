@@ -43,6 +43,7 @@ class CurateConfig:
     # run control
     dry_run: bool = False
     overwrite: bool = False
+    progress_dir: str | None = None  # local directory for live progress files (set by the command line)
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:

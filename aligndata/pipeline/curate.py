@@ -37,7 +37,8 @@ from aligndata.filters.frequency import (
 from aligndata.filters.text import tokenize, word_ngrams
 from aligndata.pipeline import fetching, ledger, report, shard_stage
 from aligndata.pipeline.config import CurateConfig
-from aligndata.pipeline.elements import NAMESPACE, NGRAMS, REJECTS, FETCH_STATS, emit, reject
+from aligndata.pipeline.elements import FETCH_STATS, NAMESPACE, NGRAMS, REJECTS, emit, reject
+from aligndata.pipeline.progress import ProgressWriter
 from aligndata.pipeline.rows import prepare_row
 from aligndata.pipeline.sources import InputSpec, iter_rows
 
@@ -47,11 +48,27 @@ PAIR_FLUSH_KEYS = 200_000
 
 
 class ReadRows(beam.DoFn):
+    PROGRESS_EVERY = 1000
+
+    def __init__(self, progress_dir: str | None = None):
+        self.progress_dir = progress_dir
+
+    def setup(self):
+        self.progress = ProgressWriter(self.progress_dir)
+        self.rows = Metrics.counter(NAMESPACE, "rows_read")
+
     def process(self, spec: InputSpec):
-        rows = Metrics.counter(NAMESPACE, "rows_read")
+        n = 0
         for raw in iter_rows(spec):
-            rows.inc()
+            n += 1
+            if n == self.PROGRESS_EVERY:
+                self.rows.inc(n)
+                self.progress.add(rows_read=n)
+                n = 0
             yield raw
+        self.rows.inc(n)
+        self.progress.add(rows_read=n)
+        self.progress.flush()
 
 
 class PrepareRows(beam.DoFn):
@@ -60,12 +77,17 @@ class PrepareRows(beam.DoFn):
     def __init__(self, cfg: CurateConfig):
         self.cfg = cfg
 
+    def setup(self):
+        self.progress = ProgressWriter(self.cfg.progress_dir)
+
     def start_bundle(self):
         self.counts = collections.Counter()
+        self.invalid = 0
 
     def process(self, raw):
         cand, words = prepare_row(raw, self.cfg.min_words, self.cfg.max_words, self.cfg.page_url_col)
         if words is None:
+            self.invalid += 1
             yield emit(REJECTS, reject(cand, cand["reason"], cand["detail"]))
             return
         self.counts.update(ngram_hashes(words))
@@ -78,6 +100,8 @@ class PrepareRows(beam.DoFn):
         for kv in self.counts.items():
             yield emit(NGRAMS, kv, from_finish_bundle=True)
         self.counts.clear()
+        self.progress.add(rejected=self.invalid)
+        self.progress.flush()
 
 
 class ThresholdFn(beam.CombineFn):
@@ -174,6 +198,12 @@ class ResolveUrlGroup(beam.DoFn):
     def __init__(self, cfg: CurateConfig):
         self.cfg = cfg
 
+    def setup(self):
+        self.progress = ProgressWriter(self.cfg.progress_dir)
+
+    def finish_bundle(self):
+        self.progress.flush()
+
     def process(self, kv):
         url, rows = kv
         rows = sorted(rows, key=lambda r: (r["src"], r["row"]))
@@ -194,14 +224,19 @@ class ResolveUrlGroup(beam.DoFn):
                 yield emit(REJECTS, reject(row, too_many, f"> {self.cfg.max_texts_per_image} texts"))
             else:
                 survivors.append(row)
+        self.progress.add(rejected=len(rows) - len(survivors))
         if survivors:
             Metrics.counter(NAMESPACE, "urls_to_fetch").inc()
+            if self.cfg.dry_run:
+                self.progress.add(kept=len(survivors))
+            else:
+                self.progress.add(urls_to_fetch=1)
             yield url, survivors
 
 
 def build_curate(p: beam.Pipeline, cfg: CurateConfig, specs: list[InputSpec]):
     """Add the whole curate flow to ``p``."""
-    raw = p | "Inputs" >> beam.Create(specs, reshuffle=False) | "Read" >> beam.ParDo(ReadRows())
+    raw = p | "Inputs" >> beam.Create(specs, reshuffle=False) | "Read" >> beam.ParDo(ReadRows(cfg.progress_dir))
     prepared = raw | "Prepare" >> beam.ParDo(PrepareRows(cfg)).with_outputs(REJECTS, NGRAMS, main="candidates")
     candidates = prepared.candidates
 
@@ -254,8 +289,14 @@ def build_curate(p: beam.Pipeline, cfg: CurateConfig, specs: list[InputSpec]):
         shard_stats = None
         fetch_stats = None
     else:
-        fetched = resolved.to_fetch | "Fetch" >> beam.ParDo(fetching.FetchAndProcess(cfg)).with_outputs(
+        # The reshuffle ends URL grouping before fetching starts (so progress knows the total to fetch) and
+        # spreads the downloads evenly over workers on distributed runners.
+        fetched = (
+            resolved.to_fetch
+            | "SpreadFetches" >> beam.Reshuffle()
+            | "Fetch" >> beam.ParDo(fetching.FetchAndProcess(cfg)).with_outputs(
             REJECTS, FETCH_STATS, main="samples"
+            )
         )
         rejects.append(fetched[REJECTS])
         fetch_stats = fetched[FETCH_STATS] | "FetchTotals" >> beam.CombineGlobally(report.SumCounts())

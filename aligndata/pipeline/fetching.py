@@ -16,6 +16,7 @@ from aligndata import __version__
 from aligndata.pipeline.config import CurateConfig
 from aligndata.pipeline.elements import FETCH_STATS, MAIN, NAMESPACE, REJECTS, emit, reject
 from aligndata.pipeline.fetch import FetchConfig, Fetcher
+from aligndata.pipeline.progress import ProgressWriter
 from aligndata.pipeline.resize import ImageConfig, process_image
 
 
@@ -79,6 +80,7 @@ class FetchAndProcess(beam.DoFn):
         self.fetched = Metrics.counter(NAMESPACE, "urls_fetched")
         self.downloaded_bytes = Metrics.counter(NAMESPACE, "bytes_downloaded")
         self.kept = Metrics.counter(NAMESPACE, "samples_kept")
+        self.progress = ProgressWriter(self.cfg.progress_dir)
 
     def teardown(self):
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -94,6 +96,7 @@ class FetchAndProcess(beam.DoFn):
 
     def finish_bundle(self):
         yield from self._flush(from_finish_bundle=True)
+        self.progress.flush()
 
     def _one(self, url: str):
         result = self.fetcher.fetch(url)
@@ -108,6 +111,7 @@ class FetchAndProcess(beam.DoFn):
         if not batch:
             return
         stats: dict[str, int] = {}
+        kept = 0
 
         def bump(key, n=1):
             stats[key] = stats.get(key, 0) + n
@@ -130,6 +134,7 @@ class FetchAndProcess(beam.DoFn):
                     yield out(REJECTS, reject(row, outcome.reason, outcome.detail))
                 continue
             bump("urls_kept")
+            kept += len(rows)
             for row in rows:
                 self.kept.inc()
                 yield out(
@@ -142,4 +147,10 @@ class FetchAndProcess(beam.DoFn):
                         "meta": sample_meta(row, outcome),
                     }
                 )
+        self.progress.add(
+            urls_fetched=len(batch),
+            bytes_downloaded=stats.get("bytes_downloaded", 0),
+            kept=kept,
+            rejected=sum(len(rows) for _, rows in batch) - kept,
+        )
         yield out(FETCH_STATS, stats)

@@ -19,6 +19,7 @@ Proxies are refused by the adapter: through a proxy the guard would only see the
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 import sys
 from collections.abc import Callable, Iterable
@@ -133,6 +134,10 @@ def _literal_ip(host: str) -> IPAddress | None:
 # URL checks (no DNS)
 
 
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+_WHITESPACE = re.compile(r"\s")
+
+
 def _split(url: str) -> tuple[SplitResult | None, str | None]:
     """Parse ``url`` (surrounding whitespace ignored); returns (parts, None) or (None, problem)."""
     if not isinstance(url, str) or not url.strip():
@@ -140,7 +145,7 @@ def _split(url: str) -> tuple[SplitResult | None, str | None]:
     url = url.strip()
     if len(url) > MAX_URL_LENGTH:
         return None, "too_long"
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+    if _CONTROL_CHARS.search(url):
         return None, "control_character"  # CR/LF inside a URL is a header-injection attempt
     try:
         parts = urlsplit(url)
@@ -169,7 +174,7 @@ def check_url(url: str) -> str | None:
         return f"unsupported_scheme:{scheme or 'none'}"
     if not parts.hostname:
         return "no_host"
-    if any(ch.isspace() for ch in parts.hostname):
+    if _WHITESPACE.search(parts.hostname):
         return "bad_host"
     if parts.port == 0:
         return "bad_port"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import platform
@@ -14,9 +15,12 @@ from aligndata import __version__
 from aligndata.pipeline.config import CurateConfig
 from aligndata.pipeline.curate import build_curate
 from aligndata.pipeline.shards import prepare_output_dir, write_json_atomic
-from aligndata.pipeline.sources import InputSpec, check_input, detect_format, match_inputs
+from aligndata.pipeline.progress import ProgressReporter
+from aligndata.pipeline.sources import InputSpec, check_input, detect_format, known_row_count, match_inputs
 
 DEFAULT_RUNNER = "FnApiRunner"  # Beam's bare default first tries to download the Prism binary
+# Runners whose workers share this machine's disk, so DoFns can leave progress files for the command line.
+LOCAL_RUNNERS = {"FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner", "PortableRunner"}
 
 
 def unknown_beam_args(beam_args: list[str]) -> list[str]:
@@ -73,8 +77,13 @@ def versions() -> dict:
     }
 
 
-def run_curate(cfg: CurateConfig, beam_args: list[str] | None = None) -> dict:
-    """Run the whole curate job and return report.json's content."""
+def run_curate(cfg: CurateConfig, beam_args: list[str] | None = None, progress: str = "off",
+               progress_interval: float = 5.0) -> dict:
+    """Run the whole curate job and return report.json's content.
+
+    ``progress``: "text" or "json" prints live progress on stderr every ``progress_interval`` seconds on local
+    runners; "off" prints nothing.
+    """
     options = pipeline_options(beam_args or [])
     specs = input_specs(cfg)
     prepare_output_dir(cfg.output, cfg.overwrite)
@@ -90,7 +99,12 @@ def run_curate(cfg: CurateConfig, beam_args: list[str] | None = None) -> dict:
             "versions": versions(),
         },
     )
-    with beam.Pipeline(options=options) as p:
-        build_curate(p, cfg, specs)
+    if progress != "off" and runner.split(".")[-1] in LOCAL_RUNNERS:
+        with ProgressReporter(known_row_count(specs), progress_interval, as_json=progress == "json") as reporter:
+            with beam.Pipeline(options=options) as p:
+                build_curate(p, dataclasses.replace(cfg, progress_dir=reporter.directory), specs)
+    else:
+        with beam.Pipeline(options=options) as p:
+            build_curate(p, cfg, specs)
     with FileSystems.open(FileSystems.join(cfg.output, "report.json")) as f:
         return json.load(f)

@@ -136,6 +136,17 @@ def check_input(spec: InputSpec) -> None:
             )
 
 
+def known_row_count(specs: list[InputSpec]) -> int | None:
+    """Total rows when every file states it cheaply (parquet footers); None otherwise (csv, jsonl)."""
+    total = 0
+    for spec in specs:
+        if spec.fmt != "parquet":
+            return None
+        with FileSystems.open(spec.path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            total += pq.ParquetFile(f).metadata.num_rows
+    return total
+
+
 def _cell(value) -> str | None:
     if value is None:
         return None
