@@ -8,6 +8,8 @@
 ARG PYTHON_VERSION=3.11
 ARG BEAM_VERSION=2.77.0
 FROM apache/beam_python${PYTHON_VERSION}_sdk:${BEAM_VERSION}
+# ARGs declared before FROM are visible only to FROM itself; re-declare to use it below.
+ARG BEAM_VERSION
 
 ENV PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /opt/aligndata
