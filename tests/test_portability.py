@@ -32,7 +32,7 @@ def test_graph_round_trips_through_the_portable_proto(runner, dry_run, tmp_path)
     proto = p.to_runner_api()
     names = {t.unique_name for t in proto.components.transforms.values()}
     expected = {"Read", "Prepare", "GroupByText", "GroupByUrl", "Report", "WriteRejected"}
-    expected |= {"WriteCandidates"} if dry_run else {"Fetch", "Shards"}
+    expected |= {"WriteCandidates"} if dry_run else {"AssignShards", "FetchShards"}
     assert expected <= {name.split("/")[0] for name in names}
     again = beam.Pipeline.from_runner_api(proto, p.runner, options).to_runner_api()
     assert {t.unique_name for t in again.components.transforms.values()} == names

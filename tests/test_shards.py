@@ -15,6 +15,7 @@ import webdataset
 from PIL import Image
 
 from aligndata.pipeline.shards import (
+    compact_shards,
     OutputDirNotEmpty,
     Sample,
     prepare_output_dir,
@@ -331,3 +332,17 @@ def test_overwrite_deletes_only_what_aligndata_owns(tmp_path):
     assert len(deleted) == 6 + 1 + len(owned)  # two shards x 3 files, sizes.json, the rest
     assert files_in(tmp_path) == ["data.parquet", "holiday.tar", "notes.txt", "sub"]
     assert (tmp_path / "sub" / "00000.tar").exists()
+
+
+def test_compact_shards_drops_empty_ones_and_renumbers(tmp_path):
+    out = str(tmp_path)
+    stats = [write_shard(out, 0, make_samples(2)), write_shard(out, 1, []), write_shard(out, 2, make_samples(3)),
+             write_shard(out, 3, [])]
+    third = (tmp_path / "00002.tar").read_bytes()
+    kept = compact_shards(out, stats)
+    assert [(s["shard"], s["count"]) for s in kept] == [("00000", 2), ("00001", 3)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "00000.parquet", "00000.tar", "00000_stats.json", "00001.parquet", "00001.tar", "00001_stats.json"]
+    assert (tmp_path / "00001.tar").read_bytes() == third
+    assert json.loads((tmp_path / "00001_stats.json").read_text())["shard"] == "00001"
+    assert compact_shards(out, kept) == kept  # nothing empty: nothing changes

@@ -7,8 +7,8 @@ The flow, readable top to bottom in ``build_curate``:
   rare n-grams (count < c*) joined with the texts that use them -> rare texts      (skipped when c* <= 1)
   group by text  -> distinct image URLs per text (capped), rare flag
   group by URL   -> duplicate pairs, distinct texts per URL (capped), final text reason; one fetch per URL
-  fetch + decode + image rules + resize/encode (thread pool inside the DoFn)
-  shards by uid range -> tar + parquet + stats; rejected.parquet; report.json last
+  shards by URL-hash range, before fetching: one worker downloads (thread pool), decodes, checks, re-encodes
+  and writes each shard, so image bytes are never shuffled; rejected.parquet; report.json last
 
 Every DoFn with side effects writes through a temporary name and renames, so a retried bundle is harmless.
 """
@@ -289,18 +289,16 @@ def build_curate(p: beam.Pipeline, cfg: CurateConfig, specs: list[InputSpec]):
         shard_stats = None
         fetch_stats = None
     else:
-        # The reshuffle ends URL grouping before fetching starts (so progress knows the total to fetch) and
-        # spreads the downloads evenly over workers on distributed runners.
         fetched = (
             resolved.to_fetch
-            | "SpreadFetches" >> beam.Reshuffle()
-            | "Fetch" >> beam.ParDo(fetching.FetchAndProcess(cfg)).with_outputs(
-            REJECTS, FETCH_STATS, main="samples"
+            | "AssignShards" >> shard_stage.AssignShards(cfg.samples_per_shard)
+            | "FetchShards" >> beam.ParDo(fetching.FetchShard(cfg)).with_outputs(
+                REJECTS, FETCH_STATS, main="shard_stats"
             )
         )
         rejects.append(fetched[REJECTS])
         fetch_stats = fetched[FETCH_STATS] | "FetchTotals" >> beam.CombineGlobally(report.SumCounts())
-        shard_stats = fetched.samples | "Shards" >> shard_stage.WriteShards(cfg)
+        shard_stats = fetched.shard_stats
         kept_count = None
 
     all_rejects = rejects | "AllRejects" >> beam.Flatten()

@@ -1,8 +1,8 @@
 """The fetch stage: each unique URL downloaded once, decoded, checked and re-encoded inside a thread pool.
 
-Fetching is I/O-bound, so concurrency lives inside the DoFn: elements (one URL with its surviving rows) are
-buffered and processed a batch at a time by a thread pool sharing one ``Fetcher`` (one requests.Session).
-Pillow releases the GIL while decoding, resizing and encoding, so image work overlaps too.
+Work arrives a shard at a time (see shard_stage.py): the DoFn fetches the shard's URLs concurrently with a
+thread pool sharing one ``Fetcher`` (one requests.Session), and writes the shard itself. Fetching is I/O-bound
+and Pillow releases the GIL while decoding, resizing and encoding, so threads overlap both.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from concurrent.futures import ThreadPoolExecutor
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from aligndata import __version__
 from aligndata.pipeline.config import CurateConfig
-from aligndata.pipeline.elements import FETCH_STATS, MAIN, NAMESPACE, REJECTS, emit, reject
+from aligndata.pipeline.elements import FETCH_STATS, NAMESPACE, REJECTS, emit, reject
 from aligndata.pipeline.fetch import FetchConfig, Fetcher
 from aligndata.pipeline.progress import ProgressWriter
 from aligndata.pipeline.resize import ImageConfig, process_image
+from aligndata.pipeline.shards import Sample, write_shard
 
 
 def fetch_config(cfg: CurateConfig) -> FetchConfig:
@@ -68,10 +68,16 @@ def sample_meta(row: dict, outcome) -> dict:
     return meta
 
 
-class FetchAndProcess(beam.DoFn):
-    def __init__(self, cfg: CurateConfig, batch_size: int | None = None):
+class FetchShard(beam.DoFn):
+    """Download one shard's URLs (thread pool), check and re-encode the images, and write the shard.
+
+    Input: (shard index, [(url, surviving rows), ...]). Image bytes never leave this worker: no shuffle carries
+    them, which is what makes the stage as cheap as a plain downloader. Outputs the shard's stats dict; rejected
+    rows and per-batch fetch counters go to tagged outputs.
+    """
+
+    def __init__(self, cfg: CurateConfig):
         self.cfg = cfg
-        self.batch_size = batch_size or max(8, 4 * cfg.fetch_threads)
 
     def setup(self):
         self.fetcher = Fetcher(fetch_config(self.cfg))
@@ -86,71 +92,49 @@ class FetchAndProcess(beam.DoFn):
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.fetcher.close()
 
-    def start_bundle(self):
-        self.buffer = []
-
-    def process(self, element):
-        self.buffer.append(element)
-        if len(self.buffer) >= self.batch_size:
-            yield from self._flush()
-
-    def finish_bundle(self):
-        yield from self._flush(from_finish_bundle=True)
-        self.progress.flush()
-
     def _one(self, url: str):
         result = self.fetcher.fetch(url)
         outcome = process_image(result.data, self.image_cfg) if result.ok else None
         return result, outcome
 
-    def _flush(self, from_finish_bundle=False):
-        def out(tag, value):
-            return emit(tag, value, from_finish_bundle)
-
-        batch, self.buffer = self.buffer, []
-        if not batch:
-            return
+    def process(self, element):
+        index, groups = element
+        groups = sorted(groups, key=lambda kv: kv[0])  # a stable order for the fetch (the tar sorts anyway)
+        samples: list[Sample] = []
         stats: dict[str, int] = {}
-        kept = 0
 
         def bump(key, n=1):
             stats[key] = stats.get(key, 0) + n
 
-        for (url, rows), (result, outcome) in zip(batch, self.pool.map(lambda kv: self._one(kv[0]), batch)):
+        # pool.map yields in order and keeps every thread busy; progress is reported as results arrive
+        for (url, rows), (result, outcome) in zip(groups, self.pool.map(lambda kv: self._one(kv[0]), groups)):
             self.fetched.inc()
             bump("urls_fetched")
             bump("fetch_attempts", result.attempts)
+            kept = 0
             if not result.ok:
                 bump(f"failed:{result.reason}:{result.detail.split(':')[0]}")
                 for row in rows:
-                    yield out(REJECTS, reject(row, result.reason, result.detail))
-                continue
-            bump("urls_downloaded")
-            bump("bytes_downloaded", len(result.data))
-            self.downloaded_bytes.inc(len(result.data))
-            if outcome.reason:
-                bump(f"image_rejected:{outcome.reason}")
-                for row in rows:
-                    yield out(REJECTS, reject(row, outcome.reason, outcome.detail))
-                continue
-            bump("urls_kept")
-            kept += len(rows)
-            for row in rows:
-                self.kept.inc()
-                yield out(
-                    MAIN,
-                    {
-                        "uid": row["uid"],
-                        "image": outcome.image_bytes,
-                        "ext": outcome.ext,
-                        "caption": row["caption"],
-                        "meta": sample_meta(row, outcome),
-                    }
-                )
-        self.progress.add(
-            urls_fetched=len(batch),
-            bytes_downloaded=stats.get("bytes_downloaded", 0),
-            kept=kept,
-            rejected=sum(len(rows) for _, rows in batch) - kept,
-        )
-        yield out(FETCH_STATS, stats)
+                    yield emit(REJECTS, reject(row, result.reason, result.detail))
+            else:
+                bump("urls_downloaded")
+                bump("bytes_downloaded", len(result.data))
+                self.downloaded_bytes.inc(len(result.data))
+                if outcome.reason:
+                    bump(f"image_rejected:{outcome.reason}")
+                    for row in rows:
+                        yield emit(REJECTS, reject(row, outcome.reason, outcome.detail))
+                else:
+                    bump("urls_kept")
+                    kept = len(rows)
+                    self.kept.inc(kept)
+                    samples.extend(
+                        Sample(key=row["uid"], image=outcome.image_bytes, image_ext=outcome.ext,
+                               text=row["caption"], meta=sample_meta(row, outcome))
+                        for row in rows
+                    )
+            self.progress.add(urls_fetched=1, bytes_downloaded=len(result.data) if result.ok else 0, kept=kept,
+                              rejected=len(rows) - kept)
+        yield emit(FETCH_STATS, stats)
+        yield write_shard(self.cfg.output, index, samples)
+        self.progress.flush()

@@ -9,7 +9,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from aligndata.filters import reasons
-from aligndata.pipeline.shards import write_json_atomic, write_sizes
+from aligndata.pipeline.shards import compact_shards, write_json_atomic, write_sizes
 
 # Funnel stages: each holds the rows that survive every reason up to and including its last one.
 STAGES = (
@@ -84,7 +84,7 @@ def write_final(_, cfg, rows_read, reason_counts, freq, rejected_written, shard_
         kept = candidates_written
         extra["candidates"] = candidates_written
     else:
-        shard_stats = sorted(shard_stats, key=lambda s: s["shard"])
+        shard_stats = compact_shards(cfg.output, shard_stats)
         kept = sum(s["count"] for s in shard_stats)
         write_sizes(cfg.output, {f"{s['shard']}.tar": s["count"] for s in shard_stats})
         extra["shards"] = len(shard_stats)

@@ -1,10 +1,12 @@
-"""Assign kept samples to shards and write them.
+"""Assign the URLs to fetch to shards, before fetching, so each shard is downloaded and written by one worker.
 
-Shards are ranges of the uid space (uids are sha256 prefixes, so uniformly spread): with K kept samples and a
-target of S per shard there are ceil(K / S) ranges, and each shard holds about S samples (a binomial spread,
-listed exactly in sizes.json). The assignment depends only on the uids and K, so it is the same on every run
-and every runner, needs no global sort, and each shard is written by exactly one writer. Empty ranges are
-skipped and the remaining shards numbered contiguously from 00000.
+Shards are ranges of a 63-bit hash of the image URL: with R candidate rows and a target of S samples per shard
+there are ceil(R / S) ranges, each holding about S candidate rows (a binomial spread). All captions of one URL
+land in the same shard, so an image is downloaded once and never shuffled between workers; a shard holds
+fewer than S samples by the share of downloads and images that fail, as with img2dataset. The assignment
+depends only on the candidate URLs, so it is the same on every run and every runner; ranges that received no
+URL are skipped and the shards numbered contiguously from 00000 (a shard whose downloads all failed is still
+written, empty, so the numbering never has a gap).
 """
 
 from __future__ import annotations
@@ -14,55 +16,51 @@ import math
 
 import apache_beam as beam
 
-from aligndata.pipeline.shards import Sample, write_shard
+from aligndata.filters.frequency import hash64
 
-UID_PREFIX_HEX = 12  # 48 bits of the uid decide the range
-
-
-def shard_range(uid: str, n_ranges: int) -> int:
-    return (int(uid[:UID_PREFIX_HEX], 16) * n_ranges) >> (4 * UID_PREFIX_HEX)
+HASH_BITS = 63  # hash64 is non-negative and below 2**63
 
 
-class _WriteShard(beam.DoFn):
-    def __init__(self, output: str):
-        self.output = output
-        self._ranges_id = None
-        self._ranges = []
+def shard_range(url: str, n_ranges: int) -> int:
+    return (hash64(url) * n_ranges) >> HASH_BITS
+
+
+class _NumberShards(beam.DoFn):
+    """(range id, groups) -> (contiguous shard index, groups), skipping ranges that received no URL."""
+
+    def __init__(self):
+        self._source_id = None
+        self._ranges: list[int] = []
 
     def process(self, kv, nonempty_ranges):
-        range_id, samples = kv
-        if self._ranges_id != id(nonempty_ranges):  # sort the side input once per worker, not per shard
+        if self._source_id != id(nonempty_ranges):  # sort the side input once per worker, not per shard
             self._ranges = sorted(nonempty_ranges)
-            self._ranges_id = id(nonempty_ranges)
-        index = bisect.bisect_left(self._ranges, range_id)
-        yield write_shard(
-            self.output,
-            index,
-            (Sample(key=s["uid"], image=s["image"], image_ext=s["ext"], text=s["caption"], meta=s["meta"])
-             for s in samples),
-        )
+            self._source_id = id(nonempty_ranges)
+        range_id, groups = kv
+        yield bisect.bisect_left(self._ranges, range_id), list(groups)
 
 
-class WriteShards(beam.PTransform):
-    """samples -> shard files; outputs each shard's stats dict."""
+class AssignShards(beam.PTransform):
+    """(url, surviving rows) -> (shard index, [(url, rows), ...])."""
 
-    def __init__(self, cfg):
+    def __init__(self, samples_per_shard: int):
         super().__init__()
-        self.cfg = cfg
+        self.samples_per_shard = samples_per_shard
 
-    def expand(self, samples):
-        per_shard = self.cfg.samples_per_shard
+    def expand(self, groups):
+        per_shard = self.samples_per_shard
         n_ranges = (
-            samples
-            | "CountKept" >> beam.combiners.Count.Globally()
-            | "Ranges" >> beam.Map(lambda kept: max(1, math.ceil(kept / per_shard)))
+            groups
+            | "CandidateRows" >> beam.Map(lambda kv: len(kv[1]))
+            | "SumRows" >> beam.CombineGlobally(sum)
+            | "Ranges" >> beam.Map(lambda rows: max(1, math.ceil(rows / per_shard)))
         )
-        keyed = samples | "KeyByRange" >> beam.Map(
-            lambda s, n: (shard_range(s["uid"], n), s), n=beam.pvalue.AsSingleton(n_ranges)
+        keyed = groups | "KeyByRange" >> beam.Map(
+            lambda kv, n: (shard_range(kv[0], n), kv), n=beam.pvalue.AsSingleton(n_ranges)
         )
-        nonempty = keyed | "RangeIds" >> beam.Map(lambda kv: kv[0]) | "DistinctRanges" >> beam.Distinct()
+        nonempty = keyed | "RangeIds" >> beam.Keys() | "DistinctRanges" >> beam.Distinct()
         return (
             keyed
             | "GroupByShard" >> beam.GroupByKey()
-            | "WriteShard" >> beam.ParDo(_WriteShard(self.cfg.output), beam.pvalue.AsList(nonempty))
+            | "NumberShards" >> beam.ParDo(_NumberShards(), beam.pvalue.AsList(nonempty))
         )

@@ -267,6 +267,38 @@ def write_shard(output_dir: str, index: int, samples: Iterable[Sample]) -> dict:
     return stats
 
 
+SHARD_SUFFIXES = (".tar", ".parquet", "_stats.json")
+
+
+def compact_shards(output_dir: str, stats: list[dict]) -> list[dict]:
+    """Drop shards that ended up empty (every download failed) and renumber the rest contiguously.
+
+    Readers expect 00000..N-1 with no gaps, and webdataset refuses a tar without samples. Shards are assigned
+    before downloading, so an all-failed shard is only known afterwards; it is rare at real shard sizes, and
+    when there is none this does nothing. Renaming in ascending order never overwrites a shard still needed:
+    every target name is either an empty shard already deleted or a shard already moved down.
+    """
+    ordered = sorted(stats, key=lambda s: s["shard"])
+    if all(s["count"] for s in ordered):
+        return ordered
+    kept = []
+    for s in ordered:
+        if not s["count"]:
+            FileSystems.delete([FileSystems.join(output_dir, s["shard"] + suffix) for suffix in SHARD_SUFFIXES])
+    for new_index, s in enumerate(x for x in ordered if x["count"]):
+        new_name = shard_name(new_index)
+        if new_name != s["shard"]:
+            FileSystems.rename(
+                [FileSystems.join(output_dir, s["shard"] + suffix) for suffix in SHARD_SUFFIXES[:2]],
+                [FileSystems.join(output_dir, new_name + suffix) for suffix in SHARD_SUFFIXES[:2]],
+            )
+            FileSystems.delete([FileSystems.join(output_dir, s["shard"] + "_stats.json")])
+            s = dict(s, shard=new_name)
+            write_json_atomic(FileSystems.join(output_dir, f"{new_name}_stats.json"), s)
+        kept.append(s)
+    return kept
+
+
 def write_sizes(output_dir: str, sizes: dict[str, int]) -> None:
     """``sizes.json`` as open_clip reads it: {"00000.tar": number of samples, ...}."""
     write_json_atomic(FileSystems.join(output_dir, "sizes.json"), {name: int(n) for name, n in sizes.items()})
