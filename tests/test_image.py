@@ -580,3 +580,16 @@ def test_real_coco_photos_go_through_the_chain():
             # never enlarged: a 500x333 photo stays 500x333
             assert min(outcome.width, outcome.height) == min(346, *header_size)
             assert Image.open(io.BytesIO(outcome.image_bytes)).size == (outcome.width, outcome.height)
+
+
+@pytest.mark.parametrize("resample", ["area", "bilinear", "bicubic", "lanczos"])
+def test_every_resize_filter_gives_the_target_size_and_keeps_colour(resample):
+    img = Image.new("RGB", (640, 480), (200, 30, 40))
+    out = resize_image(img, "keep_ratio", 346, resample=resample)
+    assert out.size == (461, 346)
+    assert out.getpixel((230, 173)) == (200, 30, 40)
+
+
+def test_unknown_resize_filter_is_refused():
+    with pytest.raises(ValueError, match="resize filter"):
+        resize_image(Image.new("RGB", (640, 480)), "keep_ratio", 346, resample="nearest-ish")

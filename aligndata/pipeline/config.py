@@ -27,6 +27,7 @@ class CurateConfig:
     max_pixels: int = 89_478_485
     # output images
     resize_mode: str = "keep_ratio"
+    resize_filter: str = "area"
     image_size: int = 346
     encode_format: str = "jpg"
     encode_quality: int = 95

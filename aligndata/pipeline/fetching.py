@@ -42,6 +42,7 @@ def image_config(cfg: CurateConfig) -> ImageConfig:
         min_side=cfg.min_side,
         max_aspect_ratio=cfg.max_aspect_ratio,
         resize_mode=cfg.resize_mode,
+        resample=cfg.resize_filter,
         image_size=cfg.image_size,
         encode_format=cfg.encode_format,
         encode_quality=cfg.encode_quality,
