@@ -99,6 +99,9 @@ def add_curate_arguments(parser: argparse.ArgumentParser) -> None:
     fetch.add_argument("--max-download-bytes", type=_positive_int, default=20_000_000)
     fetch.add_argument("--retries", type=_non_negative_int, default=2)
     fetch.add_argument("--fetch-threads", type=_positive_int, default=32, help="concurrent downloads per worker")
+    fetch.add_argument("--cache-dir", default=None, metavar="DIR",
+                       help="where downloads are cached so an interrupted run resumes (default OUTPUT/.fetch-cache)")
+    fetch.add_argument("--keep-cache", action="store_true", help="keep the download cache after a successful run")
     fetch.add_argument("--allow-private-networks", action="store_true",
                        help="allow private, loopback and link-local addresses (local test servers)")
     fetch.add_argument("--user-agent", default=None, help="full User-Agent header (default names aligndata)")
@@ -138,6 +141,8 @@ def curate_config(args: argparse.Namespace):
         max_download_bytes=args.max_download_bytes,
         retries=args.retries,
         fetch_threads=args.fetch_threads,
+        cache_dir=args.cache_dir,
+        keep_cache=args.keep_cache,
         allow_private_networks=args.allow_private_networks,
         user_agent=args.user_agent,
         contact=args.contact,

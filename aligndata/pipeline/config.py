@@ -41,14 +41,23 @@ class CurateConfig:
     user_agent: str | None = None
     contact: str | None = None
     fetch_threads: int = 32
+    cache_dir: str | None = None  # fetch cache for resuming; default OUTPUT/.fetch-cache
+    keep_cache: bool = False  # keep the fetch cache after a successful run
     # run control
     dry_run: bool = False
     overwrite: bool = False
     progress_dir: str | None = None  # local directory for live progress files (set by the command line)
     extra: dict = field(default_factory=dict)
 
+    # Options that do not change what a run produces: a run may resume under different values of these.
+    RUN_CONTROL = ("overwrite", "progress_dir", "keep_cache", "fetch_threads")
+
     def to_json(self) -> dict:
         out = asdict(self)
         out["inputs"] = list(self.inputs)
         out["extra_cols"] = list(self.extra_cols)
         return out
+
+    def identity(self) -> dict:
+        """The options that decide the output; a resumed run must match the interrupted one on these."""
+        return {k: v for k, v in self.to_json().items() if k not in self.RUN_CONTROL}

@@ -15,6 +15,7 @@ from apache_beam.metrics import Metrics
 from aligndata.pipeline.config import CurateConfig
 from aligndata.pipeline.elements import FETCH_STATS, NAMESPACE, REJECTS, emit, reject
 from aligndata.pipeline.fetch import FetchConfig, Fetcher
+from aligndata.pipeline.fetch_cache import FetchCache, default_cache_dir
 from aligndata.pipeline.progress import ProgressWriter
 from aligndata.pipeline.resize import ImageConfig, process_image
 from aligndata.pipeline.shards import Sample, write_shard
@@ -82,6 +83,7 @@ class FetchShard(beam.DoFn):
 
     def setup(self):
         self.fetcher = Fetcher(fetch_config(self.cfg))
+        self.cache = FetchCache(self.cfg.cache_dir or default_cache_dir(self.cfg.output))
         self.image_cfg = image_config(self.cfg)
         self.pool = ThreadPoolExecutor(max_workers=self.cfg.fetch_threads, thread_name_prefix="aligndata-fetch")
         self.fetched = Metrics.counter(NAMESPACE, "urls_fetched")
@@ -94,9 +96,14 @@ class FetchShard(beam.DoFn):
         self.fetcher.close()
 
     def _one(self, url: str):
-        result = self.fetcher.fetch(url)
+        """(fetch result, image outcome or None, whether the result came from the resume cache)."""
+        result = self.cache.get(url)
+        cached = result is not None
+        if not cached:
+            result = self.fetcher.fetch(url)
+            self.cache.put(result)
         outcome = process_image(result.data, self.image_cfg) if result.ok else None
-        return result, outcome
+        return result, outcome, cached
 
     def process(self, element):
         index, groups = element
@@ -108,10 +115,12 @@ class FetchShard(beam.DoFn):
             stats[key] = stats.get(key, 0) + n
 
         # pool.map yields in order and keeps every thread busy; progress is reported as results arrive
-        for (url, rows), (result, outcome) in zip(groups, self.pool.map(lambda kv: self._one(kv[0]), groups)):
+        for (url, rows), (result, outcome, cached) in zip(groups, self.pool.map(lambda kv: self._one(kv[0]), groups)):
             self.fetched.inc()
             bump("urls_fetched")
             bump("fetch_attempts", result.attempts)
+            if cached:
+                bump("urls_from_cache")
             kept = 0
             if not result.ok:
                 bump(f"failed:{result.reason}:{result.detail.split(':')[0]}")

@@ -14,7 +14,8 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from aligndata import __version__
 from aligndata.pipeline.config import CurateConfig
 from aligndata.pipeline.curate import build_curate
-from aligndata.pipeline.shards import prepare_output_dir, write_json_atomic
+from aligndata.pipeline.fetch_cache import FetchCache, default_cache_dir
+from aligndata.pipeline.shards import OutputDirNotEmpty, prepare_output_dir, write_json_atomic
 from aligndata.pipeline.progress import ProgressReporter
 from aligndata.pipeline.sources import InputSpec, check_input, detect_format, known_row_count, match_inputs
 
@@ -86,7 +87,14 @@ def run_curate(cfg: CurateConfig, beam_args: list[str] | None = None, progress: 
     """
     options = pipeline_options(beam_args or [])
     specs = input_specs(cfg)
-    prepare_output_dir(cfg.output, cfg.overwrite)
+    cache = FetchCache(cfg.cache_dir or default_cache_dir(cfg.output))
+    if is_interrupted_run(cfg, specs):
+        logging.warning("resuming the interrupted run in %s: finished downloads are not fetched again", cfg.output)
+        prepare_output_dir(cfg.output, overwrite=True)  # partial shards and temp files go; the fetch cache stays
+    else:
+        prepare_output_dir(cfg.output, cfg.overwrite)
+        if cfg.overwrite:
+            cache.clear()
     runner = options.view_as(StandardOptions).runner
     logging.info("curate: %d input file(s) -> %s (runner %s)", len(specs), cfg.output, runner)
     write_json_atomic(
@@ -106,5 +114,33 @@ def run_curate(cfg: CurateConfig, beam_args: list[str] | None = None, progress: 
     else:
         with beam.Pipeline(options=options) as p:
             build_curate(p, cfg, specs)
+    if not cfg.keep_cache:
+        cache.clear()
     with FileSystems.open(FileSystems.join(cfg.output, "report.json")) as f:
         return json.load(f)
+
+
+def is_interrupted_run(cfg: CurateConfig, specs: list[InputSpec]) -> bool:
+    """True when the output directory holds an unfinished run of this same job, which is then resumed.
+
+    Unfinished: config.json is there but report.json (written last) is not. The same job: the same inputs and
+    every option that decides the output. Anything else in a non-empty directory still needs --overwrite.
+    """
+    config_path = FileSystems.join(cfg.output, "config.json")
+    if cfg.overwrite or cfg.dry_run or not FileSystems.exists(config_path):
+        return False
+    if FileSystems.exists(FileSystems.join(cfg.output, "report.json")):
+        return False
+    try:
+        with FileSystems.open(config_path) as f:
+            stored = json.load(f)
+        options = {k: v for k, v in stored["options"].items() if k not in CurateConfig.RUN_CONTROL}
+        same = options == cfg.identity() and stored["input_files"] == [s.path for s in specs]
+    except (OSError, ValueError, KeyError, TypeError):
+        same = False
+    if not same:
+        raise OutputDirNotEmpty(
+            f"output directory {cfg.output} holds an unfinished run with other inputs or options; run that same "
+            "command again to resume it, or pass --overwrite to start over"
+        )
+    return True

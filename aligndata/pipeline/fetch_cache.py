@@ -1,0 +1,92 @@
+"""A content-addressed cache of fetch outcomes, so an interrupted curate run resumes without downloading again.
+
+One file per URL, named by sha256(url), holding the outcome exactly as the run saw it: the downloaded bytes, or
+the failure (reason, detail, status). A resumed run replays these outcomes, so it writes the same shards and the
+same ledger as an uninterrupted run would have, byte for byte, and fetches only what it had not finished. Each
+entry is written to a temporary name and renamed, so a run killed mid-write leaves no half entry. Paths go
+through Beam's FileSystems, so the cache can live on gs:// or s3:// too (``--cache-dir``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+
+from apache_beam.io.filesystems import FileSystems
+
+from aligndata.pipeline.fetch import FetchResult
+
+CACHE_DIR_NAME = ".fetch-cache"
+_MAGIC = b"aligndata-fetch-cache 1\n"
+
+
+def default_cache_dir(output_dir: str) -> str:
+    return FileSystems.join(output_dir, CACHE_DIR_NAME)
+
+
+class FetchCache:
+    def __init__(self, directory: str):
+        self.directory = directory
+
+    def _path(self, url: str) -> str:
+        digest = hashlib.sha256(url.encode("utf-8", errors="surrogatepass")).hexdigest()
+        return FileSystems.join(self.directory, digest[:2], digest)
+
+    def get(self, url: str) -> FetchResult | None:
+        """The recorded outcome for ``url``, or None (absent or unreadable: then it is simply fetched again)."""
+        path = self._path(url)
+        try:
+            with FileSystems.open(path) as f:
+                blob = f.read()
+        except Exception:  # absent (local: OSError; object stores: BeamIOError) — not cached yet
+            return None
+        if not blob.startswith(_MAGIC):
+            return None
+        header_end = blob.find(b"\n", len(_MAGIC))
+        if header_end < 0:
+            return None
+        try:
+            header = json.loads(blob[len(_MAGIC):header_end])
+        except ValueError:
+            return None
+        data = blob[header_end + 1:]
+        if header["ok"] and len(data) != header["size"]:
+            return None
+        return FetchResult(
+            url=url,
+            ok=header["ok"],
+            data=data if header["ok"] else None,
+            reason=header["reason"],
+            detail=header["detail"],
+            status=header["status"],
+            content_type=header["content_type"],
+            final_url=header["final_url"],
+            attempts=0,  # nothing was requested this time
+        )
+
+    def put(self, result: FetchResult) -> None:
+        header = {
+            "ok": result.ok,
+            "reason": result.reason,
+            "detail": result.detail,
+            "status": result.status,
+            "content_type": result.content_type,
+            "final_url": result.final_url,
+            "size": len(result.data) if result.ok else 0,
+        }
+        path = self._path(result.url)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        try:
+            FileSystems.mkdirs(FileSystems.split(path)[0])
+        except Exception:
+            pass  # it exists (another thread made it), or an object store, which has no directories
+        with FileSystems.create(tmp) as f:
+            f.write(_MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n")
+            if result.ok:
+                f.write(result.data)
+        FileSystems.rename([tmp], [path])
+
+    def clear(self) -> None:
+        if FileSystems.exists(self.directory):
+            FileSystems.delete([self.directory])
