@@ -265,6 +265,16 @@ def image_size_reason(
     return None
 
 
+# imagehash.phash shrinks the image to 4 * hash_size px with LANCZOS, whose kernel widens with the shrink
+# factor: 1.3-2.5 ms on a 640x480 photo. A box reduce() to about twice that size first brings the whole hash to
+# ~0.35 ms and changes a photo's hash by 0-6 of 64 bits (measured on COCO). Eval indexes and queries both use
+# this function, so they agree.
+_PHASH_PRESHRINK = 2
+
+
 def perceptual_hash(image: Image.Image, hash_size: int = 8) -> str:
-    """DCT perceptual hash (imagehash.phash) as hex: 16 hex chars for the default 64-bit hash."""
+    """DCT perceptual hash (imagehash.phash of a box-reduced copy) as hex: 16 hex chars for 64 bits."""
+    factor = min(image.size) // (4 * hash_size * _PHASH_PRESHRINK)
+    if factor >= 2:
+        image = image.reduce(factor)
     return str(imagehash.phash(image, hash_size=hash_size))
