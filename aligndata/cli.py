@@ -99,6 +99,13 @@ def add_curate_arguments(parser: argparse.ArgumentParser) -> None:
     fetch.add_argument("--max-download-bytes", type=_positive_int, default=20_000_000)
     fetch.add_argument("--retries", type=_non_negative_int, default=2)
     fetch.add_argument("--fetch-threads", type=_positive_int, default=32, help="concurrent downloads per worker")
+    fetch.add_argument("--max-per-host", type=_positive_int, default=16,
+                       help="concurrent requests to one host, per worker")
+    fetch.add_argument("--host-rate", type=_positive_float, default=None, metavar="REQ_PER_S",
+                       help="at most this many request starts per second to one host, per worker (default: no limit)")
+    fetch.add_argument("--respect-robots-txt", action="store_true",
+                       help="fetch each host's robots.txt once and skip what it disallows for 'aligndata'")
+    fetch.add_argument("--robots-timeout", type=_positive_float, default=5.0)
     fetch.add_argument("--cache-dir", default=None, metavar="DIR",
                        help="where downloads are cached so an interrupted run resumes (default OUTPUT/.fetch-cache)")
     fetch.add_argument("--keep-cache", action="store_true", help="keep the download cache after a successful run")
@@ -142,6 +149,10 @@ def curate_config(args: argparse.Namespace):
         retries=args.retries,
         fetch_threads=args.fetch_threads,
         cache_dir=args.cache_dir,
+        max_per_host=args.max_per_host,
+        host_rate=args.host_rate,
+        respect_robots_txt=args.respect_robots_txt,
+        robots_timeout=args.robots_timeout,
         keep_cache=args.keep_cache,
         allow_private_networks=args.allow_private_networks,
         user_agent=args.user_agent,

@@ -41,6 +41,10 @@ class CurateConfig:
     user_agent: str | None = None
     contact: str | None = None
     fetch_threads: int = 32
+    max_per_host: int = 16
+    host_rate: float | None = None  # request starts per second per host and worker; None = no limit
+    respect_robots_txt: bool = False
+    robots_timeout: float = 5.0
     cache_dir: str | None = None  # fetch cache for resuming; default OUTPUT/.fetch-cache
     keep_cache: bool = False  # keep the fetch cache after a successful run
     # run control
@@ -50,7 +54,7 @@ class CurateConfig:
     extra: dict = field(default_factory=dict)
 
     # Options that do not change what a run produces: a run may resume under different values of these.
-    RUN_CONTROL = ("overwrite", "progress_dir", "keep_cache", "fetch_threads")
+    RUN_CONTROL = ("overwrite", "progress_dir", "keep_cache", "fetch_threads", "max_per_host", "host_rate")
 
     def to_json(self) -> dict:
         out = asdict(self)

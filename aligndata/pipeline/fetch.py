@@ -32,6 +32,7 @@ Semantics worth knowing:
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import heapq
 import http.client
@@ -54,6 +55,7 @@ import urllib3.exceptions as u3
 from aligndata import __version__
 from aligndata.filters import reasons
 from aligndata.pipeline.netguard import AddressPolicy, BlockedAddressError, GuardedHTTPAdapter, check_hop
+from aligndata.pipeline.politeness import HostThrottle, RobotsCache, host_of
 
 USER_AGENT_TOKEN = "aligndata"
 DEFAULT_USER_AGENT = f"{USER_AGENT_TOKEN}/{__version__}"
@@ -85,9 +87,14 @@ class FetchConfig:
     max_redirects: int = 5
     respect_x_robots_tag: bool = True
     pool_maxsize: int = 32  # keep-alive connections kept per host: at least the number of fetch threads
+    max_per_host: int = 16  # concurrent requests to one host (per worker)
+    host_min_interval: float = 0.0  # seconds between request starts to one host (per worker); 0 = no limit
+    respect_robots_txt: bool = False  # fetch each host's /robots.txt once and obey it for our token
+    robots_timeout: float = 5.0
 
     def __post_init__(self) -> None:
-        positive = {"timeout": self.timeout, "max_bytes": self.max_bytes, "pool_maxsize": self.pool_maxsize}
+        positive = {"timeout": self.timeout, "max_bytes": self.max_bytes, "pool_maxsize": self.pool_maxsize,
+                    "max_per_host": self.max_per_host, "robots_timeout": self.robots_timeout}
         if self.total_timeout is not None:
             positive["total_timeout"] = self.total_timeout
         for name, value in positive.items():
@@ -98,6 +105,7 @@ class FetchConfig:
             "backoff": self.backoff,
             "max_retry_after": self.max_retry_after,
             "max_redirects": self.max_redirects,
+            "host_min_interval": self.host_min_interval,
         }
         for name, value in non_negative.items():
             if not value >= 0:
@@ -381,6 +389,15 @@ class Fetcher:
             self.config.allow_private_networks, self.config.allowed_networks, self._register_socket
         )
         self._session = self._make_session()
+        self.throttle = HostThrottle(self.config.max_per_host, self.config.host_min_interval)
+        self._robots_fetcher = None
+        self.robots = None
+        if self.config.respect_robots_txt:
+            self._robots_fetcher = Fetcher(dataclasses.replace(
+                self.config, timeout=self.config.robots_timeout, total_timeout=2 * self.config.robots_timeout,
+                max_bytes=RobotsCache.MAX_BYTES, retries=0, respect_x_robots_tag=False, respect_robots_txt=False,
+            ))
+            self.robots = RobotsCache(self._robots_text, USER_AGENT_TOKEN)
 
     def _make_session(self) -> requests.Session:
         cfg = self.config
@@ -402,10 +419,16 @@ class Fetcher:
         if attempt is not None:
             attempt.add_socket(sock)
 
+    def _robots_text(self, url: str) -> tuple[int | None, str | None]:
+        result = self._robots_fetcher.fetch(url)
+        return result.status, result.data.decode("utf-8", errors="replace") if result.ok else None
+
     def close(self) -> None:
         """Release connections and stop the watchdog thread. Idempotent."""
         if self._closed.is_set():
             return
+        if self._robots_fetcher is not None:
+            self._robots_fetcher.close()
         self._closed.set()
         self._session.close()
         self._watchdog.stop()
@@ -427,10 +450,16 @@ class Fetcher:
         if refusal is not None:
             reason, detail = refusal
             return FetchResult(url, False, None, reason, detail, None, None, url, 0, time.monotonic() - started)
+        if self.robots is not None and not self.robots.allowed(url):
+            return FetchResult(url, False, None, reasons.ROBOTS_DISALLOWED, "robots.txt", None, None, url, 0,
+                               time.monotonic() - started)
+        host = host_of(url)
         attempts = 0
         while True:
             attempts += 1
-            result, failure = self._attempt(url)
+            with self.throttle.slot(host):
+                result, failure = self._attempt(url)
+            self.throttle.observe(host, result.status, failure.retry_after if failure else None)
             result.attempts = attempts
             result.elapsed = time.monotonic() - started
             if failure is None or not failure.retry or attempts > self.config.retries:

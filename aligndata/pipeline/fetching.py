@@ -28,6 +28,10 @@ def fetch_config(cfg: CurateConfig) -> FetchConfig:
         retries=cfg.retries,
         allow_private_networks=cfg.allow_private_networks,
         pool_maxsize=cfg.fetch_threads,  # one pooled connection per thread, no "pool is full" churn
+        max_per_host=cfg.max_per_host,
+        host_min_interval=1.0 / cfg.host_rate if cfg.host_rate else 0.0,
+        respect_robots_txt=cfg.respect_robots_txt,
+        robots_timeout=cfg.robots_timeout,
     )
     if cfg.total_timeout is not None:
         kwargs["total_timeout"] = cfg.total_timeout

@@ -22,6 +22,8 @@ import ipaddress
 import re
 import socket
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
@@ -202,6 +204,40 @@ def check_hop(url: str, policy: AddressPolicy | None = None) -> tuple[str, str] 
 # Connection-level guard
 
 
+class CachedResolver:
+    """getaddrinfo with a per-worker cache: a host's addresses are looked up once per ``ttl`` seconds (failures
+    once per ``negative_ttl``), instead of once per image. The guard still checks every address it connects to."""
+
+    def __init__(self, ttl: float = 300.0, negative_ttl: float = 30.0, max_entries: int = 100_000):
+        self.ttl, self.negative_ttl, self.max_entries = ttl, negative_ttl, max_entries
+        self._cache: dict[tuple, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+        self.lookups = 0  # real resolutions made (observability, tests)
+
+    def getaddrinfo(self, host: str, port: int, family: int, socktype: int) -> list[tuple[Any, ...]]:
+        key = (host, port, family, socktype)
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(key)
+        if hit is not None and hit[0] > now:
+            if isinstance(hit[1], socket.gaierror):
+                raise hit[1]
+            return hit[1]
+        self.lookups += 1
+        try:
+            infos = socket.getaddrinfo(host, port, family, socktype)
+            entry = (now + self.ttl, infos)
+        except socket.gaierror as exc:
+            entry = (now + self.negative_ttl, exc)
+        with self._lock:
+            if len(self._cache) >= self.max_entries:
+                self._cache.clear()  # crude but bounded; a worker rarely sees this many hosts
+            self._cache[key] = entry
+        if isinstance(entry[1], socket.gaierror):
+            raise entry[1]
+        return entry[1]
+
+
 class AddressPolicy:
     """Which addresses connections may reach, plus an optional hook told about every socket in use.
 
@@ -216,7 +252,9 @@ class AddressPolicy:
         allow_private_networks: bool = False,
         allowed_networks: Iterable[str] = (),
         on_response_socket: Callable[[socket.socket], None] | None = None,
+        resolver: CachedResolver | None = None,
     ):
+        self.resolver = resolver or CachedResolver()
         self.allow_private_networks = allow_private_networks
         self.allowed_networks = tuple(_parse_network(n) for n in allowed_networks)
         self.on_response_socket = on_response_socket
@@ -252,7 +290,7 @@ class _GuardedConnectionMixin:
         host = self._dns_host.strip("[]")
         port = self.port
         try:
-            infos = socket.getaddrinfo(host, port, allowed_gai_family(), socket.SOCK_STREAM)
+            infos = self.policy.resolver.getaddrinfo(host, port, allowed_gai_family(), socket.SOCK_STREAM)
         except socket.gaierror as exc:
             raise NameResolutionError(self.host, self, exc) from exc
         allowed = [info for info in infos if self.policy.allows(info[4][0])]
