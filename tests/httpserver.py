@@ -41,6 +41,7 @@ import io
 import ipaddress
 import random
 import socket
+import struct
 import ssl
 import threading
 import time
@@ -370,6 +371,7 @@ class LocalServer:
             ("/sleep/", self._sleep),
             ("/endless", self._endless),
             ("/hangup", self._hangup),
+            ("/reset-mid-body", self._reset_mid_body),
             ("/wrong-type.jpg", self._wrong_type),
             ("/page.html", self._page),
             ("/truncated.jpg", self._truncated),
@@ -467,6 +469,19 @@ class LocalServer:
     def _hangup(self, h: _Handler, rest: str, query: dict[str, list[str]], count: int) -> None:
         h.close_connection = True
         h.connection.shutdown(socket.SHUT_RDWR)
+
+    def _reset_mid_body(self, h: _Handler, rest: str, query: dict[str, list[str]], count: int) -> None:
+        """Headers and half the body of an image, then a TCP reset (SO_LINGER 0) instead of the rest."""
+        body = make_image_bytes(400, 300, seed=_seed_for("/reset-mid-body"))
+        h.close_connection = True
+        h.send_response(200)
+        h.send_header("Content-Type", "image/jpeg")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body[: len(body) // 2])
+        h.wfile.flush()
+        h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        h.connection.close()
 
     def _wrong_type(self, h: _Handler, rest: str, query: dict[str, list[str]], count: int) -> None:
         h.send_body(make_image_bytes(320, 240, seed=_seed_for(h.path)), "text/html; charset=utf-8")
