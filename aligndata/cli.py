@@ -220,6 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     example.add_argument("--overwrite", action="store_true")
     add_progress_arguments(example)
     example.set_defaults(func=cmd_example)
+
+    from aligndata.inspect.commands import register as register_inspect  # handlers import heavy modules lazily
+
+    register_inspect(sub)
     return parser
 
 

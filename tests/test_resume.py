@@ -28,7 +28,7 @@ def command(pairs: Path, out: Path) -> list[str]:
 
 def output_files(out: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(out.iterdir())
-            if p.is_file() and p.name not in ("config.json", "report.json")}
+            if p.is_file() and p.name not in ("config.json", "report.json", "report.html")}
 
 
 def cache_entries(out: Path) -> int:

@@ -17,6 +17,7 @@ from aligndata.pipeline.curate import build_curate
 from aligndata.pipeline.fetch_cache import FetchCache, default_cache_dir
 from aligndata.pipeline.shards import OutputDirNotEmpty, prepare_output_dir, write_json_atomic
 from aligndata.pipeline.progress import ProgressReporter
+from aligndata.pipeline.report_html import write_report_html
 from aligndata.pipeline.sources import InputSpec, check_input, detect_format, known_row_count, match_inputs
 
 DEFAULT_RUNNER = "FnApiRunner"  # Beam's bare default first tries to download the Prism binary
@@ -116,6 +117,10 @@ def run_curate(cfg: CurateConfig, beam_args: list[str] | None = None, progress: 
             build_curate(p, cfg, specs)
     if not cfg.keep_cache:
         cache.clear()
+    try:
+        write_report_html(cfg.output)
+    except Exception as err:  # the page is a convenience; the run's outputs are complete without it
+        logging.warning("could not write report.html in %s: %s", cfg.output, err)
     with FileSystems.open(FileSystems.join(cfg.output, "report.json")) as f:
         return json.load(f)
 

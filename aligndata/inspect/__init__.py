@@ -1,0 +1,1 @@
+"""Look inside, check and export WebDataset shard sets (`aligndata inspect ...`)."""

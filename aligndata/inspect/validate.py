@@ -1,0 +1,219 @@
+"""`inspect validate`: check a shard set against the output contract; list every problem with shard and key.
+
+Checks, per tar: readable to the end (including the end-of-archive marker); no unsafe members (absolute names,
+``..``, links, devices: reported, never followed); every sample has an image, a .txt and a .json; keys are
+dot-free, unique across the whole set and their members adjacent; a .cls holds an integer; the .json is an
+object whose ``caption`` equals the .txt and whose ``key``/``uid`` equal the key. Against the companion files: ``NAME.parquet`` has the
+same keys and captions, ``NAME_stats.json`` the same count (and tar size), ``sizes.json`` the same count.
+``--deep`` also decodes every image fully and checks its size against the .json's width/height.
+
+A missing parquet or stats file is a problem only when other shards of the set have one: sets written by other
+tools may legitimately have no companions at all.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+from dataclasses import asdict, dataclass
+
+from PIL import Image
+
+from aligndata.inspect.reader import IMAGE_EXTS, Sample
+from aligndata.inspect.scan import metadata_only, read_parquet, scan
+from aligndata.inspect.shardset import ShardSet
+
+MAX_PIXELS = 89_478_485  # the curate default: refuse decompression bombs here too
+
+
+@dataclass(frozen=True)
+class Problem:
+    shard: str
+    key: str | None
+    problem: str
+
+    def line(self) -> str:
+        from aligndata.inspect.show import printable
+
+        return f"{printable(self.shard)}\t{printable(self.key) if self.key else '-'}\t{printable(self.problem)}"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class _ShardFacts:
+    count: int
+    keys: list[str]
+    captions: dict[str, str | None]
+
+
+def validate(shards: ShardSet, deep: bool = False) -> tuple[list[Problem], dict]:
+    """All problems found, and totals {"shards", "samples"}."""
+    problems: list[Problem] = []
+
+    def report(shard: str, key: str | None, problem: str) -> None:
+        problems.append(Problem(shard, key, problem))
+
+    first_seen: dict[str, str] = {}  # key -> shard it was first seen in
+    facts: dict[str, _ShardFacts] = {}
+    samples = 0
+    for path in shards.paths:
+        shard = shards.name(path)
+        keys, captions = [], {}
+        for sample in scan(shards, want=None if deep else metadata_only, on_problem=report, check_end=True,
+                           paths=[path]):
+            samples += 1
+            keys.append(sample.key)
+            captions[sample.key] = _check_sample(sample, report, deep)
+            if sample.key in first_seen and first_seen[sample.key] != shard:
+                report(shard, sample.key, f"duplicate key: also in shard {first_seen[sample.key]}")
+            first_seen.setdefault(sample.key, shard)
+        facts[path] = _ShardFacts(len(keys), keys, captions)
+    _check_companions(shards, facts, report)
+    return problems, {"shards": len(shards), "samples": samples}
+
+
+def _check_sample(sample: Sample, report, deep: bool) -> str | None:
+    shard, key = sample.shard, sample.key
+    image_exts = [ext for ext in sample.files if ext in IMAGE_EXTS]
+    missing = [what for what, ok in (("image", image_exts), ("txt", "txt" in sample.files),
+                                     ("json", "json" in sample.files)) if not ok]
+    if missing:
+        report(shard, key, f"sample lacks {' and '.join(missing)} (has {', '.join(sorted(sample.files)) or 'nothing'})")
+    if len(image_exts) > 1:
+        report(shard, key, f"sample has {len(image_exts)} images ({', '.join(image_exts)})")
+    cls = sample.files.get("cls")
+    if cls is not None and not re.fullmatch(rb"\s*-?\d+\s*", cls):
+        report(shard, key, f".cls is not an integer: {_short(cls.decode('utf-8', 'replace'))!r}")
+    text = None
+    if "txt" in sample.files:
+        try:
+            text = sample.files["txt"].decode("utf-8")
+        except UnicodeDecodeError as err:
+            report(shard, key, f".txt is not UTF-8: {err}")
+    meta = None
+    if "json" in sample.files:
+        meta = sample.meta
+        if meta is None:
+            report(shard, key, ".json is not a JSON object")
+    if meta is not None:
+        if text is not None and "caption" in meta and meta["caption"] != text:
+            report(shard, key, f".json caption {_short(meta['caption'])!r} differs from .txt {_short(text)!r}")
+        for field in ("key", "uid"):
+            if field in meta and meta[field] != key:
+                report(shard, key, f".json {field} {_short(meta[field])!r} differs from the member key")
+    if deep and image_exts:
+        _check_image(sample, meta, report)
+    return text
+
+
+def _check_image(sample: Sample, meta: dict | None, report) -> None:
+    data = sample.image
+    if data is None:
+        return
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                if img.width * img.height > MAX_PIXELS:
+                    raise ValueError(f"{img.width}x{img.height} exceeds {MAX_PIXELS} pixels")
+                img.load()
+                size = img.size
+    except Exception as err:  # any decoder failure is the finding itself
+        report(sample.shard, sample.key, f"image does not decode: {type(err).__name__}: {err}")
+        return
+    if meta and isinstance(meta.get("width"), int) and isinstance(meta.get("height"), int):
+        if (meta["width"], meta["height"]) != size:
+            report(sample.shard, sample.key,
+                    f"image is {size[0]}x{size[1]} but .json says {meta['width']}x{meta['height']}")
+
+
+def _short(value, n: int = 60):
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _check_companions(shards: ShardSet, facts: dict[str, _ShardFacts], report) -> None:
+    have_parquet = {p: shards.exists(shards.companion(p, ".parquet")) for p in shards.paths}
+    have_stats = {p: shards.exists(shards.companion(p, "_stats.json")) for p in shards.paths}
+    for path in shards.paths:
+        shard, fact = shards.name(path), facts[path]
+        if have_parquet[path]:
+            _check_parquet(shards, path, shard, fact, report)
+        elif any(have_parquet.values()):
+            report(shard, None, f"{shards.stem(path)}.parquet is missing (other shards have one)")
+        if have_stats[path]:
+            _check_stats(shards, path, shard, fact, report)
+        elif any(have_stats.values()):
+            report(shard, None, f"{shards.stem(path)}_stats.json is missing (other shards have one)")
+    _check_sizes(shards, facts, report)
+
+
+def _check_parquet(shards, path, shard, fact: _ShardFacts, report) -> None:
+    name = f"{shards.stem(path)}.parquet"
+    try:
+        table = read_parquet(shards, path)
+    except ValueError as err:
+        report(shard, None, str(err))
+        return
+    if table.num_rows != fact.count:
+        report(shard, None, f"{name} has {table.num_rows} rows, the tar {fact.count} samples")
+    if "key" not in table.column_names:
+        report(shard, None, f"{name} has no key column")
+        return
+    pkeys = table.column("key").to_pylist()
+    captions = table.column("caption").to_pylist() if "caption" in table.column_names else [None] * len(pkeys)
+    tar_keys = set(fact.keys)
+    for key, caption in zip(pkeys, captions):
+        if key not in tar_keys:
+            report(shard, key, f"in {name} but not in the tar")
+        elif caption is not None and fact.captions.get(key) is not None and caption != fact.captions[key]:
+            report(shard, key, f"{name} caption {_short(caption)!r} differs from .txt {_short(fact.captions[key])!r}")
+    for key in sorted(tar_keys - set(pkeys)):
+        report(shard, key, f"in the tar but not in {name}")
+
+
+def _check_stats(shards, path, shard, fact: _ShardFacts, report) -> None:
+    name = f"{shards.stem(path)}_stats.json"
+    try:
+        stats = shards.read_json(shards.companion(path, "_stats.json"))
+    except ValueError as err:
+        report(shard, None, str(err))
+        return
+    if not isinstance(stats, dict):
+        report(shard, None, f"{name} is not a JSON object")
+        return
+    for field in ("count", "successes"):
+        if field in stats and stats[field] != fact.count:
+            report(shard, None, f"{name} says {field} {stats[field]!r}, the tar has {fact.count} samples")
+    if "bytes" in stats and stats["bytes"] != shards.size(path):
+        report(shard, None, f"{name} says {stats['bytes']!r} bytes, the tar is {shards.size(path)} bytes")
+
+
+def _check_sizes(shards: ShardSet, facts: dict[str, _ShardFacts], report) -> None:
+    for sizes_path in {shards.sizes_json(p) for p in shards.paths}:
+        try:
+            sizes = shards.read_json(sizes_path)
+        except ValueError as err:
+            report("sizes.json", None, str(err))
+            continue
+        if sizes is None:
+            continue
+        if not isinstance(sizes, dict):
+            report("sizes.json", None, f"{sizes_path} is not a JSON object")
+            continue
+        directory = shards.storage.parent(sizes_path)
+        for path in shards.paths:
+            if shards.sizes_json(path) != sizes_path:
+                continue
+            tar_name = shards.storage.basename(path)
+            if tar_name not in sizes:
+                report(shards.name(path), None, f"sizes.json has no entry for {tar_name}")
+            elif sizes[tar_name] != facts[path].count:
+                report(shards.name(path), None,
+                       f"sizes.json says {sizes[tar_name]!r} samples, the tar has {facts[path].count}")
+        for tar_name in sorted(sizes):
+            if not shards.exists(shards.storage.join(directory, str(tar_name))):
+                report("sizes.json", None, f"sizes.json lists {tar_name}, which does not exist")
