@@ -54,7 +54,14 @@ def add_curate_arguments(parser: argparse.ArgumentParser) -> None:
     io_.add_argument("--input", nargs="+", required=True, metavar="PATH",
                      help="files or globs (local, gs://, s3://, ...); .gz is read transparently")
     io_.add_argument("--output", required=True, metavar="DIR", help="directory for shards, ledger and report")
-    io_.add_argument("--input-format", default="auto", choices=["auto", "parquet", "csv", "tsv", "jsonl"])
+    io_.add_argument("--input-format", default="auto",
+                     choices=["auto", "parquet", "csv", "tsv", "jsonl", "html", "warc", "page-urls"],
+                     help="tables, or web sources whose <img alt> pairs are extracted (see docs/extraction.md); "
+                          "page-urls: files listing page URLs, fetched like images")
+    io_.add_argument("--page-urls", default=None, metavar="FILE.json", dest="page_urls_file",
+                     help="html inputs: JSON mapping each file (name or path) to the URL it was fetched from")
+    io_.add_argument("--max-page-bytes", type=_positive_int, default=10_000_000,
+                     help="html/warc/page-urls: skip larger pages")
     io_.add_argument("--url-col", default="url")
     io_.add_argument("--caption-col", default="caption")
     io_.add_argument("--extra-cols", type=_columns, default=(), metavar="A,B",
@@ -129,6 +136,8 @@ def curate_config(args: argparse.Namespace):
         extra_cols=args.extra_cols,
         page_url_col=args.page_url_col,
         no_header=args.no_header,
+        page_urls_file=args.page_urls_file,
+        max_page_bytes=args.max_page_bytes,
         min_words=args.min_words,
         max_words=args.max_words,
         vocab_size=args.vocab_size,
@@ -221,8 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_progress_arguments(example)
     example.set_defaults(func=cmd_example)
 
-    from aligndata.inspect.commands import register as register_inspect  # handlers import heavy modules lazily
+    # Each command family registers itself; their handlers import heavy modules lazily.
+    from aligndata.extract.commands import register as register_extract
+    from aligndata.inspect.commands import register as register_inspect
 
+    register_extract(sub)
     register_inspect(sub)
     return parser
 

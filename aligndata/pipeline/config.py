@@ -15,6 +15,8 @@ class CurateConfig:
     extra_cols: tuple[str, ...] = ()
     page_url_col: str | None = None
     no_header: bool = False
+    page_urls_file: str | None = None  # html inputs: JSON {file name or path: page URL}
+    max_page_bytes: int = 10_000_000  # html/warc/page-urls: larger pages are skipped
     # ALIGN's text rules
     min_words: int = 3
     max_words: int = 20

@@ -15,14 +15,14 @@ Every DoFn with side effects writes through a temporary name and renames, so a r
 
 from __future__ import annotations
 
-import bisect
 import collections
-import math
+import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from aligndata.extract.sources import ExtractStats, pairs_from_page, read_page_url_list
 from aligndata.filters import reasons
 from aligndata.filters.frequency import (
     CappedDistinct,
@@ -37,10 +37,11 @@ from aligndata.filters.frequency import (
 from aligndata.filters.text import tokenize, word_ngrams
 from aligndata.pipeline import fetching, ledger, report, shard_stage
 from aligndata.pipeline.config import CurateConfig
-from aligndata.pipeline.elements import FETCH_STATS, NAMESPACE, NGRAMS, REJECTS, emit, reject
+from aligndata.pipeline.elements import EXTRACTION, FETCH_STATS, NAMESPACE, NGRAMS, PAGE_URLS, REJECTS, emit, reject
+from aligndata.pipeline.fetch import Fetcher
 from aligndata.pipeline.progress import ProgressWriter
 from aligndata.pipeline.rows import prepare_row
-from aligndata.pipeline.sources import InputSpec, iter_rows
+from aligndata.pipeline.sources import WEB_FORMATS, InputSpec, iter_rows
 
 # Bounded per-bundle pre-aggregation: flush before a bundle's dict holds more than this many keys.
 NGRAM_FLUSH_KEYS = 200_000
@@ -58,8 +59,13 @@ class ReadRows(beam.DoFn):
         self.rows = Metrics.counter(NAMESPACE, "rows_read")
 
     def process(self, spec: InputSpec):
+        if spec.fmt == "page-urls":  # the pages are fetched (and their rows made) by FetchPages
+            for page_index, url in enumerate(read_page_url_list(spec.path)):
+                yield emit(PAGE_URLS, (spec.index, page_index, url))
+            return
+        stats = ExtractStats() if spec.fmt in WEB_FORMATS else None
         n = 0
-        for raw in iter_rows(spec):
+        for raw in iter_rows(spec, stats):
             n += 1
             if n == self.PROGRESS_EVERY:
                 self.rows.inc(n)
@@ -69,6 +75,57 @@ class ReadRows(beam.DoFn):
         self.rows.inc(n)
         self.progress.add(rows_read=n)
         self.progress.flush()
+        if stats is not None:
+            yield emit(EXTRACTION, stats.to_json())
+
+
+class FetchPages(beam.DoFn):
+    """page-urls inputs: fetch pages (same guard, caps and retries as images) and extract their pairs."""
+
+    def __init__(self, cfg: CurateConfig):
+        self.cfg = cfg
+
+    def setup(self):
+        page_config = dataclasses.replace(fetching.fetch_config(self.cfg), max_bytes=self.cfg.max_page_bytes)
+        self.fetcher = Fetcher(page_config)
+        self.pool = ThreadPoolExecutor(max_workers=self.cfg.fetch_threads, thread_name_prefix="aligndata-pages")
+        self.progress = ProgressWriter(self.cfg.progress_dir)
+
+    def teardown(self):
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.fetcher.close()
+
+    def process(self, batch):
+        stats = ExtractStats()
+        results = self.pool.map(lambda item: pairs_from_page(item[2], self.fetcher, item[0], item[1]), batch)
+        for rows, page_stats in results:
+            stats.merge(page_stats)
+            self.progress.add(rows_read=len(rows))
+            yield from rows
+        yield emit(EXTRACTION, stats.to_json())
+
+
+class MergeExtractStats(beam.CombineFn):
+    """Extraction counters (ExtractStats as JSON) from every file and page batch; None when there were none."""
+
+    def create_accumulator(self):
+        return None
+
+    def add_input(self, acc, element):
+        stats = ExtractStats.from_json(element)
+        return stats if acc is None else acc.merge(stats)
+
+    def merge_accumulators(self, accs):
+        present = [a for a in accs if a is not None]
+        if not present:
+            return None
+        total = present[0]
+        for other in present[1:]:
+            total.merge(other)
+        return total
+
+    def extract_output(self, acc):
+        return None if acc is None else acc.to_json()
 
 
 class PrepareRows(beam.DoFn):
@@ -236,7 +293,23 @@ class ResolveUrlGroup(beam.DoFn):
 
 def build_curate(p: beam.Pipeline, cfg: CurateConfig, specs: list[InputSpec]):
     """Add the whole curate flow to ``p``."""
-    raw = p | "Inputs" >> beam.Create(specs, reshuffle=False) | "Read" >> beam.ParDo(ReadRows(cfg.progress_dir))
+    read = (
+        p
+        | "Inputs" >> beam.Create(specs, reshuffle=False)
+        | "Read" >> beam.ParDo(ReadRows(cfg.progress_dir)).with_outputs(PAGE_URLS, EXTRACTION, main="rows")
+    )
+    pages = (
+        read[PAGE_URLS]
+        | "SpreadPages" >> beam.Reshuffle()
+        | "BatchPages" >> beam.BatchElements(min_batch_size=1, max_batch_size=4 * cfg.fetch_threads)
+        | "FetchPages" >> beam.ParDo(FetchPages(cfg)).with_outputs(EXTRACTION, main="rows")
+    )
+    raw = (read.rows, pages.rows) | "AllRows" >> beam.Flatten()
+    extraction = (
+        (read[EXTRACTION], pages[EXTRACTION])
+        | "AllExtraction" >> beam.Flatten()
+        | "ExtractionTotals" >> beam.CombineGlobally(MergeExtractStats())
+    )
     prepared = raw | "Prepare" >> beam.ParDo(PrepareRows(cfg)).with_outputs(REJECTS, NGRAMS, main="candidates")
     candidates = prepared.candidates
 
@@ -311,6 +384,7 @@ def build_curate(p: beam.Pipeline, cfg: CurateConfig, specs: list[InputSpec]):
     rows_read = raw | "CountRows" >> beam.combiners.Count.Globally()
 
     side = {
+        "extraction": beam.pvalue.AsSingleton(extraction),
         "rows_read": beam.pvalue.AsSingleton(rows_read),
         "reason_counts": beam.pvalue.AsSingleton(reason_counts),
         "freq": freq_side,

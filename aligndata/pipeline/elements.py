@@ -13,6 +13,8 @@ MAIN = None
 REJECTS = "rejects"
 NGRAMS = "ngrams"
 FETCH_STATS = "fetch_stats"
+PAGE_URLS = "page_urls"
+EXTRACTION = "extraction"
 # Built once: GlobalWindow() parses a timestamp proto on every construction (measurable per element).
 _GLOBAL_WINDOWS = (GlobalWindow(),)
 _REJECT_COUNTERS: dict = {}

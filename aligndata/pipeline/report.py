@@ -76,10 +76,12 @@ def build_report(cfg, rows_read: int, reason_counts: dict, freq: dict, kept: int
     }
 
 
-def write_final(_, cfg, rows_read, reason_counts, freq, rejected_written, shard_stats=None, fetch_stats=None,
-                candidates_written=None):
+def write_final(_, cfg, rows_read, reason_counts, freq, rejected_written, extraction=None, shard_stats=None,
+                fetch_stats=None, candidates_written=None):
     """Runs once at the very end (its side inputs depend on every writer)."""
     extra = {"rejected_written": rejected_written}
+    if extraction is not None:
+        extra["extraction"] = extraction
     if cfg.dry_run:
         kept = candidates_written
         extra["candidates"] = candidates_written

@@ -18,7 +18,15 @@ from aligndata.pipeline.fetch_cache import FetchCache, default_cache_dir
 from aligndata.pipeline.shards import OutputDirNotEmpty, prepare_output_dir, write_json_atomic
 from aligndata.pipeline.progress import ProgressReporter
 from aligndata.pipeline.report_html import write_report_html
-from aligndata.pipeline.sources import InputSpec, check_input, detect_format, known_row_count, match_inputs
+from aligndata.extract.sources import load_page_url_map, page_url_for
+from aligndata.pipeline.sources import (
+    WEB_FORMATS,
+    InputSpec,
+    check_input,
+    detect_format,
+    known_row_count,
+    match_inputs,
+)
 
 DEFAULT_RUNNER = "FnApiRunner"  # Beam's bare default first tries to download the Prism binary
 # Runners whose workers share this machine's disk, so DoFns can leave progress files for the command line.
@@ -46,6 +54,7 @@ def pipeline_options(beam_args: list[str]) -> PipelineOptions:
 
 def input_specs(cfg: CurateConfig) -> list[InputSpec]:
     """Match the input patterns and check every file's columns before anything runs."""
+    page_url_map = load_page_url_map(cfg.page_urls_file) if cfg.page_urls_file else None
     extras = list(cfg.extra_cols)
     if cfg.page_url_col and cfg.page_url_col not in extras:
         extras.append(cfg.page_url_col)
@@ -58,6 +67,7 @@ def input_specs(cfg: CurateConfig) -> list[InputSpec]:
             caption_col=cfg.caption_col,
             extra_cols=tuple(extras),
             header=not cfg.no_header,
+            page_url=page_url_for(path, page_url_map) if page_url_map else None,
         )
         for i, path in enumerate(match_inputs(list(cfg.inputs)))
     ]
@@ -88,6 +98,8 @@ def run_curate(cfg: CurateConfig, beam_args: list[str] | None = None, progress: 
     """
     options = pipeline_options(beam_args or [])
     specs = input_specs(cfg)
+    if cfg.page_url_col is None and any(s.fmt in WEB_FORMATS for s in specs):
+        cfg = dataclasses.replace(cfg, page_url_col="page_url")  # extraction puts the page's URL there
     cache = FetchCache(cfg.cache_dir or default_cache_dir(cfg.output))
     if is_interrupted_run(cfg, specs):
         logging.warning("resuming the interrupted run in %s: finished downloads are not fetched again", cfg.output)

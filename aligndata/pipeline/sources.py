@@ -19,7 +19,10 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-FORMATS = ("parquet", "csv", "tsv", "jsonl")
+TABLE_FORMATS = ("parquet", "csv", "tsv", "jsonl")
+# Web sources: pairs are extracted from <img> tags (aligndata.extract); page-urls lists are fetched first.
+WEB_FORMATS = ("html", "warc", "page-urls")
+FORMATS = TABLE_FORMATS + WEB_FORMATS
 _SUFFIXES = {
     ".parquet": "parquet",
     ".pq": "parquet",
@@ -29,6 +32,11 @@ _SUFFIXES = {
     ".jsonl": "jsonl",
     ".json": "jsonl",
     ".ndjson": "jsonl",
+    ".html": "html",
+    ".htm": "html",
+    ".xhtml": "html",
+    ".warc": "warc",
+    ".arc": "warc",
 }
 _COMPRESSION_SUFFIXES = (".gz", ".bz2")
 PARQUET_BATCH_ROWS = 8192
@@ -49,6 +57,7 @@ class InputSpec:
     caption_col: str
     extra_cols: tuple[str, ...] = ()
     header: bool = True
+    page_url: str | None = None  # html inputs: the page's URL (from --page-urls), for resolving relative srcs
 
 
 def match_inputs(patterns: list[str]) -> list[str]:
@@ -119,6 +128,8 @@ def read_columns(spec: InputSpec) -> list[str]:
 
 def check_input(spec: InputSpec) -> None:
     """Fail early, naming the file and the columns it has, when a requested column is missing."""
+    if spec.fmt in WEB_FORMATS:
+        return  # no columns; unreadable files and damaged records are counted in report.json's extraction part
     try:
         columns = read_columns(spec)
     except InputError:
@@ -164,8 +175,21 @@ def _extra_value(value):
     return str(value)
 
 
-def iter_rows(spec: InputSpec) -> Iterator[dict]:
-    """Yield {"src", "row", "url", "text", "extra"} for every row of one file, streaming."""
+def iter_rows(spec: InputSpec, extraction_stats=None) -> Iterator[dict]:
+    """Yield {"src", "row", "url", "text", "extra"} for every row of one file, streaming.
+
+    html and warc files yield one row per extracted <img> pair (counters go to ``extraction_stats``, an
+    ``aligndata.extract.sources.ExtractStats``); page-urls lists are not rows yet (see curate.FetchPages).
+    """
+    if spec.fmt in ("html", "warc"):
+        from aligndata.extract.sources import iter_html_rows, iter_warc_rows
+
+        if spec.fmt == "html":
+            page_urls = {spec.path: spec.page_url} if spec.page_url else None
+            yield from iter_html_rows(spec.path, spec.index, page_urls, extraction_stats)
+        else:
+            yield from iter_warc_rows(spec.path, spec.index, extraction_stats)
+        return
     try:
         yield from _iter_rows(spec)
     except InputError:

@@ -1,0 +1,125 @@
+"""The ``aligndata extract`` sub-command: ``register(subparsers)`` adds it to the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EXTRACT_EPILOG = """\
+Inputs: local .html/.html.gz files (--input-format html; page URLs from --page-urls FILE.json, else <base href>),
+WARC/ARC files, gzipped or not (--input-format warc), or lists of page URLs to fetch (--input-format page-urls:
+a JSON array, a JSON object whose values are URLs, or one URL per line). The output parquet has the columns
+url, caption, page_url, img_width, img_height, title; curate it with
+  aligndata curate --input pairs.parquet --page-url-col page_url --extra-cols img_width,img_height,title ...
+Counters (pages and <img> skipped by reason, damaged records, unreadable files) go to OUTPUT.report.json.
+Any Apache Beam pipeline option may follow; the default runner is FnApiRunner.
+"""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def add_extract_arguments(parser: argparse.ArgumentParser) -> None:
+    from aligndata.extract.sources import DEFAULT_MAX_PAGE_BYTES
+
+    parser.add_argument("--input", nargs="+", required=True, metavar="PATH", help="files or globs")
+    parser.add_argument("--input-format", default="auto", choices=["auto", "html", "warc", "page-urls"],
+                        help="auto: .warc/.arc[.gz] -> warc, .html/.htm[.gz] -> html")
+    parser.add_argument("--output", required=True, metavar="PAIRS.parquet")
+    parser.add_argument("--page-urls", default=None, metavar="FILE.json",
+                        help="html: JSON object mapping file names (or paths) to the URLs the pages came from")
+    parser.add_argument("--report", default=None, metavar="FILE.json",
+                        help="extraction counters (default: OUTPUT with .parquet -> .report.json)")
+    parser.add_argument("--max-page-bytes", type=_positive_int, default=DEFAULT_MAX_PAGE_BYTES,
+                        help="pages (and WARC records) larger than this are skipped as page_too_large")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output and report")
+    parser.add_argument("--quiet", action="store_true", help="print no summary")
+    fetch = parser.add_argument_group("fetching pages (--input-format page-urls)")
+    fetch.add_argument("--timeout", type=_positive_float, default=10.0)
+    fetch.add_argument("--total-timeout", type=_positive_float, default=None)
+    fetch.add_argument("--retries", type=_non_negative_int, default=2)
+    fetch.add_argument("--fetch-threads", type=_positive_int, default=32)
+    fetch.add_argument("--allow-private-networks", action="store_true",
+                       help="allow private, loopback and link-local addresses (local test servers)")
+    fetch.add_argument("--user-agent", default=None)
+    fetch.add_argument("--contact", default=None)
+
+
+def extract_config(args: argparse.Namespace):
+    from aligndata.extract.pipeline import ExtractConfig
+
+    return ExtractConfig(
+        inputs=tuple(args.input), output=args.output, input_format=args.input_format, page_urls=args.page_urls,
+        report=args.report, max_page_bytes=args.max_page_bytes, overwrite=args.overwrite, timeout=args.timeout,
+        total_timeout=args.total_timeout, retries=args.retries, fetch_threads=args.fetch_threads,
+        allow_private_networks=args.allow_private_networks, user_agent=args.user_agent, contact=args.contact,
+    )
+
+
+def print_summary(report: dict, stream=None) -> None:
+    stream = stream or sys.stderr
+    ex = report["extraction"]
+    print(f"{ex['records_read']} records/pages read, {ex['pages_parsed']} pages parsed, {ex['images_seen']} <img>, "
+          f"{report['rows']} pairs -> {report['output']}", file=stream)
+    for title, counts in (("pages skipped", ex["pages_skipped"]), ("<img> skipped", ex["images_skipped"]),
+                          ("damage", ex["damage"])):
+        for reason, n in counts.items():
+            print(f"  {title + ':':15s} {reason:24s} {n:>9d}", file=stream)
+    for unreadable in ex["unreadable_files"]:
+        print(f"  unreadable: {unreadable['file']}: {unreadable['error']}", file=stream)
+
+
+def cmd_extract(args, beam_args) -> int:
+    from aligndata.extract.pipeline import run_extract
+
+    report = run_extract(extract_config(args), beam_args)
+    if not args.quiet:
+        print_summary(report)
+    return 0
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "extract",
+        help="extract image/alt-text pairs from HTML files, WARC/ARC files or page URLs into a parquet table",
+        epilog=EXTRACT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_extract_arguments(parser)
+    parser.set_defaults(func=cmd_extract)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m aligndata.extract.commands ...``: the same command before it is wired into the CLI."""
+    from aligndata.pipeline.sources import InputError
+
+    parser = argparse.ArgumentParser(prog="aligndata")
+    register(parser.add_subparsers(dest="command", required=True))
+    args, beam_args = parser.parse_known_args(["extract", *(argv if argv is not None else sys.argv[1:])])
+    try:
+        return args.func(args, beam_args)
+    except InputError as exc:
+        print(f"aligndata extract: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
