@@ -79,6 +79,8 @@ def add_curate_arguments(parser: argparse.ArgumentParser) -> None:
     text.add_argument("--max-words", type=_positive_int, default=20, help="keep captions with <= this many words")
     text.add_argument("--vocab-size", type=_non_negative_int, default=100_000_000,
                       help="allowlist size: the most frequent unigrams+bigrams of the raw corpus")
+    text.add_argument("--no-boilerplate", dest="boilerplate", action="store_false",
+                      help="turn off the boilerplate rule (camera file names, resolutions, bare URLs, placeholders)")
     text.add_argument("--max-images-per-text", type=_positive_int, default=10,
                       help="drop a caption shared by more than this many image URLs")
     text.add_argument("--max-texts-per-image", type=_positive_int, default=1000,
@@ -143,6 +145,7 @@ def curate_config(args: argparse.Namespace):
         vocab_size=args.vocab_size,
         max_images_per_text=args.max_images_per_text,
         max_texts_per_image=args.max_texts_per_image,
+        boilerplate=args.boilerplate,
         min_side=args.min_side,
         max_aspect_ratio=args.max_aspect_ratio,
         max_pixels=args.max_pixels,

@@ -23,6 +23,7 @@ class CurateConfig:
     vocab_size: int = 100_000_000
     max_images_per_text: int = 10
     max_texts_per_image: int = 1000
+    boilerplate: bool = True
     # ALIGN's image rules
     min_side: int = 200
     max_aspect_ratio: float = 3.0

@@ -142,7 +142,8 @@ class PrepareRows(beam.DoFn):
         self.invalid = 0
 
     def process(self, raw):
-        cand, words = prepare_row(raw, self.cfg.min_words, self.cfg.max_words, self.cfg.page_url_col)
+        cand, words = prepare_row(raw, self.cfg.min_words, self.cfg.max_words, self.cfg.page_url_col,
+                                  self.cfg.boilerplate)
         if words is None:
             self.invalid += 1
             yield emit(REJECTS, reject(cand, cand["reason"], cand["detail"]))

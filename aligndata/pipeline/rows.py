@@ -58,7 +58,8 @@ def _invalid_detail(url: str, text: str | None) -> str | None:
     return None
 
 
-def prepare_row(raw: dict, min_words: int, max_words: int, page_url_col: str | None = None):
+def prepare_row(raw: dict, min_words: int, max_words: int, page_url_col: str | None = None,
+                boilerplate: bool = True):
     """Validate and normalize one raw row.
 
     Returns ``(candidate, words)``: ``words`` is the lowercased word-token list used for corpus statistics, or
@@ -81,7 +82,7 @@ def prepare_row(raw: dict, min_words: int, max_words: int, page_url_col: str | N
     words = tokenize(caption)
     reason = word_count_reason(len(words), min_words, max_words)
     detail = f"{len(words)} words" if reason else ""
-    if reason is None:
+    if reason is None and boilerplate:
         rule = boilerplate_reason(caption)
         if rule:
             reason, detail = reasons.TEXT_BOILERPLATE, rule
