@@ -236,9 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
     # Each command family registers itself; their handlers import heavy modules lazily.
     from aligndata.extract.commands import register as register_extract
     from aligndata.inspect.commands import register as register_inspect
+    from aligndata.models.commands import register as register_models
 
     register_extract(sub)
     register_inspect(sub)
+    register_models(sub)
     return parser
 
 

@@ -1,0 +1,194 @@
+"""Shard resolution, the training data stream (corrupt samples, consumers, resume position), optimizers."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+import torch
+from PIL import Image
+
+from aligndata.models import data, optim, shardlist, synthetic, transforms
+from aligndata.models.tokenizer import load_tokenizer, train_tokenizer
+from aligndata.pipeline.shards import Sample
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("world")
+    bad = [
+        Sample("badimage0", b"this is not a jpeg", "jpg", "a red circle", {}),
+        Sample("emptytext", synthetic.jpeg(Image.new("RGB", (40, 40), (200, 0, 0))), "jpg", "   ", {}),
+    ]
+    paths = synthetic.write_world(str(root), shards=3, per_shard=10, seed=3, extra={1: bad})
+    return root, paths
+
+
+@pytest.fixture(scope="module")
+def tokenizer(world):
+    texts = [p.format(c=c, s=s) for p in synthetic.PHRASES for c in synthetic.COLOURS for s in synthetic.SHAPES]
+    return train_tokenizer(texts * 3, vocab_size=120, min_frequency=1)
+
+
+def test_shard_specs_resolve_the_same_shards(world):
+    root, paths = world
+    assert shardlist.resolve_shards(str(root)) == paths
+    assert shardlist.resolve_shards(str(root / "*.tar")) == paths
+    assert shardlist.resolve_shards(str(root / "{00000..00002}.tar")) == paths
+    assert shardlist.resolve_shards(f"file://{root}/") == [f"file://{p}" for p in paths]
+    assert shardlist.resolve_shards(f"{paths[0]}::{paths[0]}::{paths[2]}") == [paths[0], paths[2]]
+    assert shardlist.total_samples(paths) == 32  # 30 + the 2 corrupt ones sizes.json counts
+
+
+def test_shard_spec_errors_name_the_problem(tmp_path, world):
+    root, _ = world
+    with pytest.raises(shardlist.ShardError, match="holds no .tar"):
+        shardlist.resolve_shards(str(tmp_path))
+    with pytest.raises(shardlist.ShardError, match="do not exist"):
+        shardlist.resolve_shards(str(root / "{00000..00005}.tar"))
+    with pytest.raises(shardlist.ShardError, match="matches no .tar"):
+        shardlist.resolve_shards(str(root / "zz*.tar"))
+
+
+def _config(paths, **kw):
+    base = dict(urls=paths, batch_size=4, image_size=24, resize_size=28, seed=5, shuffle_buffer=8, workers=0)
+    base.update(kw)
+    return data.DataConfig(**base)
+
+
+def _take(loader, n):
+    out = []
+    for batch in loader:
+        out.append(batch)
+        if len(out) == n:
+            break
+    return out
+
+
+def test_corrupt_samples_are_skipped_and_counted(world, tokenizer):
+    _, paths = world
+    loader = data.Loader(_config(paths), tokenizer)
+    batches = _take(loader, 8)  # 32 decodable samples per epoch: one epoch and then some
+    assert all(b["pixel_values"].shape == (4, 3, 24, 24) for b in batches)
+    keys = [k for b in batches for k in b["keys"]]
+    assert "badimage0" not in keys and "emptytext" not in keys
+    assert loader.corrupt_counts() == {"bad_image": 1, "missing_caption": 1}
+    assert batches[0]["pixel_values"].min() >= -1 and batches[0]["pixel_values"].max() <= 1
+    assert batches[0]["input_ids"][:, 0].eq(tokenizer.cls_token_id).all()
+
+
+def test_epochs_cover_every_sample_once_then_reshuffle(world, tokenizer):
+    _, paths = world
+    batches = _take(data.Loader(_config(paths, shuffle_buffer=100), tokenizer), 14)
+    keys = [k for b in batches for k in b["keys"]]
+    first, second = keys[:30], keys[30:56]
+    assert len(set(first)) == 30  # one pass: every good sample exactly once
+    assert first[:26] != second  # the next epoch comes in another order
+
+
+def test_resumed_stream_continues_exactly_with_workers(world, tokenizer):
+    _, paths = world
+    cfg = _config([p for p in paths] * 2, workers=2)  # 6 "shards" so each of 2 workers has 3
+    loader = data.Loader(cfg, tokenizer)
+    full = _take(loader, 7)
+    loader = data.Loader(cfg, tokenizer)
+    _take(loader, 3)
+    state = data.StreamState.from_dict(loader.state().to_dict())  # through JSON-able form, as in a checkpoint
+    resumed = _take(data.Loader(cfg, tokenizer, state), 4)
+    for a, b in zip(full[3:], resumed):
+        assert a["keys"] == b["keys"]
+        assert torch.equal(a["pixel_values"], b["pixel_values"])  # same augmentation too
+
+
+def test_too_few_shards_for_the_readers_is_a_clear_error_and_resampling_fixes_it(world, tokenizer):
+    _, paths = world
+    with pytest.raises(data.DataError, match="--resampled"):
+        data.Loader(_config(paths[:1], workers=2, world_size=1), tokenizer)
+    with pytest.raises(data.DataError, match="--resampled"):
+        data.check_consumers(_config(paths, workers=2, world_size=2, rank=1))
+    batches = _take(data.Loader(_config(paths[:1], workers=2, resampled=True), tokenizer), 6)
+    assert len(batches) == 6  # both workers draw from the one shard, forever
+
+
+def test_all_corrupt_data_raises_instead_of_hanging(tmp_path, tokenizer):
+    from aligndata.pipeline.shards import write_shard
+
+    write_shard(str(tmp_path), 0, [Sample(f"k{i}", b"junk", "jpg", "a red circle", {}) for i in range(3)])
+    with pytest.raises(data.DataError, match="no decodable sample"):
+        _take(data.Loader(_config([str(tmp_path / "00000.tar")]), tokenizer), 1)
+
+
+def test_truncated_shard_is_skipped_not_fatal(world, tmp_path, tokenizer):
+    _, paths = world
+    raw = open(paths[0], "rb").read()
+    broken = tmp_path / "00009.tar"
+    broken.write_bytes(raw[: len(raw) // 2 + 100])
+    loader = data.Loader(_config([paths[2], str(broken)], shuffle_buffer=0), tokenizer)
+    keys = [k for b in _take(loader, 4) for k in b["keys"]]
+    assert len(keys) == 16
+    assert loader.corrupt_counts().get("bad_shard", 0) >= 1
+
+
+def test_class_samples_get_prompts_and_labels(tmp_path, tokenizer):
+    paths = synthetic.write_world(str(tmp_path), shards=1, per_shard=8, seed=1, with_classes=True)
+    names = synthetic.class_names()
+    batch = _take(data.Loader(_config(paths, classnames=names, templates=("a photo of a {}.",)), tokenizer), 1)[0]
+    assert all(t.startswith("a photo of a ") for t in batch["texts"])
+    assert all(0 <= int(label) < len(names) for label in batch["labels"])
+    assert [names[int(label)] for label in batch["labels"]] == [t[len("a photo of a "):-1] for t in batch["texts"]]
+
+
+def test_eval_transform_is_deterministic_center_crop():
+    img = Image.new("RGB", (50, 30), (255, 0, 0))
+    t = transforms.eval_image(img, 16, 20)
+    assert t.shape == (3, 16, 16)
+    assert torch.allclose(t[0], torch.ones(16, 16)) and torch.allclose(t[1], -torch.ones(16, 16))
+    with pytest.raises(transforms.BadImage):
+        transforms.decode(b"\x89PNG\r\n\x1a\n broken")
+    buffer = io.BytesIO()
+    Image.new("RGB", (2, 2)).save(buffer, format="PNG")
+    assert transforms.decode(buffer.getvalue()).size == (2, 2)
+
+
+# ---------------------------------------------------------------------------------------------- optimizers
+
+
+def test_lamb_step_matches_the_formula():
+    w = torch.nn.Parameter(torch.tensor([[3.0, 4.0]]))  # ||w|| = 5
+    w.grad = torch.tensor([[1.0, -2.0]])
+    opt = optim.Lamb([{"params": [w], "weight_decay": 0.1, "adapt": True}], lr=0.01, eps=1e-6)
+    opt.step()
+    m_hat = torch.tensor([[1.0, -2.0]])  # bias-corrected first step: m_hat = g, v_hat = g^2
+    update = m_hat / (m_hat.abs() + 1e-6) + 0.1 * torch.tensor([[3.0, 4.0]])
+    trust = 5.0 / update.norm()
+    expected = torch.tensor([[3.0, 4.0]]) - 0.01 * trust * update
+    assert torch.allclose(w.detach(), expected, atol=1e-6)
+
+
+def test_lamb_zero_weights_use_trust_one_and_no_decay_group_skips_adaptation():
+    w = torch.nn.Parameter(torch.zeros(3))
+    w.grad = torch.ones(3)
+    opt = optim.Lamb([{"params": [w], "weight_decay": 0.0, "adapt": True}], lr=0.1)
+    opt.step()
+    assert torch.allclose(w.detach(), torch.full((3,), -0.1), atol=1e-5)
+
+
+def test_parameter_groups_exclude_bias_norm_and_temperature():
+    from aligndata.models.presets import build_model
+
+    model = build_model("tiny", vocab_size=50, image_size=32)
+    decay, plain = optim.parameter_groups(model, 1e-5)
+    decay_ids = {id(p) for p in decay["params"]}
+    assert id(model.temperature) not in decay_ids
+    assert all(p.ndim >= 2 for p in decay["params"])
+    assert plain["weight_decay"] == 0.0 and not plain["adapt"]
+
+
+def test_warmup_then_linear_decay():
+    values = [optim.warmup_linear(s, 4, 10) for s in range(11)]
+    assert values[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert values[4] == 1.0 and values[10] == 0.0
+    assert all(a >= b for a, b in zip(values[3:], values[4:]))
+    assert optim.default_warmup(1_000_000) == 10_000 and optim.default_warmup(50) == 5
+    assert math.isclose(optim.warmup_linear(7, 4, 10), 3 / 6)

@@ -1,0 +1,132 @@
+"""End to end on a tiny synthetic world: tokenizer CLI, training, export, evaluation, exact resume."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from aligndata.models import commands, synthetic
+
+TINY = ["--preset", "tiny", "--image-size", "32", "--resize-size", "36", "--workers", "0", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models_train")
+    train = root / "train"
+    val = root / "val"
+    synthetic.write_world(str(train), shards=4, per_shard=32, seed=0, with_classes=True)
+    synthetic.write_world(str(val), shards=1, per_shard=48, seed=7, with_classes=True)
+    names = root / "classnames.txt"
+    names.write_text("\n".join(synthetic.class_names()) + "\n")
+    tok = root / "tok"
+    assert commands.main(["tokenizer", "train", "--data", str(train), "--output", str(tok), "--vocab-size", "300",
+                          "--min-frequency", "1"]) == 0
+    return {"root": root, "train": str(train), "val": str(val), "names": str(names), "tok": str(tok)}
+
+
+def test_tokenizer_loads_offline_with_autotokenizer(shards):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(shards["tok"])
+    ids = tok("A red circle")["input_ids"]
+    assert ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id
+    assert tok.convert_ids_to_tokens(ids[1:-1]) == ["a", "red", "circle"]
+    assert tok.pad_token_id == 0
+
+
+def test_tokenizer_cli_reports_missing_data(tmp_path, capsys):
+    assert commands.main(["tokenizer", "train", "--data", str(tmp_path), "--output", str(tmp_path / "t")]) == 2
+    assert "holds no .tar" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def trained(shards):
+    run = shards["root"] / "run"
+    code = commands.main(["train", "--data", shards["train"], "--output", str(run), "--tokenizer", shards["tok"],
+                          "--steps", "60", "--batch-size", "16", "--optimizer", "adamw", "--lr", "5e-3",
+                          "--temperature-init", "0.1", "--label-smoothing", "0", "--log-every", "10",
+                          "--save-every", "100", *TINY])
+    assert code == 0
+    return run
+
+
+def test_training_writes_metrics_checkpoint_and_a_loadable_model(trained, shards):
+    from transformers import AlignModel, AutoImageProcessor, AutoTokenizer
+    from PIL import Image
+
+    from aligndata.models.evaluate import embed_images, embed_texts, load_trained
+    from aligndata.models.transforms import decode, eval_image
+
+    lines = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [10, 20, 30, 40, 50, 60]
+    assert {"loss", "lr", "temperature", "samples_per_s"} <= set(lines[0])
+    assert lines[-1]["lr"] == 0.0 and lines[-1]["temperature"] > 0
+    assert os.listdir(trained / "checkpoints") == ["step_00000060.pt"]
+
+    final = str(trained / "final")
+    model = AlignModel.from_pretrained(final).eval()  # transformers only: no aligndata code involved
+    tok = AutoTokenizer.from_pretrained(final)
+    proc = AutoImageProcessor.from_pretrained(final)
+    sample = synthetic.make_samples(1, seed=99)[0]
+    img = decode(sample.image)
+    with torch.no_grad():
+        hf_img = model.get_image_features(**proc(images=img, return_tensors="pt")).pooler_output
+        hf_txt = model.get_text_features(**tok([sample.text], return_tensors="pt")).pooler_output
+    ours, tok2, settings = load_trained(final)
+    assert (settings["image_size"], settings["resize_size"]) == (32, 36)
+    our_img = embed_images(ours, [eval_image(img, 32, 36)], "cpu")
+    our_txt = embed_texts(ours, tok2, [sample.text], "cpu")
+    assert torch.allclose(torch.nn.functional.normalize(hf_img, dim=-1), our_img, atol=1e-5)
+    assert torch.allclose(torch.nn.functional.normalize(hf_txt, dim=-1), our_txt, atol=1e-5)
+    assert isinstance(Image.open(__import__("io").BytesIO(sample.image)), Image.Image)
+
+
+def test_evaluate_beats_chance_on_the_synthetic_world(trained, shards, tmp_path):
+    out = tmp_path / "eval.json"
+    assert commands.main(["evaluate", "--model", str(trained / "final"), "--data", shards["val"],
+                          "--classnames", shards["names"], "--json", str(out), "--device", "cpu"]) == 0
+    result = json.loads(out.read_text())
+    zs, knn, ret = result["zeroshot"], result["knn"], result["retrieval"]
+    assert zs["classes"] == 8 and zs["images"] == 48 and zs["chance_top1"] == 12.5
+    assert zs["top1"] >= 2 * zs["chance_top1"]  # measured 50% after 60 CPU steps
+    assert knn["top1"] >= 2 * 12.5  # 8 classes: chance 12.5%
+    chance_r5, chance_r10 = 100 * 5 / ret["images"], 100 * 10 / ret["images"]
+    assert ret["text_to_image_R@5"] >= 2 * chance_r5
+    assert ret["text_to_image_R@10"] >= 2 * chance_r10
+
+
+def test_evaluate_rejects_unknown_tasks_and_missing_models(tmp_path, capsys, shards):
+    assert commands.main(["evaluate", "--model", str(tmp_path), "--data", shards["val"], "--tasks", "nope"]) == 2
+    assert "unknown task" in capsys.readouterr().err
+    assert commands.main(["evaluate", "--model", str(tmp_path / "x"), "--data", shards["val"]]) == 2
+    assert "not a directory" in capsys.readouterr().err
+
+
+def _weights(run):
+    from safetensors.torch import load_file
+
+    return load_file(os.path.join(run, "final", "model.safetensors"))
+
+
+def test_interrupted_and_resumed_run_reaches_the_same_weights(shards, tmp_path, capsys):
+    args = ["--data", shards["train"], "--tokenizer", shards["tok"], "--steps", "6", "--batch-size", "8",
+            "--optimizer", "lamb", "--save-every", "3", "--log-every", "1", "--shuffle-buffer", "16", *TINY]
+    straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
+    assert commands.main(["train", "--output", straight, *args]) == 0
+    assert commands.main(["train", "--output", split, "--stop-after", "3", *args]) == 0
+    assert not os.path.exists(os.path.join(split, "final"))
+    # a second start without --resume must not silently overwrite the run
+    assert commands.main(["train", "--output", split, *args]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert commands.main(["train", "--output", split, "--resume", *args]) == 0
+    a, b = _weights(straight), _weights(split)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    steps = [json.loads(line)["step"] for line in open(os.path.join(split, "metrics.jsonl"))]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    losses = [json.loads(line)["loss"] for line in open(os.path.join(split, "metrics.jsonl"))]
+    assert losses == [json.loads(line)["loss"] for line in open(os.path.join(straight, "metrics.jsonl"))]
