@@ -92,6 +92,14 @@ def add_curate_arguments(parser: argparse.ArgumentParser) -> None:
     image.add_argument("--max-aspect-ratio", type=_positive_float, default=3.0,
                        help="keep images whose long/short ratio is < this (strict)")
     image.add_argument("--max-pixels", type=_positive_int, default=89_478_485, help="decompression-bomb limit")
+    image.add_argument("--eval-index", default=None, metavar="INDEX",
+                       help="drop near-duplicates of these eval images (built by aligndata eval-index build)")
+    image.add_argument("--eval-hamming", type=_non_negative_int, default=6, metavar="T",
+                       help="max pHash Hamming distance to an eval image or its mirror (default from docs/dedup.md)")
+    image.add_argument("--nsfw", default="keywords", metavar="MODE",
+                       help="off | keywords | nudenet | module:function (comma-separated to combine); ALIGN "
+                            "removed pornographic images, so the default is keywords")
+    image.add_argument("--nsfw-threshold", type=float, default=0.5, help="image scores >= this are NSFW")
     image.add_argument("--resize-mode", default="keep_ratio", choices=["keep_ratio", "center_crop", "border", "no"])
     image.add_argument("--resize-filter", default="area", choices=["area", "bilinear", "bicubic", "lanczos"],
                        help="resampling filter for downscaling (area = img2dataset's INTER_AREA, fastest)")
@@ -149,6 +157,10 @@ def curate_config(args: argparse.Namespace):
         min_side=args.min_side,
         max_aspect_ratio=args.max_aspect_ratio,
         max_pixels=args.max_pixels,
+        eval_index=args.eval_index,
+        eval_hamming=args.eval_hamming,
+        nsfw=args.nsfw,
+        nsfw_threshold=args.nsfw_threshold,
         resize_mode=args.resize_mode,
         resize_filter=args.resize_filter,
         image_size=args.image_size,
@@ -237,7 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     from aligndata.extract.commands import register as register_extract
     from aligndata.inspect.commands import register as register_inspect
     from aligndata.models.commands import register as register_models
+    from aligndata.pipeline.eval_commands import register as register_eval_index
 
+    register_eval_index(sub)
     register_extract(sub)
     register_inspect(sub)
     register_models(sub)

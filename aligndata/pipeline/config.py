@@ -28,6 +28,11 @@ class CurateConfig:
     min_side: int = 200
     max_aspect_ratio: float = 3.0
     max_pixels: int = 89_478_485
+    # eval-set near-duplicates and NSFW (after the image rules)
+    eval_index: str | None = None
+    eval_hamming: int = 6
+    nsfw: str = "keywords"
+    nsfw_threshold: float = 0.5
     # output images
     resize_mode: str = "keep_ratio"
     resize_filter: str = "area"

@@ -16,6 +16,7 @@ from aligndata.pipeline.config import CurateConfig
 from aligndata.pipeline.elements import FETCH_STATS, NAMESPACE, REJECTS, emit, reject
 from aligndata.pipeline.fetch import FetchConfig, Fetcher
 from aligndata.pipeline.fetch_cache import FetchCache, default_cache_dir
+from aligndata.pipeline.image_checks import ImageChecks
 from aligndata.pipeline.progress import ProgressWriter
 from aligndata.pipeline.resize import ImageConfig, process_image
 from aligndata.pipeline.shards import Sample, write_shard
@@ -87,6 +88,9 @@ class FetchShard(beam.DoFn):
 
     def setup(self):
         self.fetcher = Fetcher(fetch_config(self.cfg))
+        self.checks = ImageChecks(self.cfg.eval_index, self.cfg.eval_hamming, self.cfg.nsfw, self.cfg.nsfw_threshold)
+        self.checks.setup()  # loads the eval index once per worker
+        self.image_check = self.checks.check_image if self.checks.enabled else None
         self.cache = FetchCache(self.cfg.cache_dir or default_cache_dir(self.cfg.output))
         self.image_cfg = image_config(self.cfg)
         self.pool = ThreadPoolExecutor(max_workers=self.cfg.fetch_threads, thread_name_prefix="aligndata-fetch")
@@ -106,7 +110,7 @@ class FetchShard(beam.DoFn):
         if not cached:
             result = self.fetcher.fetch(url)
             self.cache.put(result)
-        outcome = process_image(result.data, self.image_cfg) if result.ok else None
+        outcome = process_image(result.data, self.image_cfg, self.image_check) if result.ok else None
         return result, outcome, cached
 
     def process(self, element):
@@ -118,8 +122,22 @@ class FetchShard(beam.DoFn):
         def bump(key, n=1):
             stats[key] = stats.get(key, 0) + n
 
+        # NSFW words in a caption or URL are known before downloading: a URL none of whose rows could be kept is
+        # not downloaded at all (its rows are recorded as nsfw; the rules that need the image cannot apply).
+        text_hits = [[self.checks.check_text(row["caption"], url) for row in rows] for url, rows in groups]
+        to_fetch = []
+        for (url, rows), hits in zip(groups, text_hits):
+            if all(hits):
+                bump("urls_skipped_nsfw_text")
+                for row, hit in zip(rows, hits):
+                    yield emit(REJECTS, reject(row, *hit))
+                self.progress.add(urls_fetched=1, rejected=len(rows))
+            else:
+                to_fetch.append((url, rows, hits))
+
         # pool.map yields in order and keeps every thread busy; progress is reported as results arrive
-        for (url, rows), (result, outcome, cached) in zip(groups, self.pool.map(lambda kv: self._one(kv[0]), groups)):
+        results = self.pool.map(lambda item: self._one(item[0]), to_fetch)
+        for (url, rows, hits), (result, outcome, cached) in zip(to_fetch, results):
             self.fetched.inc()
             bump("urls_fetched")
             bump("fetch_attempts", result.attempts)
@@ -140,13 +158,14 @@ class FetchShard(beam.DoFn):
                         yield emit(REJECTS, reject(row, outcome.reason, outcome.detail))
                 else:
                     bump("urls_kept")
-                    kept = len(rows)
+                    for row, hit in zip(rows, hits):
+                        if hit:
+                            yield emit(REJECTS, reject(row, *hit))
+                            continue
+                        kept += 1
+                        samples.append(Sample(key=row["uid"], image=outcome.image_bytes, image_ext=outcome.ext,
+                                              text=row["caption"], meta=sample_meta(row, outcome)))
                     self.kept.inc(kept)
-                    samples.extend(
-                        Sample(key=row["uid"], image=outcome.image_bytes, image_ext=outcome.ext,
-                               text=row["caption"], meta=sample_meta(row, outcome))
-                        for row in rows
-                    )
             self.progress.add(urls_fetched=1, bytes_downloaded=len(result.data) if result.ok else 0, kept=kept,
                               rejected=len(rows) - kept)
         yield emit(FETCH_STATS, stats)

@@ -178,11 +178,12 @@ class ImageOutcome:
     phash: str | None
 
 
-def process_image(data: bytes, cfg: ImageConfig) -> ImageOutcome:
+def process_image(data: bytes, cfg: ImageConfig, image_check=None) -> ImageOutcome:
     """The per-image chain; never raises for bad image bytes (they end as ``decode_failed`` with a detail).
 
     The size rules judge the ORIGINAL (header, EXIF-oriented) size, never the resized one. The pHash is taken on
-    the decoded image before resizing so it does not depend on the output options.
+    the decoded image before resizing so it does not depend on the output options. ``image_check(image, phash)``
+    (eval-set near-duplicates, NSFW image scores) runs after the size rules and may return (reason, detail).
     """
     outcome = ImageOutcome(
         reason=None, detail="", image_bytes=None, ext=EXTENSIONS[cfg.encode_format], width=None, height=None,
@@ -202,6 +203,13 @@ def process_image(data: bytes, cfg: ImageConfig) -> ImageOutcome:
         return _rejected(outcome, size_reason, f"{decoded.original_width}x{decoded.original_height}")
     try:
         outcome.phash = perceptual_hash(decoded.image)
+    except Exception as err:
+        return _rejected(outcome, reasons.DECODE_FAILED, f"hash_failed:{type(err).__name__}")
+    if image_check is not None:
+        hit = image_check(decoded.image, outcome.phash)  # errors here are the caller's (a broken plugin): raise
+        if hit is not None:
+            return _rejected(outcome, *hit)
+    try:
         resized = resize_image(decoded.image, cfg.resize_mode, cfg.image_size, cfg.only_downscale,
                                resample=cfg.resample)
         outcome.image_bytes = encode_image(resized, cfg.encode_format, cfg.encode_quality)

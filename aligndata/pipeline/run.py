@@ -15,6 +15,7 @@ from aligndata import __version__
 from aligndata.pipeline.config import CurateConfig
 from aligndata.pipeline.curate import build_curate
 from aligndata.pipeline.fetch_cache import FetchCache, default_cache_dir
+from aligndata.pipeline.image_checks import ImageChecks
 from aligndata.pipeline.shards import OutputDirNotEmpty, prepare_output_dir, write_json_atomic
 from aligndata.pipeline.progress import ProgressReporter
 from aligndata.pipeline.report_html import write_report_html
@@ -98,6 +99,8 @@ def run_curate(cfg: CurateConfig, beam_args: list[str] | None = None, progress: 
     """
     options = pipeline_options(beam_args or [])
     specs = input_specs(cfg)
+    # Bad eval-index or NSFW options fail here, naming the option, before anything runs.
+    ImageChecks.from_options(cfg.eval_index, cfg.eval_hamming, cfg.nsfw, cfg.nsfw_threshold)
     if cfg.page_url_col is None and any(s.fmt in WEB_FORMATS for s in specs):
         cfg = dataclasses.replace(cfg, page_url_col="page_url")  # extraction puts the page's URL there
     cache = FetchCache(cfg.cache_dir or default_cache_dir(cfg.output))
