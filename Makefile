@@ -5,7 +5,7 @@ PIP := $(PY) -m pip
 # A CPU build of torch shipped on disk (these machines have one); elsewhere pip resolves torch normally.
 TORCH_CPU_WHEEL := $(firstword $(wildcard /opt/wheels/torch-*+cpu-*.whl))
 
-.PHONY: install test example benchmark clean browser
+.PHONY: install test demo example benchmark clean browser
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -25,6 +25,9 @@ browser:
 	  && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
 	  || echo "chromium not installed: the report.html browser test will be skipped"; }
 
+demo: $(VENV)/.installed
+	$(VENV)/bin/aligndata demo --output demo_output --overwrite --compare
+
 example: $(VENV)/.installed
 	$(VENV)/bin/aligndata example --output example_output --overwrite
 
@@ -33,4 +36,4 @@ benchmark: $(VENV)/.installed
 	$(PY) benchmarks/bench_image_stage.py
 
 clean:
-	rm -rf $(VENV) example_output .pytest_cache
+	rm -rf $(VENV) demo_output example_output .pytest_cache

@@ -224,6 +224,22 @@ def cmd_example(args, beam_args) -> int:
     return 0 if report["accounting_ok"] else 3
 
 
+def cmd_demo(args, beam_args) -> int:
+    from aligndata.demo.run import DemoConfig, DemoError, print_results, run_demo
+
+    cfg = DemoConfig(output=args.output, pairs=args.pairs, eval_size=args.eval_size, train_steps=args.train_steps,
+                     batch_size=args.batch_size, compare=args.compare, seed=args.seed, overwrite=args.overwrite,
+                     quiet=args.quiet)
+    try:
+        result = run_demo(cfg, beam_args)
+    except DemoError as exc:
+        print(f"aligndata demo: error: {exc}", file=sys.stderr)
+        return 2
+    if not args.quiet:
+        print_results(result)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aligndata", description=__doc__)
     parser.add_argument("--version", action="version", version=f"aligndata {__version__}")
@@ -244,6 +260,18 @@ def build_parser() -> argparse.ArgumentParser:
     example.add_argument("--overwrite", action="store_true")
     add_progress_arguments(example)
     example.set_defaults(func=cmd_example)
+
+    demo = sub.add_parser("demo", help="the whole product on a synthetic noisy web: curate, train, evaluate")
+    demo.add_argument("--output", default="demo_output")
+    demo.add_argument("--pairs", type=_positive_int, default=2000, help="rows of the synthetic web")
+    demo.add_argument("--eval-size", type=_positive_int, default=200, help="held-out evaluation images")
+    demo.add_argument("--train-steps", type=_positive_int, default=1000)
+    demo.add_argument("--batch-size", type=_positive_int, default=32)
+    demo.add_argument("--compare", action="store_true", help="also train on the unfiltered corpus, same budget")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--overwrite", action="store_true")
+    demo.add_argument("--quiet", action="store_true")
+    demo.set_defaults(func=cmd_demo)
 
     # Each command family registers itself; their handlers import heavy modules lazily.
     from aligndata.extract.commands import register as register_extract
