@@ -322,7 +322,9 @@ def train(cfg: TrainConfig) -> dict:
         last_loss = loss.item()
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{last_loss:.4f}", temp=f"{model.temperature.item():.4f}")
+            bar_elapsed = time.perf_counter() - window_start
+            bar.set_postfix(loss=f"{last_loss:.4f}", temp=f"{model.temperature.item():.4f}",
+                            samples_s=f"{window_samples / bar_elapsed:.0f}" if bar_elapsed > 0 else "-")
         if step % cfg.log_every == 0 or step == stop_at:
             elapsed = time.perf_counter() - window_start
             record = {"step": step, "epoch": (step / steps_per_epoch) if steps_per_epoch else None,
