@@ -7,32 +7,14 @@ import logging
 import sys
 
 from aligndata import __version__
+from aligndata.argtypes import non_negative_int as _non_negative_int
+from aligndata.argtypes import positive_float as _positive_float
+from aligndata.argtypes import positive_int as _positive_int
 
 CURATE_EPILOG = """\
 Any Apache Beam pipeline option may follow (--runner, --direct_running_mode multi_processing,
 --direct_num_workers N, --temp_location, --project, --region, ...). The default runner is FnApiRunner.
 """
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
 
 
 def _columns(text: str) -> tuple[str, ...]:
@@ -265,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output", default="demo_output")
     demo.add_argument("--pairs", type=_positive_int, default=2000, help="rows of the synthetic web")
     demo.add_argument("--eval-size", type=_positive_int, default=200, help="held-out evaluation images")
-    demo.add_argument("--train-steps", type=_positive_int, default=1000)
+    demo.add_argument("--train-steps", type=_positive_int, default=2000)
     demo.add_argument("--batch-size", type=_positive_int, default=32)
     demo.add_argument("--compare", action="store_true", help="also train on the unfiltered corpus, same budget")
     demo.add_argument("--seed", type=int, default=0)

@@ -43,7 +43,7 @@ class DemoConfig:
     output: str = "demo_output"
     pairs: int = 2000
     eval_size: int = 200
-    train_steps: int = 1000
+    train_steps: int = 2000
     batch_size: int = 32
     compare: bool = False
     seed: int = 0

@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from aligndata.argtypes import non_negative_int as _non_negative_int
+from aligndata.argtypes import positive_float as _positive_float
+from aligndata.argtypes import positive_int as _positive_int
+
 EXTRACT_EPILOG = """\
 Inputs: local .html/.html.gz files (--input-format html; page URLs from --page-urls FILE.json, else <base href>),
 WARC/ARC files, gzipped or not (--input-format warc), or lists of page URLs to fetch (--input-format page-urls:
@@ -14,27 +18,6 @@ url, caption, page_url, img_width, img_height, title; curate it with
 Counters (pages and <img> skipped by reason, damaged records, unreadable files) go to OUTPUT.report.json.
 Any Apache Beam pipeline option may follow; the default runner is FnApiRunner.
 """
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
 
 
 def add_extract_arguments(parser: argparse.ArgumentParser) -> None:

@@ -15,29 +15,15 @@ import os
 import re
 import sys
 
+from aligndata.argtypes import non_negative_int as _non_negative
+from aligndata.argtypes import positive_int as _positive
+
 HELP = "look inside, check and export WebDataset shards (SHARDS: a directory, glob, {00000..00099} pattern or URL)"
 SHARDS_HELP = "a directory of .tar shards, a glob, a brace pattern such as 'shards/{00000..00099}.tar', or a URL"
 
 
 class UsageError(Exception):
     """Bad arguments: exit code 2."""
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = _non_negative(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def _handler(func):

@@ -13,37 +13,13 @@ import logging
 import os
 import sys
 
+from aligndata.argtypes import fraction as _fraction
+from aligndata.argtypes import non_negative_int as _non_negative_int
+from aligndata.argtypes import positive_float as _positive_float
+from aligndata.argtypes import positive_int as _positive_int
 from aligndata.models.presets import PRESETS
 
 log = logging.getLogger(__name__)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
-    return value
 
 
 SHARDS_HELP = "shards: a directory, glob, {00000..00009}.tar pattern or fsspec URL (join several with ::)"
