@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import random
 import resource
 import socket
@@ -24,7 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import pyarrow as pa
 from common import REAL, emit, write_parquet
 from PIL import Image
 

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from aligndata.models import data, optim, shardlist, synthetic, transforms
-from aligndata.models.tokenizer import load_tokenizer, train_tokenizer
+from aligndata.models.tokenizer import train_tokenizer
 from aligndata.pipeline.shards import Sample
 
 

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from aligndata.demo.web import CLEAN, build_web
-from aligndata.demo.world import PROMPTS, class_names
+from aligndata.demo.world import class_names
 from aligndata.filters.frequency import hash64
 from aligndata.filters.text import normalize_text, tokenize, word_ngrams
 from aligndata.localweb import StaticWeb

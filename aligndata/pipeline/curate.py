@@ -27,7 +27,6 @@ from aligndata.filters import reasons
 from aligndata.filters.frequency import (
     CappedDistinct,
     allowlist_threshold,
-    distinct_ngram_hashes,
     hash64,
     ngram_hashes,
     rare_token_reason,

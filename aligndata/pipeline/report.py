@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -99,6 +98,3 @@ def write_final(_, cfg, rows_read, reason_counts, freq, rejected_written, extrac
     write_json_atomic(FileSystems.join(cfg.output, "report.json"), result)
     return result
 
-
-def shard_count(kept: int, samples_per_shard: int) -> int:
-    return max(1, math.ceil(kept / samples_per_shard))
