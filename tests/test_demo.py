@@ -31,6 +31,8 @@ def test_reduced_demo_end_to_end(tmp_path, capsys):
     for run in result["runs"].values():
         assert run["final_loss"] is not None and run["retrieval"]["image_to_text_R@1"] >= 0
         assert Path(run["model"]).is_dir()  # RUN/final, a save_pretrained directory
+        # also scored on the held-out images that did not leak into the web as near-duplicates
+        assert 0 < run["unleaked"]["images"] < 40 and run["unleaked"]["image_to_text_R@1"] is not None
     page = (out / "curated" / "report.html").read_text()
     assert "Demo: did curation matter?" in page and "<polyline" in page  # the learning curves
     assert result["runs"]["curated"]["train_samples"] < result["runs"]["unfiltered"]["train_samples"]

@@ -70,25 +70,34 @@ def demo_vocab_size(captions: list[str]) -> int:
     return sum(1 for n in counts.values() if n >= 2)
 
 
-def write_eval_set(web, directory: Path) -> tuple[str, str, str]:
-    """Held-out images as files (for the eval index) and as labelled shards (for evaluation); class names file."""
-    images = directory / "images"
-    images.mkdir(parents=True)
+def write_eval_shards(items: list[dict], shards: Path) -> str:
+    """Held-out images with their captions and class labels, as one shard for evaluation."""
     names = class_names()
     samples = []
-    for item in web.eval_set:
-        (images / f"{item['id']}.jpg").write_bytes(item["image"])
+    for item in items:
         key = item["id"].replace("-", "_")
         samples.append(Sample(key=key, image=item["image"], image_ext="jpg", text=item["caption"],
                               meta={"key": key, "caption": item["caption"], "label": item["scene"].label},
                               cls=names.index(item["scene"].label)))
-    shards = directory / "shards"
-    shards.mkdir()
+    shards.mkdir(parents=True)
     stats = write_shard(str(shards), 0, samples)
     write_sizes(str(shards), {f"{stats['shard']}.tar": stats["count"]})
+    return str(shards)
+
+
+def write_eval_set(web, directory: Path) -> tuple[str, str, str, str]:
+    """Held-out images as files (for the eval index) and as labelled shards (for evaluation): all of them, and
+    those with no near-duplicate in the web (a leak-free comparison of curated and unfiltered training)."""
+    images = directory / "images"
+    images.mkdir(parents=True)
+    for item in web.eval_set:
+        (images / f"{item['id']}.jpg").write_bytes(item["image"])
+    leaked = {row["eval_id"] for row in web.rows if row.get("eval_id")}
+    shards = write_eval_shards(web.eval_set, directory / "shards")
+    unleaked = write_eval_shards([i for i in web.eval_set if i["id"] not in leaked], directory / "shards-unleaked")
     classnames = directory / "classnames.txt"
-    classnames.write_text("\n".join(names) + "\n")
-    return str(images), str(shards), str(classnames)
+    classnames.write_text("\n".join(class_names()) + "\n")
+    return str(images), shards, unleaked, str(classnames)
 
 
 def filter_scores(pairs_path: str, curated: str) -> dict:
@@ -123,6 +132,19 @@ def _train_and_evaluate(cfg: DemoConfig, data: str, run: Path, eval_shards: str,
         shuffle_buffer=500,
     ))
     return summary
+
+
+def _evaluate_unleaked(final: str, shards: str) -> dict:
+    """The model on the held-out images that have no near-duplicate anywhere in the web."""
+    from aligndata.models.evaluate import evaluate_model, load_trained
+
+    model, tokenizer, settings = load_trained(final)
+    metrics = evaluate_model(model, tokenizer, shards, settings["image_size"], settings["resize_size"],
+                             classnames=class_names(), max_tokens=settings["max_tokens"])
+    retrieval = metrics.get("retrieval", {})
+    return {"images": retrieval.get("images"), "image_to_text_R@1": retrieval.get("image_to_text_R@1"),
+            "text_to_image_R@1": retrieval.get("text_to_image_R@1"),
+            "zeroshot_top1": metrics.get("zeroshot", {}).get("top1")}
 
 
 def learning_curve(run: Path) -> list[tuple[int, float]]:
@@ -227,7 +249,7 @@ def run_demo(cfg: DemoConfig, beam_args: list[str] | None = None) -> dict:
 
     _say(cfg, f"[1/5] building a synthetic noisy web: {cfg.pairs} pairs + {cfg.eval_size} held-out images")
     web = build_web(cfg.pairs, cfg.eval_size, cfg.seed)
-    eval_images, eval_shards, classnames = write_eval_set(web, out / "eval")
+    eval_images, eval_shards, unleaked_shards, classnames = write_eval_set(web, out / "eval")
     index_path = str(out / "eval" / "index.npz")
     build_index([eval_images], index_path, workers=1)
 
@@ -268,6 +290,7 @@ def run_demo(cfg: DemoConfig, beam_args: list[str] | None = None) -> dict:
         run_dir = out / f"run-{name}"
         summary = _train_and_evaluate(cfg, data, run_dir, eval_shards, classnames)
         result["runs"][name] = _run_summary(summary, data)
+        result["runs"][name]["unleaked"] = _evaluate_unleaked(summary["final"], unleaked_shards)
         curves[name] = learning_curve(run_dir)
 
     n_eval = len(web.eval_set)
@@ -295,4 +318,9 @@ def print_results(result: dict, stream=None) -> None:
               f"{r.get('text_to_image_R@1', 0):11.1f} {run['zeroshot_top1']:12.1f}", file=stream)
     print(f"{'chance':14s} {'':8s} {chance['retrieval_R@1']:11.1f} {chance['retrieval_R@1']:11.1f} "
           f"{chance['zeroshot']:12.1f}", file=stream)
+    print("\nheld-out images with no near-duplicate in the web (no leak into the unfiltered corpus):", file=stream)
+    for name, run in result["runs"].items():
+        u = run["unleaked"]
+        print(f"{name:14s} {u['images'] or 0:8d} {u['image_to_text_R@1'] or 0:11.1f} "
+              f"{u['text_to_image_R@1'] or 0:11.1f} {u['zeroshot_top1'] or 0:12.1f}", file=stream)
     print(f"\n{result['seconds']} s; report: {result['report']}", file=stream)

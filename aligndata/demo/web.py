@@ -120,6 +120,7 @@ def build_web(n_pairs: int = 2000, n_eval: int = 200, seed: int = 0) -> Syntheti
             original = Image.open(io.BytesIO(item["image"]))
             copy = original.resize((original.width * 3 // 4, original.height * 3 // 4))
             image_row(kind, caption(item["scene"], rng), copy, item["scene"], quality=60)
+            web.rows[-1]["eval_id"] = item["id"]  # which held-out image leaks into the web
         elif kind == "nsfw_caption":
             image_row(kind, f"{rng.choice(NSFW_WORDS)} {caption(scene, rng)}", img, scene)
 
