@@ -9,7 +9,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class StaticWeb:
     """Serve registered bytes at paths on an ephemeral loopback port; unknown paths answer 404."""
 
-    def __init__(self):
+    def __init__(self, port: int = 0):
+        """``port`` 0 takes any free port; a fixed port (when free) keeps URLs, and so sample keys, the same
+        from run to run, falling back to a free port when it is taken."""
         self._routes: dict[str, tuple[bytes, str]] = {}
         self._lock = threading.Lock()
         web = self
@@ -31,7 +33,10 @@ class StaticWeb:
             def log_message(self, *args):  # keep the terminal for our own progress
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        try:
+            self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        except OSError:  # taken: any free port will do
+            self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="aligndata-localweb", daemon=True)
 

@@ -31,6 +31,8 @@ from aligndata.filters.text import normalize_text, tokenize, word_ngrams
 from aligndata.localweb import StaticWeb
 from aligndata.pipeline.shards import Sample, write_shard, write_sizes
 
+# A fixed port keeps every URL, hence every sample key and the training order, the same from run to run.
+DEMO_PORT = 48_765
 DEMO_MAX_TEXTS_PER_IMAGE = 100  # the demo web is ~1,000x smaller than ALIGN's; scaled like the corpus
 # Drawn scenes are simpler than photos (a few shapes on a tinted gradient): unrelated ones come within 6 bits of
 # each other about once in 9,000 pairs, never within 4 in 45,000, while 99% of the demo's near-duplicate copies
@@ -254,7 +256,7 @@ def run_demo(cfg: DemoConfig, beam_args: list[str] | None = None) -> dict:
     build_index([eval_images], index_path, workers=1)
 
     result: dict = {"config": vars(cfg), "runs": {}}
-    with StaticWeb() as server:
+    with StaticWeb(DEMO_PORT) as server:
         for path, (body, content_type) in web.files.items():
             server.add(path, body, content_type)
         pairs_path = str(out / "pairs.parquet")
