@@ -17,26 +17,12 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from aligndata.contract import META_COLUMNS
 from aligndata.inspect.reader import Sample
 from aligndata.inspect.scan import metadata_only, scan
 from aligndata.inspect.shardset import ShardSet
 from aligndata.inspect.storage import storage_for
 
-# The .json fields of the output contract and their types (the same as pipeline.shards.KNOWN_COLUMNS, kept
-# here so that inspecting shards never imports Apache Beam; a test keeps the two equal).
-META_COLUMNS: dict[str, pa.DataType] = {
-    "key": pa.string(),
-    "uid": pa.string(),
-    "url": pa.string(),
-    "caption": pa.string(),
-    "page_url": pa.string(),
-    "width": pa.int64(),
-    "height": pa.int64(),
-    "original_width": pa.int64(),
-    "original_height": pa.int64(),
-    "sha256": pa.string(),
-    "phash": pa.string(),
-}
 FORMATS = ("parquet", "jsonl")
 BATCH_ROWS = 512
 

@@ -28,20 +28,9 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-# Typed so every shard of a run has the same schema even when a column is all-null in one shard.
-KNOWN_COLUMNS: dict[str, pa.DataType] = {
-    "key": pa.string(),
-    "uid": pa.string(),
-    "url": pa.string(),
-    "caption": pa.string(),
-    "page_url": pa.string(),
-    "width": pa.int64(),
-    "height": pa.int64(),
-    "original_width": pa.int64(),
-    "original_height": pa.int64(),
-    "sha256": pa.string(),
-    "phash": pa.string(),
-}
+from aligndata.contract import META_COLUMNS
+
+KNOWN_COLUMNS = META_COLUMNS  # the contract's typed fields (aligndata/contract.py)
 
 # Files aligndata writes into an output directory; only these are removed by prepare_output_dir(overwrite=True).
 OWNED_FILE_RE = re.compile(
