@@ -13,6 +13,7 @@ multi_processing workers) used; the server's CPU is not counted (it is reaped on
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import random
 import resource
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from common import REAL, emit, write_parquet
@@ -78,6 +80,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def served_pairs(web: Path, names: list[str], pairs_path: Path) -> Iterator[str]:
+    """Serve ``web`` from a separate `python -m http.server` process on 127.0.0.1 (it does not share our GIL)
+    and yield a pairs table (url, caption) of its photos; the server stops on exit."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(web)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(1.0)
+        yield write_parquet(
+            {"url": [f"http://127.0.0.1:{port}/{n}" for n in names],
+             "caption": [f"a real photo number {i} from the benchmark set" for i in range(len(names))]},
+            pairs_path,
+        )
+    finally:
+        server.terminate()
+        server.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=2000)
@@ -91,18 +114,7 @@ def main() -> None:
         names = make_photos(web, args.images)
         floor_s, floor_cpu = pillow_floor([web / n for n in names])
 
-        port = free_port()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(web)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        try:
-            time.sleep(1.0)
-            path = write_parquet(
-                {"url": [f"http://127.0.0.1:{port}/{n}" for n in names],
-                 "caption": [f"a real photo number {i} from the benchmark set" for i in range(len(names))]},
-                tmp / "pairs.parquet",
-            )
+        with served_pairs(web, names, tmp / "pairs.parquet") as path:
             runs = {}
             variants = [("fnapi", [])]
             if args.workers > 1:
@@ -118,9 +130,6 @@ def main() -> None:
                     raise SystemExit(f"{name}: kept {report['kept']} of {len(names)}: {report['rejected_by_reason']}")
                 runs[name] = {"seconds": round(seconds, 2), "images_per_s": round(len(names) / seconds, 1),
                               "cpu_seconds": round(used, 1), "images_per_cpu_s": round(len(names) / used, 1)}
-        finally:
-            server.terminate()
-            server.wait()
 
     emit("image_stage", {
         "images": len(names),

@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_image_stage import free_port, make_photos
-from common import emit, write_parquet
+from bench_image_stage import make_photos, served_pairs
+from common import emit
 
 
 def timed(cmd: list[str]) -> float:
@@ -41,18 +41,7 @@ def main() -> None:
         web = tmp / "web"
         web.mkdir()
         names = make_photos(web, args.images)
-        port = free_port()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(web)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        try:
-            time.sleep(1.0)
-            pairs = write_parquet(
-                {"url": [f"http://127.0.0.1:{port}/{n}" for n in names],
-                 "caption": [f"a real photo number {i} from the benchmark set" for i in range(len(names))]},
-                tmp / "pairs.parquet",
-            )
+        with served_pairs(web, names, tmp / "pairs.parquet") as pairs:
             i2d_out = tmp / "i2d"
             i2d_s = timed([
                 args.img2dataset, "--url_list", pairs, "--input_format", "parquet", "--url_col", "url",
@@ -71,9 +60,6 @@ def main() -> None:
                 "--direct_running_mode", "multi_processing", "--direct_num_workers", str(args.processes),
             ])
             ours_kept = json.loads((ours_out / "report.json").read_text())["kept"]
-        finally:
-            server.terminate()
-            server.wait()
 
     emit("vs_img2dataset", {
         "images": len(names),
