@@ -3,6 +3,12 @@
 Saved as a ``BertTokenizerFast`` built from the trained ``tokenizers`` object (``tokenizer_object=``): in
 transformers 5, ``BertTokenizerFast(vocab_file=...)`` silently ignores the file and gives a near-empty vocabulary.
 The directory loads offline with ``AutoTokenizer.from_pretrained(DIR)``.
+
+Training is deterministic: the same captions give the same vocabulary and ids in every process. tokenizers'
+WordPiece trainer is not (huggingface/tokenizers#1794: the ``##x`` continuation pieces get ids in hash-map
+order, and those ids break ties between merges of equal count, so even the set of learned pieces changes from
+run to run). We hand it every ``##x`` piece up front, in sorted order, as a special token so none is created
+lazily, then rebuild the model from the learned vocabulary with only the real special tokens.
 """
 
 from __future__ import annotations
@@ -38,35 +44,47 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 100_000, min_frequen
 
     if vocab_size < len(SPECIAL_TOKENS) + 1:
         raise ValueError(f"vocab size {vocab_size} is too small (need room for {len(SPECIAL_TOKENS)} special tokens)")
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=None, clean_text=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece(prefix="##")
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                        special_tokens=SPECIAL_TOKENS, show_progress=False)
-    counted = _Counting(texts)
-    tok.train_from_iterator(counted, trainer=trainer)
-    if counted.n == 0:
+    def fresh(model):
+        tok = Tokenizer(model)
+        tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=None, clean_text=True)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece(prefix="##")
+        return tok
+
+    tok = fresh(models.WordPiece(unk_token="[UNK]"))
+    texts = list(texts)
+    if not texts:
         raise ValueError("no captions to train the tokenizer on (every sample lacks a .txt)")
+    continuations = _continuation_pieces(tok, texts)
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size + len(continuations), min_frequency=min_frequency,
+                                        special_tokens=SPECIAL_TOKENS + continuations, show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    tok = fresh(models.WordPiece(vocab=_compact(tok.get_vocab(), vocab_size), unk_token="[UNK]"))
+    tok.add_special_tokens(SPECIAL_TOKENS)
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
     )
-    log.info("tokenizer: %d words of vocabulary from %d captions", tok.get_vocab_size(), counted.n)
+    log.info("tokenizer: %d words of vocabulary from %d captions", tok.get_vocab_size(), len(texts))
     return BertTokenizerFast(tokenizer_object=tok, do_lower_case=lowercase, unk_token="[UNK]", pad_token="[PAD]",
                              cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]", model_max_length=512)
 
 
-class _Counting:
-    def __init__(self, texts: Iterable[str]) -> None:
-        self.texts = texts
-        self.n = 0
+def _continuation_pieces(tok, texts: list[str]) -> list[str]:
+    """``##c`` for every character that follows another inside a pre-tokenized word, sorted."""
+    chars: set[str] = set()
+    for text in texts:
+        for word, _ in tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(text)):
+            chars.update(word[1:])
+    return ["##" + c for c in sorted(chars)]
 
-    def __iter__(self):
-        for text in self.texts:
-            self.n += 1
-            yield text
+
+def _compact(vocab: dict[str, int], vocab_size: int) -> dict[str, int]:
+    """The learned pieces renumbered 0..n-1 in the trainer's (now deterministic) id order, cut to ``vocab_size``:
+    the ``##c`` pieces handed in up front count towards the size like any other, the last-learned merges give
+    way first (greedy longest-match still covers every word: all single characters come before any merge)."""
+    return {piece: i for i, piece in enumerate(sorted(vocab, key=vocab.__getitem__)[:vocab_size])}
 
 
 def train_tokenizer_on_shards(data: str, output: str | None, vocab_size: int = 100_000, min_frequency: int = 2,
