@@ -248,6 +248,10 @@ def run_demo(cfg: DemoConfig, beam_args: list[str] | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     progress = "off" if cfg.quiet else "text"
+    if cfg.quiet:  # transformers' own bars ("Loading weights") too
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
     _say(cfg, f"[1/5] building a synthetic noisy web: {cfg.pairs} pairs + {cfg.eval_size} held-out images")
     web = build_web(cfg.pairs, cfg.eval_size, cfg.seed)

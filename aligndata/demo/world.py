@@ -121,7 +121,7 @@ def _region(position: str, width: int, height: int) -> tuple[int, int, int, int]
     }[position]
 
 
-def _shape_mask(shape: str, size: int) -> Image.Image:
+def shape_mask(shape: str, size: int) -> Image.Image:
     mask = Image.new("L", (size, size), 0)
     d = ImageDraw.Draw(mask)
     s = size - 1
@@ -184,7 +184,7 @@ def draw(scene: Scene, width: int, height: int) -> Image.Image:
     x0, y0, x1, y1 = _region(scene.position, width, height)
     size = max(24, int(min(width, height) * rng.uniform(0.32, 0.42)))  # big enough to see at 64 px
     colour = tuple(min(255, max(0, c + rng.randint(-15, 15))) for c in COLOURS[scene.colour])
-    mask = _shape_mask(scene.shape, size)
+    mask = shape_mask(scene.shape, size)
     fill = _fill(scene.texture, colour, size)
     for i in range(scene.count):
         cx = x0 + (x1 - x0) * (i + 1) // (scene.count + 1)
