@@ -1,7 +1,7 @@
 """The fetch stage: each unique URL downloaded once, decoded, checked and re-encoded inside a thread pool.
 
 Work arrives a shard at a time (see shard_stage.py): the DoFn fetches the shard's URLs concurrently with a
-thread pool sharing one ``Fetcher`` (one requests.Session), and writes the shard itself. Fetching is I/O-bound
+thread pool sharing one ``Fetcher`` (one urllib3 PoolManager), and writes the shard itself. Fetching is I/O-bound
 and Pillow releases the GIL while decoding, resizing and encoding, so threads overlap both.
 """
 

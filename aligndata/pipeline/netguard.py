@@ -7,13 +7,16 @@ pipeline fetch from its own network. Three layers:
 * :func:`check_url` — syntax only, no DNS: the caller uses it to mark unusable rows ``invalid_row``.
 * :func:`check_hop` — every URL about to be requested (the first one and each redirect target): syntax plus
   a refusal of IP-literal hosts in blocked ranges, before any packet is sent.
-* :class:`GuardedHTTPAdapter` — a ``requests`` adapter whose connections resolve the host themselves,
+* :func:`guarded_pool_classes` — urllib3 connection pools whose connections resolve the host themselves,
   check every resolved address with :func:`is_blocked_ip` and connect to the checked address only. The check
   happens on every new connection (so on every redirect hop and retry), and because the socket is connected
   to the very address that was checked, a DNS answer that changes between check and use (rebinding) cannot
   slip through. TLS keeps the real host name for SNI and certificate checks; the Host header is untouched.
+  The fetcher installs them in a urllib3 ``PoolManager``; :class:`GuardedHTTPAdapter` installs the same
+  pools in a ``requests`` session, for code that wants requests.
 
-Proxies are refused by the adapter: through a proxy the guard would only see the proxy's address.
+No proxy is ever used: the fetcher's PoolManager has none, and the adapter refuses them, because through a
+proxy the guard would only see the proxy's address.
 """
 
 from __future__ import annotations
@@ -353,8 +356,9 @@ class GuardedHTTPSConnection(_GuardedConnectionMixin, HTTPSConnection):
     policy = AddressPolicy()
 
 
-def _pool_classes(policy: AddressPolicy) -> dict[str, type[HTTPConnectionPool]]:
-    """Connection-pool classes whose connections enforce ``policy`` (one set per adapter)."""
+def guarded_pool_classes(policy: AddressPolicy) -> dict[str, type[HTTPConnectionPool]]:
+    """Connection-pool classes whose connections enforce ``policy`` (one set per PoolManager or adapter), for
+    ``PoolManager.pool_classes_by_scheme``."""
     http_conn = type("PolicyHTTPConnection", (GuardedHTTPConnection,), {"policy": policy})
     https_conn = type("PolicyHTTPSConnection", (GuardedHTTPSConnection,), {"policy": policy})
     return {
@@ -378,7 +382,7 @@ class GuardedHTTPAdapter(HTTPAdapter):
 
     def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
         super().init_poolmanager(connections, maxsize, block=block, **pool_kwargs)
-        self.poolmanager.pool_classes_by_scheme = _pool_classes(self.policy)
+        self.poolmanager.pool_classes_by_scheme = guarded_pool_classes(self.policy)
 
     def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
         raise ValueError(
