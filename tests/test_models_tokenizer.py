@@ -41,3 +41,18 @@ def test_no_captions_is_a_clear_error():
 
     with pytest.raises(ValueError, match="no captions"):
         train_tokenizer([], vocab_size=100)
+
+
+def test_a_one_shot_iterator_and_a_re_iterable_give_the_same_vocabulary():
+    texts = _captions(120)
+
+    class Twice:  # read on every iteration, like ShardCaptions over tars
+        reads = 0
+
+        def __iter__(self):
+            Twice.reads += 1
+            return iter(texts)
+
+    from_iterator = train_tokenizer(iter(texts), vocab_size=120).get_vocab()
+    assert train_tokenizer(Twice(), vocab_size=120).get_vocab() == from_iterator
+    assert Twice.reads == 2  # one pass for the continuation pieces, one for training: nothing held in a list

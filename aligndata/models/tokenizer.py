@@ -52,10 +52,11 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 100_000, min_frequen
         return tok
 
     tok = fresh(models.WordPiece(unk_token="[UNK]"))
-    texts = list(texts)
-    if not texts:
+    if isinstance(texts, Iterator):  # a one-shot iterator: keep it for the second pass (re-iterables are read twice)
+        texts = list(texts)
+    continuations, n_texts = _continuation_pieces(tok, texts)
+    if n_texts == 0:
         raise ValueError("no captions to train the tokenizer on (every sample lacks a .txt)")
-    continuations = _continuation_pieces(tok, texts)
     trainer = trainers.WordPieceTrainer(vocab_size=vocab_size + len(continuations), min_frequency=min_frequency,
                                         special_tokens=SPECIAL_TOKENS + continuations, show_progress=False)
     tok.train_from_iterator(texts, trainer=trainer)
@@ -66,18 +67,30 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 100_000, min_frequen
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
     )
-    log.info("tokenizer: %d words of vocabulary from %d captions", tok.get_vocab_size(), len(texts))
+    log.info("tokenizer: %d words of vocabulary from %d captions", tok.get_vocab_size(), n_texts)
     return BertTokenizerFast(tokenizer_object=tok, do_lower_case=lowercase, unk_token="[UNK]", pad_token="[PAD]",
                              cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]", model_max_length=512)
 
 
-def _continuation_pieces(tok, texts: list[str]) -> list[str]:
-    """``##c`` for every character that follows another inside a pre-tokenized word, sorted."""
+def _continuation_pieces(tok, texts: Iterable[str]) -> tuple[list[str], int]:
+    """``##c`` for every character that follows another inside a pre-tokenized word, sorted; and the text count."""
     chars: set[str] = set()
+    n = 0
     for text in texts:
+        n += 1
         for word, _ in tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(text)):
             chars.update(word[1:])
-    return ["##" + c for c in sorted(chars)]
+    return ["##" + c for c in sorted(chars)], n
+
+
+class ShardCaptions:
+    """The captions of shards, read again on every iteration (two passes, no list of every caption in memory)."""
+
+    def __init__(self, urls: list[str], limit: int | None = None) -> None:
+        self.urls, self.limit = urls, limit
+
+    def __iter__(self) -> Iterator[str]:
+        return iter_captions(self.urls, self.limit)
 
 
 def _compact(vocab: dict[str, int], vocab_size: int) -> dict[str, int]:
@@ -91,7 +104,7 @@ def train_tokenizer_on_shards(data: str, output: str | None, vocab_size: int = 1
                               max_captions: int | None = None):
     """Train on the captions of SHARDS ``data``; save to ``output`` (when given) and return the tokenizer."""
     urls = resolve_shards(data)
-    tokenizer = train_tokenizer(iter_captions(urls, max_captions), vocab_size=vocab_size,
+    tokenizer = train_tokenizer(ShardCaptions(urls, max_captions), vocab_size=vocab_size,
                                 min_frequency=min_frequency)
     if output:
         tokenizer.save_pretrained(output)

@@ -134,7 +134,7 @@ def autocast(device: torch.device, precision: str):
 
 
 def resolve_tokenizer(cfg: TrainConfig, dist: Dist, urls: list[str]):
-    from aligndata.models.tokenizer import load_tokenizer, train_tokenizer, iter_captions
+    from aligndata.models.tokenizer import ShardCaptions, load_tokenizer, train_tokenizer
 
     run_tok = os.path.join(cfg.output, "tokenizer")
     if cfg.tokenizer:
@@ -149,7 +149,7 @@ def resolve_tokenizer(cfg: TrainConfig, dist: Dist, urls: list[str]):
     if not os.path.exists(os.path.join(run_tok, "tokenizer.json")):
         if dist.main:
             log.info("no --tokenizer: training a WordPiece vocabulary (max %d) on the captions", cfg.vocab_size)
-            train_tokenizer(iter_captions(urls), vocab_size=cfg.vocab_size).save_pretrained(run_tok)
+            train_tokenizer(ShardCaptions(urls), vocab_size=cfg.vocab_size).save_pretrained(run_tok)
         barrier(dist)
     return load_tokenizer(run_tok)
 
