@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import uuid
 
 from apache_beam.io.filesystems import FileSystems
@@ -28,17 +29,27 @@ def default_cache_dir(output_dir: str) -> str:
 class FetchCache:
     def __init__(self, directory: str):
         self.directory = directory
+        # A local directory is written with os calls: Beam's FileSystems layer costs several times the write
+        # itself per entry (measured ~0.5 ms vs ~0.1 ms). Object stores (gs://, s3://) go through FileSystems.
+        self._local = "://" not in directory
+        self._made: set[str] = set()
 
     def _path(self, url: str) -> str:
         digest = hashlib.sha256(url.encode("utf-8", errors="surrogatepass")).hexdigest()
+        if self._local:
+            return os.path.join(self.directory, digest[:2], digest)
         return FileSystems.join(self.directory, digest[:2], digest)
 
     def get(self, url: str) -> FetchResult | None:
         """The recorded outcome for ``url``, or None (absent or unreadable: then it is simply fetched again)."""
         path = self._path(url)
         try:
-            with FileSystems.open(path) as f:
-                blob = f.read()
+            if self._local:
+                with open(path, "rb") as f:
+                    blob = f.read()
+            else:
+                with FileSystems.open(path) as f:
+                    blob = f.read()
         except Exception:  # absent (local: OSError; object stores: BeamIOError) — not cached yet
             return None
         if not blob.startswith(_MAGIC):
@@ -77,12 +88,24 @@ class FetchCache:
         }
         path = self._path(result.url)
         tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        head = _MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n"
+        if self._local:
+            parent = os.path.dirname(path)
+            if parent not in self._made:
+                os.makedirs(parent, exist_ok=True)
+                self._made.add(parent)
+            with open(tmp, "wb") as f:
+                f.write(head)
+                if result.ok:
+                    f.write(result.data)
+            os.replace(tmp, path)
+            return
         try:
             FileSystems.mkdirs(FileSystems.split(path)[0])
         except Exception:
             pass  # it exists (another thread made it), or an object store, which has no directories
         with FileSystems.create(tmp) as f:
-            f.write(_MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n")
+            f.write(head)
             if result.ok:
                 f.write(result.data)
         FileSystems.rename([tmp], [path])
