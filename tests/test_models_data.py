@@ -192,3 +192,18 @@ def test_warmup_then_linear_decay():
     assert all(a >= b for a, b in zip(values[3:], values[4:]))
     assert optim.default_warmup(1_000_000) == 10_000 and optim.default_warmup(50) == 5
     assert math.isclose(optim.warmup_linear(7, 4, 10), 3 / 6)
+
+
+def test_image_cache_gives_identical_batches_and_decodes_each_image_once(world, tokenizer, monkeypatch):
+    _, paths = world
+    plain = _take(data.Loader(_config(paths), tokenizer), 20)  # 80 samples: over two epochs of 30
+    decodes = []
+    original = transforms.decode
+    monkeypatch.setattr(transforms, "decode", lambda *a, **k: decodes.append(1) or original(*a, **k))
+    loader = data.Loader(_config(paths, cache_images=True), tokenizer)
+    cached = _take(loader, 20)
+    for a, b in zip(plain, cached):
+        assert a["keys"] == b["keys"] and torch.equal(a["pixel_values"], b["pixel_values"])
+    assert len(loader.dataset.decode.cache) == 30
+    # each good image decoded once; the corrupt one again every time it comes round (it is never cached)
+    assert len(decodes) == 30 + loader.corrupt_counts()["bad_image"] and loader.corrupt_counts()["bad_image"] >= 2

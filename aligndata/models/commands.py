@@ -87,6 +87,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shuffle-buffer", type=_non_negative_int, default=1000, help="samples in the shuffle buffer")
     p.add_argument("--resampled", action="store_true",
                    help="draw shards with replacement (virtual epochs; any number of shards per rank/worker)")
+    p.add_argument("--cache-images", action="store_true",
+                   help="keep decoded, resized training images in memory (resize-size^2 x 3 bytes each): later "
+                        "epochs skip JPEG decoding; for small corpora trained for many epochs")
     p.add_argument("--classnames", default=None,
                    help="class names file: .cls samples get a random prompt of their class as text")
     p.add_argument("--grad-clip", type=_positive_float, default=1.0, help="max gradient norm")
@@ -125,6 +128,7 @@ def train_config(args):
         max_tokens=args.max_tokens, precision=args.precision, workers=args.workers, save_every=args.save_every,
         keep_checkpoints=args.keep_checkpoints, resume=args.resume, seed=args.seed, device=args.device,
         grad_clip=args.grad_clip, shuffle_buffer=args.shuffle_buffer, resampled=args.resampled,
+        cache_images=args.cache_images,
         classnames=args.classnames, log_every=args.log_every, stop_after=args.stop_after,
         progress=not args.no_progress,
     )

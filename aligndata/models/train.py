@@ -64,6 +64,7 @@ class TrainConfig:
     grad_clip: float | None = 1.0
     shuffle_buffer: int = 1000
     resampled: bool = False
+    cache_images: bool = False
     classnames: str | None = None
     log_every: int = 10
     stop_after: int | None = None
@@ -275,7 +276,7 @@ def train(cfg: TrainConfig) -> dict:
         urls=urls, batch_size=cfg.batch_size, image_size=image_size, resize_size=resize_size,
         max_tokens=cfg.max_tokens, seed=cfg.seed, shuffle_buffer=cfg.shuffle_buffer, resampled=cfg.resampled,
         rank=dist.rank, world_size=dist.world_size, workers=cfg.workers, augment=True,
-        classnames=_classnames(cfg.classnames))
+        classnames=_classnames(cfg.classnames), cache_images=cfg.cache_images)
     try:
         loader = data.Loader(data_cfg, tokenizer, stream_state)
     except data.DataError as err:

@@ -56,7 +56,17 @@ def center_crop_box(width: int, height: int, size: int) -> tuple[int, int, int, 
 
 
 def train_image(img: Image.Image, rng: random.Random, image_size: int, resize_size: int) -> torch.Tensor:
-    img = img.resize((resize_size, resize_size), RESAMPLE)
+    return augment(resized(img, resize_size), rng, image_size)
+
+
+def resized(img: Image.Image, resize_size: int) -> Image.Image:
+    """The deterministic first step of both transforms (what a decoded-image cache may keep)."""
+    return img.resize((resize_size, resize_size), RESAMPLE)
+
+
+def augment(img: Image.Image, rng: random.Random, image_size: int) -> torch.Tensor:
+    """Random ``image_size`` crop and horizontal flip of an already resized image."""
+    resize_size = img.width
     left = rng.randint(0, resize_size - image_size)
     top = rng.randint(0, resize_size - image_size)
     img = img.crop((left, top, left + image_size, top + image_size))
