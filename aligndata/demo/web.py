@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image, ImageDraw
 
-from aligndata.demo.world import COLOURS, SHAPES, Scene, shape_mask, caption, draw, random_size, sample_scene
+from aligndata.demo.world import COLOURS, SHAPES, Scene, caption, draw, random_size, sample_scene, shape_mask
 
 CLEAN = "clean"
 # noise kind -> share of all rows (the rest are clean). Each kind looks like what the web puts there: the rule that
@@ -59,7 +59,6 @@ class SyntheticWeb:
     rows: list[dict] = field(default_factory=list)  # {"path", "caption", "kind", "label"}
     files: dict[str, tuple[bytes, str]] = field(default_factory=dict)  # path -> (body, content type)
     eval_set: list[dict] = field(default_factory=list)  # {"id", "scene", "caption", "image": bytes}
-    train_scenes: dict[str, Scene] = field(default_factory=dict)
 
 
 def jpeg(img: Image.Image, quality: int = 90) -> bytes:
@@ -125,8 +124,6 @@ def build_web(n_pairs: int = 2000, n_eval: int = 200, seed: int = 0) -> Syntheti
         if body is not None:
             web.files[path] = (body, "image/jpeg")
         web.rows.append({"path": path, "caption": text, "kind": kind, "label": scene.label if scene else None})
-        if scene is not None:
-            web.train_scenes[path] = scene
 
     def fresh():
         scene = sample_scene(rng)
