@@ -16,15 +16,13 @@ import argparse
 import os
 import resource
 import statistics
-import tempfile
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import urllib3
-from bench_image_stage import make_photos, served_pairs
+from bench_image_stage import served_photos
 from common import emit
 
 from aligndata.pipeline.fetch import FetchConfig, Fetcher
@@ -72,20 +70,15 @@ def main() -> None:
 
     clients = {"urllib.request": with_urllib, "urllib3 PoolManager": with_urllib3, "aligndata Fetcher": with_fetcher}
     samples: dict[str, dict[int, list[tuple[float, float]]]] = {name: {1: [], 32: []} for name in clients}
-    with tempfile.TemporaryDirectory(prefix="aligndata-bench-") as tmp:
-        tmp = Path(tmp)
-        web = tmp / "web"
-        web.mkdir()
-        names = make_photos(web, args.images)
-        with served_pairs(web, names, tmp / "pairs.parquet") as pairs:
-            urls = pq.read_table(pairs).column("url").to_pylist()
-            for fetch in clients.values():
-                measure(fetch, urls[:50], 1)  # warm up
-            for i in range(args.rounds):
-                order = list(clients) if i % 2 == 0 else list(reversed(clients))
-                for name in order:
-                    for threads in (1, 32):
-                        samples[name][threads].append(measure(clients[name], urls, threads))
+    with served_photos(args.images) as (_, _, pairs):
+        urls = pq.read_table(pairs).column("url").to_pylist()
+        for fetch in clients.values():
+            measure(fetch, urls[:50], 1)  # warm up
+        for i in range(args.rounds):
+            order = list(clients) if i % 2 == 0 else list(reversed(clients))
+            for name in order:
+                for threads in (1, 32):
+                    samples[name][threads].append(measure(clients[name], urls, threads))
     fetcher.close()
 
     results = {}

@@ -101,40 +101,47 @@ def served_pairs(web: Path, names: list[str], pairs_path: Path) -> Iterator[str]
         server.wait()
 
 
+@contextlib.contextmanager
+def served_photos(n: int) -> Iterator[tuple[Path, list[Path], str]]:
+    """``n`` photos written to a temporary directory and served from loopback: yields (the directory, the photo
+    files, the pairs parquet of their URLs); everything is removed on exit."""
+    with tempfile.TemporaryDirectory(prefix="aligndata-bench-") as tmp:
+        tmp = Path(tmp)
+        web = tmp / "web"
+        web.mkdir()
+        names = make_photos(web, n)
+        with served_pairs(web, names, tmp / "pairs.parquet") as pairs:
+            yield tmp, [web / name for name in names], pairs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=2, help="also run multi_processing with this many workers")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="aligndata-bench-") as tmp:
-        tmp = Path(tmp)
-        web = tmp / "web"
-        web.mkdir()
-        names = make_photos(web, args.images)
-        floor_s, floor_cpu = pillow_floor([web / n for n in names])
-
-        with served_pairs(web, names, tmp / "pairs.parquet") as path:
-            runs = {}
-            variants = [("fnapi", [])]
-            if args.workers > 1:
-                variants.append((f"multi_processing_{args.workers}", [
-                    "--direct_running_mode", "multi_processing", "--direct_num_workers", str(args.workers)]))
-            for name, beam_args in variants:
-                cfg = CurateConfig(inputs=(path,), output=str(tmp / f"out-{name}"), allow_private_networks=True,
-                                   samples_per_shard=1000)
-                start, cpu = time.perf_counter(), cpu_seconds()
-                report = run_curate(cfg, beam_args)
-                seconds, used = time.perf_counter() - start, cpu_seconds() - cpu
-                if report["kept"] != len(names):
-                    raise SystemExit(f"{name}: kept {report['kept']} of {len(names)}: {report['rejected_by_reason']}")
-                runs[name] = {"seconds": round(seconds, 2), "images_per_s": round(len(names) / seconds, 1),
-                              "cpu_seconds": round(used, 1), "images_per_cpu_s": round(len(names) / used, 1)}
+    with served_photos(args.images) as (tmp, photos, path):
+        floor_s, floor_cpu = pillow_floor(photos)
+        runs = {}
+        variants = [("fnapi", [])]
+        if args.workers > 1:
+            variants.append((f"multi_processing_{args.workers}", [
+                "--direct_running_mode", "multi_processing", "--direct_num_workers", str(args.workers)]))
+        for name, beam_args in variants:
+            cfg = CurateConfig(inputs=(path,), output=str(tmp / f"out-{name}"), allow_private_networks=True,
+                               samples_per_shard=1000)
+            start, cpu = time.perf_counter(), cpu_seconds()
+            report = run_curate(cfg, beam_args)
+            seconds, used = time.perf_counter() - start, cpu_seconds() - cpu
+            if report["kept"] != len(photos):
+                raise SystemExit(f"{name}: kept {report['kept']} of {len(photos)}: {report['rejected_by_reason']}")
+            runs[name] = {"seconds": round(seconds, 2), "images_per_s": round(len(photos) / seconds, 1),
+                          "cpu_seconds": round(used, 1), "images_per_cpu_s": round(len(photos) / used, 1)}
 
     emit("image_stage", {
-        "images": len(names),
-        "floor_pillow_loop": {"seconds": round(floor_s, 2), "images_per_s": round(len(names) / floor_s, 1),
-                              "images_per_cpu_s": round(len(names) / floor_cpu, 1)},
+        "images": len(photos),
+        "floor_pillow_loop": {"seconds": round(floor_s, 2), "images_per_s": round(len(photos) / floor_s, 1),
+                              "images_per_cpu_s": round(len(photos) / floor_cpu, 1)},
         "pipeline": runs,
     })
 

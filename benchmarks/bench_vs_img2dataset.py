@@ -24,11 +24,10 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from bench_image_stage import make_photos, served_pairs
+from bench_image_stage import served_photos
 from common import emit
 
 
@@ -95,29 +94,24 @@ def main() -> None:
     args = parser.parse_args()
 
     rounds = []
-    with tempfile.TemporaryDirectory(prefix="aligndata-bench-") as tmp:
-        tmp = Path(tmp)
-        web = tmp / "web"
-        web.mkdir()
-        names = make_photos(web, args.images)
-        with served_pairs(web, names, tmp / "pairs.parquet") as pairs:
-            for i in range(args.repeat):
-                order = ["img2dataset", "aligndata"] if i % 2 == 0 else ["aligndata", "img2dataset"]
-                one = {"first": order[0]}
-                for tool in order:
-                    if tool == "img2dataset":
-                        one[tool] = run_img2dataset(args.img2dataset, pairs, tmp / "i2d", args.processes)
-                    else:
-                        one[tool] = run_aligndata(pairs, tmp / "ours", args.processes)
-                one["ratio"] = round(one["aligndata"]["images_per_s"] / one["img2dataset"]["images_per_s"], 2)
-                print(json.dumps(one), flush=True)
-                rounds.append(one)
+    with served_photos(args.images) as (tmp, photos, pairs):
+        for i in range(args.repeat):
+            order = ["img2dataset", "aligndata"] if i % 2 == 0 else ["aligndata", "img2dataset"]
+            one = {"first": order[0]}
+            for tool in order:
+                if tool == "img2dataset":
+                    one[tool] = run_img2dataset(args.img2dataset, pairs, tmp / "i2d", args.processes)
+                else:
+                    one[tool] = run_aligndata(pairs, tmp / "ours", args.processes)
+            one["ratio"] = round(one["aligndata"]["images_per_s"] / one["img2dataset"]["images_per_s"], 2)
+            print(json.dumps(one), flush=True)
+            rounds.append(one)
 
     i2d = summary([r["img2dataset"] for r in rounds])
     ours = summary([r["aligndata"] for r in rounds])
     # results/vs_img2dataset.json for the standard 2,000 images, vs_img2dataset_N.json for other sizes
     emit("vs_img2dataset" if args.images == 2000 else f"vs_img2dataset_{args.images}", {
-        "images": len(names),
+        "images": len(photos),
         "processes": args.processes,
         "repeat": args.repeat,
         "img2dataset": i2d,
