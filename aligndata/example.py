@@ -117,7 +117,7 @@ def run_example(output: str, overwrite: bool = False, beam_args: list[str] | Non
             samples_per_shard=10,
             allow_private_networks=True,  # the corpus is served from 127.0.0.1
             retries=0,
-            timeout=5.0,
+            timeout=30.0,  # loopback answers at once; a generous limit keeps a loaded machine from failing a row
             overwrite=overwrite,
         )
         return run_curate(cfg, beam_args, progress, progress_interval)
