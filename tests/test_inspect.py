@@ -27,7 +27,8 @@ def curated(tmp_path_factory):
     out = tmp_path_factory.mktemp("inspect") / "example"
     assert aligndata_main(["example", "--output", str(out), "--quiet"]) == 0
     # 22 rows to fetch at 10 per shard -> 3 shards; the corpus is fixed, only the server's port varies
-    assert sorted(p.name for p in out.glob("*.tar")) == ["00000.tar", "00001.tar", "00002.tar"]
+    report = (out / "report.json").read_text() if (out / "report.json").exists() else "no report.json"
+    assert sorted(p.name for p in out.glob("*.tar")) == ["00000.tar", "00001.tar", "00002.tar"], report
     return out
 
 
