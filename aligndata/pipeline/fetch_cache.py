@@ -44,12 +44,8 @@ class FetchCache:
         """The recorded outcome for ``url``, or None (absent or unreadable: then it is simply fetched again)."""
         path = self._path(url)
         try:
-            if self._local:
-                with open(path, "rb") as f:
-                    blob = f.read()
-            else:
-                with FileSystems.open(path) as f:
-                    blob = f.read()
+            with open(path, "rb") if self._local else FileSystems.open(path) as f:
+                blob = f.read()
         except Exception:  # absent (local: OSError; object stores: BeamIOError) — not cached yet
             return None
         if not blob.startswith(_MAGIC):
@@ -88,27 +84,24 @@ class FetchCache:
         }
         path = self._path(result.url)
         tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-        head = _MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n"
-        if self._local:
-            parent = os.path.dirname(path)
-            if parent not in self._made:
+        parent = os.path.dirname(path) if self._local else FileSystems.split(path)[0]
+        if parent not in self._made:
+            if self._local:
                 os.makedirs(parent, exist_ok=True)
-                self._made.add(parent)
-            with open(tmp, "wb") as f:
-                f.write(head)
-                if result.ok:
-                    f.write(result.data)
-            os.replace(tmp, path)
-            return
-        try:
-            FileSystems.mkdirs(FileSystems.split(path)[0])
-        except Exception:
-            pass  # it exists (another thread made it), or an object store, which has no directories
-        with FileSystems.create(tmp) as f:
-            f.write(head)
+            else:
+                try:
+                    FileSystems.mkdirs(parent)
+                except Exception:
+                    pass  # it exists (another worker made it), or an object store, which has no directories
+            self._made.add(parent)
+        with open(tmp, "wb") if self._local else FileSystems.create(tmp) as f:
+            f.write(_MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n")
             if result.ok:
                 f.write(result.data)
-        FileSystems.rename([tmp], [path])
+        if self._local:
+            os.replace(tmp, path)
+        else:
+            FileSystems.rename([tmp], [path])
 
     def clear(self) -> None:
         if FileSystems.exists(self.directory):
