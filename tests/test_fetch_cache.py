@@ -1,11 +1,12 @@
-"""The resume cache: outcomes round-trip exactly; half-written or foreign files are ignored, never trusted."""
+"""The resume cache: outcomes round-trip exactly; torn, corrupt or foreign log bytes are ignored, never trusted."""
 
 from __future__ import annotations
 
 import os
+import threading
 
 from aligndata.pipeline.fetch import FetchResult
-from aligndata.pipeline.fetch_cache import FetchCache
+from aligndata.pipeline.fetch_cache import FetchCache, decode_entries, encode_entry
 
 
 def _ok(url: str, data: bytes) -> FetchResult:
@@ -13,30 +14,94 @@ def _ok(url: str, data: bytes) -> FetchResult:
                        final_url=url + "?signed", attempts=2)
 
 
-def test_success_and_failure_round_trip(tmp_path):
+def _failed(url: str) -> FetchResult:
+    return FetchResult(url=url, ok=False, data=None, reason="download_failed", detail="http_404", status=404,
+                       content_type="text/html", final_url=url, attempts=1)
+
+
+def test_success_and_failure_round_trip_through_a_new_reader(tmp_path):
     cache = FetchCache(str(tmp_path / "cache"))
-    assert cache.get("http://a/1.jpg") is None
-    cache.put(_ok("http://a/1.jpg", b"\xff\xd8jpeg bytes\n\nwith newlines"))
-    cache.put(FetchResult(url="http://a/2.jpg", ok=False, data=None, reason="download_failed", detail="http_404",
-                          status=404, content_type="text/html", final_url="http://a/2.jpg", attempts=1))
-    hit = cache.get("http://a/1.jpg")
-    assert (hit.ok, hit.data, hit.status, hit.final_url, hit.attempts) == (
-        True, b"\xff\xd8jpeg bytes\n\nwith newlines", 200, "http://a/1.jpg?signed", 0)  # 0: nothing requested now
-    miss = cache.get("http://a/2.jpg")
+    with cache.for_shard(3) as shard:
+        assert shard.get("http://a/1.jpg") is None
+        shard.put(_ok("http://a/1.jpg", b"\xff\xd8jpeg bytes\n\nwith newlines"))
+        shard.put(_failed("http://a/2.jpg"))
+    resumed = cache.for_shard(3)  # what a resumed run sees
+    hit = resumed.get("http://a/1.jpg")
+    assert (hit.ok, hit.data, hit.status, hit.content_type, hit.final_url, hit.attempts) == (
+        True, b"\xff\xd8jpeg bytes\n\nwith newlines", 200, "image/jpeg", "http://a/1.jpg?signed", 0)  # 0: no request
+    miss = resumed.get("http://a/2.jpg")
     assert (miss.ok, miss.data, miss.reason, miss.detail, miss.status) == (False, None, "download_failed", "http_404",
                                                                            404)
-    leftovers = [n for _, _, names in os.walk(tmp_path) for n in names if ".tmp-" in n]
-    assert leftovers == []  # written under a temporary name, then renamed
+    assert cache.for_shard(4).get("http://a/1.jpg") is None  # another shard's logs are not read
+    assert cache.count() == 2
+    assert [os.path.relpath(p, tmp_path / "cache").split(os.sep)[0] for p in cache.log_paths()] == ["00003"]
 
 
-def test_truncated_or_foreign_entries_are_refetched_not_trusted(tmp_path):
+def test_a_torn_tail_loses_only_the_torn_entry(tmp_path):
     cache = FetchCache(str(tmp_path))
-    cache.put(_ok("http://a/1.jpg", b"x" * 1000))
-    path = cache._path("http://a/1.jpg")
-    blob = open(path, "rb").read()
-    open(path, "wb").write(blob[:-10])  # a body cut short
-    assert cache.get("http://a/1.jpg") is None
-    open(path, "wb").write(b"something else entirely")
-    assert cache.get("http://a/1.jpg") is None
+    with cache.for_shard(0) as shard:
+        shard.put(_ok("http://a/1.jpg", b"x" * 1000))
+        shard.put(_ok("http://a/2.jpg", b"y" * 1000))
+    (path,) = cache.log_paths(0)
+    whole = open(path, "rb").read()
+    for cut in (1, 10, 999, 1100):  # a kill at any point of the last write
+        open(path, "wb").write(whole[:-cut])
+        shard = cache.for_shard(0)
+        assert shard.get("http://a/1.jpg").data == b"x" * 1000
+        assert shard.get("http://a/2.jpg") is None
+
+
+def test_corrupt_or_foreign_bytes_end_the_log(tmp_path):
+    cache = FetchCache(str(tmp_path))
+    with cache.for_shard(0) as shard:
+        shard.put(_ok("http://a/1.jpg", b"x" * 1000))
+        shard.put(_ok("http://a/2.jpg", b"y" * 1000))
+    (path,) = cache.log_paths(0)
+    blob = bytearray(open(path, "rb").read())
+    second = len(encode_entry(_ok("http://a/1.jpg", b"x" * 1000)))
+    blob[second + 200] ^= 0xFF  # a flipped bit in the second entry's data: its CRC fails
+    open(path, "wb").write(bytes(blob))
+    shard = cache.for_shard(0)
+    assert shard.get("http://a/1.jpg") is not None and shard.get("http://a/2.jpg") is None
+    assert list(decode_entries(b"something else entirely, not a log")) == []
     cache.clear()
     assert not os.path.exists(tmp_path)
+
+
+def test_writers_append_whole_entries_from_many_threads(tmp_path):
+    cache = FetchCache(str(tmp_path))
+    urls = [f"http://a/{i}.jpg" for i in range(200)]
+    with cache.for_shard(1) as shard:
+        threads = [threading.Thread(target=lambda chunk: [shard.put(_ok(u, u.encode() * 50)) for u in chunk],
+                                    args=(urls[i::8],)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    with cache.for_shard(1) as retried:  # a retried attempt writes its own log beside the first one
+        retried.put(_failed("http://a/late.jpg"))
+    assert len(cache.log_paths(1)) == 2
+    resumed = cache.for_shard(1)
+    assert all(resumed.get(u).data == u.encode() * 50 for u in urls)
+    assert resumed.get("http://a/late.jpg").detail == "http_404"
+    assert cache.count() == 201
+
+
+def test_object_store_logs_are_published_in_segments(tmp_path, monkeypatch):
+    import objectstore  # noqa: F401 - registers the testobj:// filesystem
+
+    from aligndata.pipeline import fetch_cache
+
+    monkeypatch.setattr(fetch_cache, "SEGMENT_ENTRIES", 3)
+    cache = FetchCache(f"testobj://{tmp_path}/cache")
+    shard = cache.for_shard(2)
+    for i in range(7):
+        shard.put(_ok(f"http://a/{i}.jpg", b"%d" % i * 100))
+    # Objects appear only when closed: a worker killed now fetches again only its open segment's one entry.
+    assert cache.count() == 6
+    assert cache.for_shard(2).get("http://a/6.jpg") is None
+    shard.close()
+    assert cache.count() == 7 and len(cache.log_paths(2)) == 3
+    assert cache.for_shard(2).get("http://a/6.jpg").data == b"6" * 100
+    cache.clear()
+    assert cache.count() == 0 and not os.path.exists(tmp_path / "cache")

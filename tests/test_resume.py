@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from aligndata.cli import main
+from aligndata.pipeline.fetch_cache import FetchCache
 
 N_URLS = 60
 THREADS = 4
@@ -32,8 +33,7 @@ def output_files(out: Path) -> dict[str, bytes]:
 
 
 def cache_entries(out: Path) -> int:
-    cache = out / ".fetch-cache"
-    return sum(1 for p in cache.rglob("*") if p.is_file() and ".tmp-" not in p.name) if cache.exists() else 0
+    return FetchCache(str(out / ".fetch-cache")).count()
 
 
 @pytest.fixture(scope="module")

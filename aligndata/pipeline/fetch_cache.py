@@ -1,69 +1,179 @@
-"""A content-addressed cache of fetch outcomes, so an interrupted curate run resumes without downloading again.
+"""A cache of fetch outcomes, so an interrupted curate run resumes without downloading again.
 
-One file per URL, named by sha256(url), holding the outcome exactly as the run saw it: the downloaded bytes, or
-the failure (reason, detail, status). A resumed run replays these outcomes, so it writes the same shards and the
-same ledger as an uninterrupted run would have, byte for byte, and fetches only what it had not finished. Each
-entry is written to a temporary name and renamed, so a run killed mid-write leaves no half entry. Paths go
-through Beam's FileSystems, so the cache can live on gs:// or s3:// too (``--cache-dir``).
+Each shard's fetches are appended to logs in a directory named after the shard (``00003/<writer>-<segment>.log``): every entry
+holds one URL's outcome exactly as the run saw it (the downloaded bytes, or the failure: reason, detail,
+status), framed by its lengths and a CRC-32. A resumed run reads the shard's logs back and replays those
+outcomes, so it writes the same shards and the same ledger as an uninterrupted run would have, byte for byte,
+and fetches only what had not finished. Entries are looked up by URL, never trusted by position: a log from
+another job in a shared ``--cache-dir`` only misses.
+
+Why logs and not a file per URL: creating and renaming a file costs ~0.5 ms of CPU per download on ext4, an
+append ~0.03 ms. Crash safety comes from the framing instead of the rename: a run killed mid-write leaves at
+most one torn entry at the end of a log, which fails its length or CRC check and is ignored (fetched again).
+Each writer (one per shard attempt) has its own log, so concurrent or retried workers never interleave.
+
+Local directories are appended to with os calls and flushed after every entry. Object stores (gs://, s3://, via
+Beam's FileSystems) cannot append and show an object only once it is closed, so there a writer closes its
+segment every ``SEGMENT_ENTRIES`` entries or ``SEGMENT_SECONDS`` seconds: a killed worker fetches again at most
+that open segment.
 """
 
 from __future__ import annotations
 
-import hashlib
+import glob
 import json
 import os
+import re
+import struct
+import threading
+import time
 import uuid
+import zlib
+from dataclasses import dataclass
 
 from apache_beam.io.filesystems import FileSystems
 
 from aligndata.pipeline.fetch import FetchResult
 
 CACHE_DIR_NAME = ".fetch-cache"
-_MAGIC = b"aligndata-fetch-cache 1\n"
+_MAGIC = b"ADFC"
+# magic, header length, data length, CRC-32 of header + data
+_FRAME = struct.Struct("<4sIQI")
+_LOG_NAME = re.compile(r"^[0-9a-f]{32}-\d{5}\.log$")
+SEGMENT_ENTRIES = 256
+SEGMENT_SECONDS = 30.0
 
 
 def default_cache_dir(output_dir: str) -> str:
     return FileSystems.join(output_dir, CACHE_DIR_NAME)
 
 
+def _is_local(directory: str) -> bool:
+    return "://" not in directory
+
+
+def encode_entry(result: FetchResult) -> bytes:
+    header = json.dumps({
+        "url": result.url,
+        "ok": result.ok,
+        "reason": result.reason,
+        "detail": result.detail,
+        "status": result.status,
+        "content_type": result.content_type,
+        "final_url": result.final_url,
+    }, sort_keys=True).encode()
+    data = result.data if result.ok else b""
+    crc = zlib.crc32(data, zlib.crc32(header))
+    return b"".join((_FRAME.pack(_MAGIC, len(header), len(data), crc), header, data))
+
+
+def decode_entries(blob: bytes):
+    """(header dict, data offset, data length) for each whole entry of a log, stopping at the first bad one.
+
+    A bad entry (torn by a kill, or not ours) ends the log: what follows cannot be framed reliably.
+    """
+    pos = 0
+    while pos + _FRAME.size <= len(blob):
+        magic, header_len, data_len, crc = _FRAME.unpack_from(blob, pos)
+        start = pos + _FRAME.size
+        end = start + header_len + data_len
+        if magic != _MAGIC or end > len(blob):
+            return
+        header_bytes = blob[start:start + header_len]
+        if zlib.crc32(blob[start + header_len:end], zlib.crc32(header_bytes)) != crc:
+            return
+        try:
+            header = json.loads(header_bytes)
+        except ValueError:
+            return
+        yield header, start + header_len, data_len
+        pos = end
+
+
+@dataclass(frozen=True)
+class _Entry:
+    path: str
+    header: dict
+    offset: int
+    length: int
+
+
 class FetchCache:
+    """The cache directory: ``for_shard(index)`` gives the shard's cache; ``clear()`` removes everything."""
+
     def __init__(self, directory: str):
         self.directory = directory
-        # A local directory is written with os calls: Beam's FileSystems layer costs several times the write
-        # itself per entry (measured ~0.5 ms vs ~0.1 ms). Object stores (gs://, s3://) go through FileSystems.
-        self._local = "://" not in directory
-        self._made: set[str] = set()
 
-    def _path(self, url: str) -> str:
-        digest = hashlib.sha256(url.encode("utf-8", errors="surrogatepass")).hexdigest()
-        if self._local:
-            return os.path.join(self.directory, digest[:2], digest)
-        return FileSystems.join(self.directory, digest[:2], digest)
+    def for_shard(self, shard: int) -> ShardCache:
+        return ShardCache(self.directory, shard)
+
+    def shard_directory(self, shard: int) -> str:
+        name = f"{shard:05d}"
+        return os.path.join(self.directory, name) if _is_local(self.directory) else FileSystems.join(
+            self.directory, name)
+
+    def log_paths(self, shard: int | None = None) -> list[str]:
+        """The logs of one shard, or of all shards, in name order."""
+        shard_dir = "*" if shard is None else f"{shard:05d}"
+        if _is_local(self.directory):
+            paths = glob.glob(os.path.join(glob.escape(self.directory), shard_dir, "*.log"))
+        else:
+            try:
+                pattern = FileSystems.join(self.directory, shard_dir, "*.log")
+                paths = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+            except Exception:  # no such directory (BeamIOError): nothing cached yet
+                return []
+        return sorted(p for p in paths if _LOG_NAME.match(os.path.basename(p)))
+
+    def count(self) -> int:
+        """Whole entries in all logs (what a resumed run would not fetch again)."""
+        return sum(1 for path in self.log_paths() for _ in decode_entries(_read_all(path)))
+
+    def clear(self) -> None:
+        if FileSystems.exists(self.directory):
+            FileSystems.delete([self.directory])
+
+
+class ShardCache:
+    """One shard's recorded outcomes (read once, at the start) and its log writer; thread-safe ``put``.
+
+    Use as a context manager so the log is closed (and, on an object store, its last segment published).
+    """
+
+    def __init__(self, directory: str, shard: int):
+        self.directory = directory
+        self.shard = shard
+        self._local = _is_local(directory)
+        self._writer_id = uuid.uuid4().hex
+        self._entries: dict[str, _Entry] = {}
+        for path in FetchCache(directory).log_paths(shard):
+            for header, offset, length in decode_entries(_read_all(path)):
+                self._entries.setdefault(header["url"], _Entry(path, header, offset, length))
+        self._lock = threading.Lock()
+        self._file = None
+        self._segment = 0
+        self._segment_entries = 0
+        self._segment_opened = 0.0
+
+    def __enter__(self) -> ShardCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def get(self, url: str) -> FetchResult | None:
-        """The recorded outcome for ``url``, or None (absent or unreadable: then it is simply fetched again)."""
-        path = self._path(url)
-        try:
-            with open(path, "rb") if self._local else FileSystems.open(path) as f:
-                blob = f.read()
-        except Exception:  # absent (local: OSError; object stores: BeamIOError) — not cached yet
+        """The recorded outcome for ``url``, or None (then it is fetched)."""
+        entry = self._entries.get(url)
+        if entry is None:
             return None
-        if not blob.startswith(_MAGIC):
-            return None
-        header_end = blob.find(b"\n", len(_MAGIC))
-        if header_end < 0:
-            return None
-        try:
-            header = json.loads(blob[len(_MAGIC):header_end])
-        except ValueError:
-            return None
-        data = blob[header_end + 1:]
-        if header["ok"] and len(data) != header["size"]:
-            return None
+        header = entry.header
+        data = _read_range(entry.path, entry.offset, entry.length) if header["ok"] else None
+        if header["ok"] and (data is None or len(data) != entry.length):
+            return None  # the log vanished or shrank under us: fetch again
         return FetchResult(
             url=url,
             ok=header["ok"],
-            data=data if header["ok"] else None,
+            data=data,
             reason=header["reason"],
             detail=header["detail"],
             status=header["status"],
@@ -73,36 +183,52 @@ class FetchCache:
         )
 
     def put(self, result: FetchResult) -> None:
-        header = {
-            "ok": result.ok,
-            "reason": result.reason,
-            "detail": result.detail,
-            "status": result.status,
-            "content_type": result.content_type,
-            "final_url": result.final_url,
-            "size": len(result.data) if result.ok else 0,
-        }
-        path = self._path(result.url)
-        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-        parent = os.path.dirname(path) if self._local else FileSystems.split(path)[0]
-        if parent not in self._made:
-            if self._local:
-                os.makedirs(parent, exist_ok=True)
-            else:
-                try:
-                    FileSystems.mkdirs(parent)
-                except Exception:
-                    pass  # it exists (another worker made it), or an object store, which has no directories
-            self._made.add(parent)
-        with open(tmp, "wb") if self._local else FileSystems.create(tmp) as f:
-            f.write(_MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n")
-            if result.ok:
-                f.write(result.data)
-        if self._local:
-            os.replace(tmp, path)
-        else:
-            FileSystems.rename([tmp], [path])
+        entry = encode_entry(result)
+        with self._lock:
+            if self._file is None:
+                self._open_segment()
+            self._file.write(entry)
+            self._file.flush()  # a SIGKILL now loses nothing: the bytes are in the OS
+            self._segment_entries += 1
+            if not self._local and (self._segment_entries >= SEGMENT_ENTRIES
+                                    or time.monotonic() - self._segment_opened >= SEGMENT_SECONDS):
+                self._file.close()  # an object store publishes the segment on close
+                self._file = None
+                self._segment += 1
 
-    def clear(self) -> None:
-        if FileSystems.exists(self.directory):
-            FileSystems.delete([self.directory])
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+    def _open_segment(self) -> None:
+        directory = FetchCache(self.directory).shard_directory(self.shard)
+        name = f"{self._writer_id}-{self._segment:05d}.log"
+        if self._local:
+            os.makedirs(directory, exist_ok=True)
+            self._file = open(os.path.join(directory, name), "ab")
+        else:
+            self._file = FileSystems.create(FileSystems.join(directory, name))
+        self._segment_entries = 0
+        self._segment_opened = time.monotonic()
+
+
+def _read_all(path: str) -> bytes:
+    try:
+        with open(path, "rb") if _is_local(path) else FileSystems.open(path) as f:
+            return f.read()
+    except Exception:  # removed meanwhile (local: OSError; object stores: BeamIOError): nothing to replay
+        return b""
+
+
+def _read_range(path: str, offset: int, length: int) -> bytes | None:
+    try:
+        if _is_local(path):
+            with open(path, "rb") as f:
+                return os.pread(f.fileno(), length, offset)
+        with FileSystems.open(path) as f:
+            f.seek(offset)
+            return f.read(length)
+    except Exception:
+        return None

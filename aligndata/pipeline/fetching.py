@@ -15,7 +15,7 @@ from apache_beam.metrics import Metrics
 from aligndata.pipeline.config import CurateConfig
 from aligndata.pipeline.elements import FETCH_STATS, NAMESPACE, REJECTS, emit, reject
 from aligndata.pipeline.fetch import FetchConfig, Fetcher
-from aligndata.pipeline.fetch_cache import FetchCache, default_cache_dir
+from aligndata.pipeline.fetch_cache import FetchCache, ShardCache, default_cache_dir
 from aligndata.pipeline.image_checks import ImageChecks
 from aligndata.pipeline.progress import ProgressWriter
 from aligndata.pipeline.resize import ImageConfig, process_image
@@ -103,13 +103,13 @@ class FetchShard(beam.DoFn):
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.fetcher.close()
 
-    def _one(self, url: str):
+    def _one(self, url: str, cache: ShardCache):
         """(fetch result, image outcome or None, whether the result came from the resume cache)."""
-        result = self.cache.get(url)
+        result = cache.get(url)
         cached = result is not None
         if not cached:
             result = self.fetcher.fetch(url)
-            self.cache.put(result)
+            cache.put(result)
         outcome = process_image(result.data, self.image_cfg, self.image_check) if result.ok else None
         return result, outcome, cached
 
@@ -135,8 +135,16 @@ class FetchShard(beam.DoFn):
             else:
                 to_fetch.append((url, rows, hits))
 
-        # pool.map yields in order and keeps every thread busy; progress is reported as results arrive
-        results = self.pool.map(lambda item: self._one(item[0]), to_fetch)
+        with self.cache.for_shard(index) as cache:
+            # pool.map yields in order and keeps every thread busy; progress is reported as results arrive
+            results = self.pool.map(lambda item: self._one(item[0], cache), to_fetch)
+            yield from self._record(to_fetch, results, samples, bump)
+        yield emit(FETCH_STATS, stats)
+        yield write_shard(self.cfg.output, index, samples)
+        self.progress.flush()
+
+    def _record(self, to_fetch, results, samples: list[Sample], bump):
+        """Count each URL's outcome; yield its rejected rows, append its kept samples to ``samples``."""
         for (url, rows, hits), (result, outcome, cached) in zip(to_fetch, results):
             self.fetched.inc()
             bump("urls_fetched")
@@ -168,6 +176,3 @@ class FetchShard(beam.DoFn):
                     self.kept.inc(kept)
             self.progress.add(urls_fetched=1, bytes_downloaded=len(result.data) if result.ok else 0, kept=kept,
                               rejected=len(rows) - kept)
-        yield emit(FETCH_STATS, stats)
-        yield write_shard(self.cfg.output, index, samples)
-        self.progress.flush()
