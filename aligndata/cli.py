@@ -98,6 +98,8 @@ def add_curate_arguments(parser: argparse.ArgumentParser) -> None:
     fetch.add_argument("--max-download-bytes", type=_positive_int, default=20_000_000)
     fetch.add_argument("--retries", type=_non_negative_int, default=2)
     fetch.add_argument("--fetch-threads", type=_positive_int, default=32, help="concurrent downloads per worker")
+    fetch.add_argument("--image-threads", type=_positive_int, default=None,
+                       help="images decoded, checked and re-encoded at once per worker (default: its CPU count)")
     fetch.add_argument("--max-per-host", type=_positive_int, default=16,
                        help="concurrent requests to one host, per worker")
     fetch.add_argument("--host-rate", type=_positive_float, default=None, metavar="REQ_PER_S",
@@ -154,6 +156,7 @@ def curate_config(args: argparse.Namespace):
         max_download_bytes=args.max_download_bytes,
         retries=args.retries,
         fetch_threads=args.fetch_threads,
+        image_threads=args.image_threads,
         cache_dir=args.cache_dir,
         max_per_host=args.max_per_host,
         host_rate=args.host_rate,

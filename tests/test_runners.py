@@ -61,14 +61,16 @@ def test_portable_runner_gives_the_same_bytes(pairs, reference):
 
 
 def test_multi_processing_gives_the_same_bytes(pairs, reference):
+    """Also with one image processed at a time per worker: how many run at once never changes the bytes."""
     path, directory = pairs
     out = directory / "multi"
     assert main(["curate", "--input", path, "--output", str(out), "--allow-private-networks",
                  "--samples-per-shard", "3", "--direct_running_mode", "multi_processing",
-                 "--direct_num_workers", "2"]) == 0
+                 "--direct_num_workers", "2", "--image-threads", "1"]) == 0
     report, files = outcome(out)
     assert files == reference[1]
     assert report["kept"] == reference[0]["kept"]
+    assert json.loads((out / "config.json").read_text())["options"]["image_threads"] == 1
 
 
 def test_private_addresses_are_refused_by_default(pairs, http_server):

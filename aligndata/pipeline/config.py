@@ -49,6 +49,7 @@ class CurateConfig:
     user_agent: str | None = None
     contact: str | None = None
     fetch_threads: int = 32
+    image_threads: int | None = None  # images processed at once per worker; None = the worker's CPU count
     max_per_host: int = 16
     host_rate: float | None = None  # request starts per second per host and worker; None = no limit
     respect_robots_txt: bool = False
@@ -62,7 +63,8 @@ class CurateConfig:
     extra: dict = field(default_factory=dict)
 
     # Options that do not change what a run produces: a run may resume under different values of these.
-    RUN_CONTROL = ("overwrite", "progress_dir", "keep_cache", "fetch_threads", "max_per_host", "host_rate")
+    RUN_CONTROL = ("overwrite", "progress_dir", "keep_cache", "fetch_threads", "image_threads", "max_per_host",
+                   "host_rate")
 
     def to_json(self) -> dict:
         out = asdict(self)
