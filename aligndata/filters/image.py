@@ -15,11 +15,11 @@ Everything that is not a decodable raster raises :class:`DecodeError` with a sho
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 from dataclasses import dataclass
 
-import imagehash
 import numpy as np
 from PIL import ExifTags, Image, ImageCms
 
@@ -271,10 +271,57 @@ def image_size_reason(
 # this function, so they agree.
 _PHASH_PRESHRINK = 2
 
+# perceptual_hash returns exactly str(imagehash.phash(reduced)), bit for bit (tests/test_phash.py keeps that code
+# as the reference), for ~0.05 ms less of ~0.5 ms on a 640x480 photo: the grey 32x32 LANCZOS copy is still
+# Pillow's, but only the hash_size x hash_size low-frequency block of scipy.fftpack's 2-D DCT-II is computed, as
+# products with a cosine matrix. That and scipy's FFT are both within rounding (measured <= 2e-10, ~2e-16 of the
+# largest possible coefficient 4 * 255 * side**2) of the exact DCT, so they can disagree on a bit only if a
+# coefficient is within ~4e-10 of the median. The fast bits are kept when every coefficient is more than
+# _PHASH_MARGIN * 4 * 255 * side**2 (~1e-3 at hash_size 8, millions of times that) from the median; otherwise
+# (flat or mirror-symmetric images, whose coefficients tie exactly) scipy's DCT decides, as imagehash did. The
+# closest a COCO photo came was 0.017 (2,067 photos and variants), so photos never pay for the fallback.
+_PHASH_HIGHFREQ = 4  # imagehash.phash's highfreq_factor: the DCT input is 4 * hash_size px square
+_PHASH_MARGIN = 2.0**-30  # relative to the largest possible coefficient; see above
+
 
 def perceptual_hash(image: Image.Image, hash_size: int = 8) -> str:
     """DCT perceptual hash (imagehash.phash of a box-reduced copy) as hex: 16 hex chars for 64 bits."""
     factor = min(image.size) // (4 * hash_size * _PHASH_PRESHRINK)
     if factor >= 2:
         image = image.reduce(factor)
-    return str(imagehash.phash(image, hash_size=hash_size))
+    if hash_size < 2:
+        raise ValueError("Hash size must be greater than or equal to 2")  # imagehash's check
+    side = _PHASH_HIGHFREQ * hash_size
+    # as imagehash.phash: to grey, then resize (the box reduce above comes first: the other order changes hashes)
+    pixels = np.asarray(image.convert("L").resize((side, side), Image.Resampling.LANCZOS), dtype=np.float64)
+    cosines = _dct_cosines(side, hash_size)
+    coefficients = (cosines @ pixels @ cosines.T).ravel()
+    ordered = np.sort(coefficients)
+    n = coefficients.size
+    middle = n // 2
+    if n % 2:
+        median = ordered[middle]
+        margin = min(ordered[middle] - ordered[middle - 1], ordered[middle + 1] - ordered[middle])
+    else:
+        median = (ordered[middle - 1] + ordered[middle]) / 2
+        margin = (ordered[middle] - ordered[middle - 1]) / 2
+    if margin > _PHASH_MARGIN * 4 * 255 * side * side:
+        bits = coefficients > median
+    else:  # near or exact ties: imagehash.phash's own computation on the same pixels
+        import scipy.fftpack  # noqa: PLC0415 - only this rare path needs it
+
+        dct = scipy.fftpack.dct(scipy.fftpack.dct(pixels.astype(np.uint8), axis=0), axis=1)
+        low = dct[:hash_size, :hash_size]
+        bits = (low > np.median(low)).ravel()
+    value = int.from_bytes(np.packbits(bits).tobytes(), "big") >> (-n % 8)
+    return f"{value:0{(n + 3) // 4}x}"  # imagehash's hex: the bits row by row, first bit most significant
+
+
+@functools.lru_cache(maxsize=8)
+def _dct_cosines(side: int, hash_size: int) -> np.ndarray:
+    """The first hash_size rows of scipy.fftpack.dct's type-II matrix (norm=None): 2 cos(pi k (2n + 1) / 2N)."""
+    k = np.arange(hash_size)[:, None]
+    n = np.arange(side)[None, :]
+    cosines = 2.0 * np.cos(np.pi * k * (2 * n + 1) / (2 * side))
+    cosines.setflags(write=False)
+    return cosines
