@@ -2,9 +2,11 @@
 
     .venv/bin/python benchmarks/bench_fetch_client.py [--images 1000] [--rounds 3]
 
-Clients: urllib.request (what img2dataset uses), a bare urllib3 PoolManager, and our ``Fetcher`` (address guard,
-byte cap, wall-clock watchdog, retries, per-host throttle, X-Robots-Tag; ``allow_private_networks`` because the
-server is on loopback, so the guard's address check is the cheap path). Bodies are read whole, nothing decoded.
+Clients: urllib.request (what img2dataset uses), bare http.client (one connection per request: the stdlib floor
+that urllib.request and our client both stand on), a bare urllib3 PoolManager, and our ``Fetcher`` (address guard,
+byte cap, wall-clock watchdog, retries, per-host throttle, X-Robots-Tag, keep-alive pool;
+``allow_private_networks`` because the server is on loopback, so the guard's address check is the cheap path).
+Bodies are read whole, nothing decoded.
 The server is ``python -m http.server`` in its own process (HTTP/1.0: one connection per request, as for most
 image hosts seen once), so only the client's CPU is counted: this process's user+system time / fetches.
 Rounds alternate the clients' order; the median per client is reported.
@@ -13,12 +15,14 @@ Rounds alternate the clients' order; the median per client is reported.
 from __future__ import annotations
 
 import argparse
+import http.client
 import os
 import resource
 import statistics
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
 import pyarrow.parquet as pq
 import urllib3
@@ -60,6 +64,15 @@ def main() -> None:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.read()
 
+    def with_http_client(url: str) -> bytes:
+        parts = urlsplit(url)
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+        try:
+            connection.request("GET", parts.path, headers={"User-Agent": "bench"})
+            return connection.getresponse().read()
+        finally:
+            connection.close()
+
     def with_urllib3(url: str) -> bytes:
         return pool_manager.request("GET", url, timeout=10, retries=False).data
 
@@ -68,7 +81,8 @@ def main() -> None:
         assert result.ok, result.detail
         return result.data
 
-    clients = {"urllib.request": with_urllib, "urllib3 PoolManager": with_urllib3, "aligndata Fetcher": with_fetcher}
+    clients = {"urllib.request": with_urllib, "http.client": with_http_client, "urllib3 PoolManager": with_urllib3,
+               "aligndata Fetcher": with_fetcher}
     samples: dict[str, dict[int, list[tuple[float, float]]]] = {name: {1: [], 32: []} for name in clients}
     with served_photos(args.images) as (_, _, pairs):
         urls = pq.read_table(pairs).column("url").to_pylist()

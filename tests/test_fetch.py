@@ -25,6 +25,7 @@ from PIL import Image
 
 from aligndata import __version__
 from aligndata.filters import reasons
+from aligndata.pipeline import fetch
 from aligndata.pipeline.fetch import (
     BACKOFF_CAP,
     DEFAULT_USER_AGENT,
@@ -506,7 +507,8 @@ def test_fetch_after_close_is_an_error(http_server: LocalServer) -> None:
 @pytest.mark.parametrize(
     "kwargs",
     [{"timeout": 0}, {"total_timeout": -1}, {"max_bytes": 0}, {"retries": -1}, {"backoff": -0.1},
-     {"max_redirects": -1}, {"user_agent": " "}, {"allowed_networks": ("10.0.0.0/40",)}],
+     {"max_redirects": -1}, {"user_agent": " "}, {"allowed_networks": ("10.0.0.0/40",)},
+     {"user_agent": "bot/1\r\nX-Injected: 1"}, {"contact": "a@b.org\n"}, {"user_agent": "bot/\u20ac"}],
 )
 def test_config_validation(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
@@ -574,3 +576,28 @@ def test_watchdog_thread_is_stopped_by_close(http_server: LocalServer) -> None:
     assert len(started) == 1
     f.close()
     assert not started[0].is_alive()
+
+
+def test_finished_attempts_leave_the_watchdog_at_once(http_server: LocalServer) -> None:
+    with Fetcher(local_config()) as f:
+        for _ in range(3):
+            assert f.fetch(http_server.url("/image/20x20.jpg")).ok
+        assert f._watchdog._running == {}  # nothing left for the thread to wake up for
+
+
+def test_the_watchdog_expires_each_attempt_at_its_own_deadline() -> None:
+    watchdog = fetch._Watchdog(0.5)
+    try:
+        first = watchdog.start()
+        time.sleep(0.2)
+        second = watchdog.start()
+        watchdog.finish(first)  # the earliest deadline is gone: the thread must still wake for the second
+        time.sleep(0.4)  # past the first deadline
+        assert not first.expired
+        if time.monotonic() < second.deadline:
+            assert not second.expired  # never early
+        while not second.expired and time.monotonic() < second.deadline + 5:
+            time.sleep(0.01)
+        assert second.expired and time.monotonic() >= second.deadline
+    finally:
+        watchdog.stop()

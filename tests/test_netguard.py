@@ -10,14 +10,17 @@ from collections.abc import Iterator
 
 import pytest
 import requests
+import urllib3.exceptions as u3
 from httpserver import LocalServer, make_tls_files
 
 from aligndata.filters import reasons
 from aligndata.pipeline.netguard import (
     AddressPolicy,
     BlockedAddressError,
+    CachedResolver,
     GuardedHTTPAdapter,
     check_hop,
+    connect_guarded,
     check_url,
     is_blocked_ip,
 )
@@ -153,6 +156,48 @@ def test_check_hop_honours_the_policy() -> None:
 def test_address_policy_rejects_a_malformed_network() -> None:
     with pytest.raises(ValueError, match="not a CIDR"):
         AddressPolicy(allowed_networks=["10.0.0.0/33"])
+
+
+# --------------------------------------------------------------------------------------------------------
+# connect_guarded: how every new connection is opened (the fetcher's own and the adapter's)
+
+
+def test_connect_guarded_connects_to_a_checked_address_only(http_server: LocalServer) -> None:
+    # "localhost" resolves to ::1 and 127.0.0.1 here: only the allowed one may be used.
+    policy = AddressPolicy(allowed_networks=["127.0.0.1/32"])
+    sock = connect_guarded(policy, "localhost", http_server.port, 5.0)
+    try:
+        assert sock.getpeername()[0] == "127.0.0.1"
+        assert sock.gettimeout() == 5.0
+    finally:
+        sock.close()
+
+
+def test_connect_guarded_refuses_before_connecting(http_server: LocalServer) -> None:
+    with pytest.raises(BlockedAddressError) as info:
+        connect_guarded(AddressPolicy(), "localhost", http_server.port, 5.0)
+    assert is_blocked_ip(info.value.ip) and info.value.host == "localhost"
+    with pytest.raises(BlockedAddressError):
+        connect_guarded(AddressPolicy(), "[::1]", http_server.port, 5.0)  # brackets as URLs write them
+
+
+class _FailingResolver(CachedResolver):
+    """A resolver whose DNS is down (no query leaves the machine)."""
+
+    def getaddrinfo(self, host: str, port: int, family: int, socktype: int) -> list:
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+
+def test_connect_guarded_errors_are_urllib3s_so_they_classify_alike() -> None:
+    with socket.socket() as probe:  # a port that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(u3.NewConnectionError) as refused:
+        connect_guarded(AddressPolicy(allow_private_networks=True), "127.0.0.1", port, 5.0)
+    assert isinstance(refused.value.__cause__, ConnectionRefusedError)
+    with pytest.raises(u3.NameResolutionError) as unresolved:
+        connect_guarded(AddressPolicy(resolver=_FailingResolver()), "example.com", 80, 5.0)
+    assert unresolved.value.__cause__.errno == socket.EAI_AGAIN
 
 
 def _session(policy: AddressPolicy) -> requests.Session:

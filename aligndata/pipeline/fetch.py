@@ -8,19 +8,19 @@ short classified string (``http_404``, ``timeout``, ``total_timeout``, ``too_lar
 Semantics worth knowing:
 
 * An *attempt* is one pass from the original URL through its redirects to a final response and its body.
-  ``total_timeout`` caps each attempt's wall-clock time (redirect hops, headers and body together; not the
-  waits between attempts, not DNS resolution, which the OS resolver bounds). A watchdog thread shuts the
-  socket down at the deadline, so neither a body dripping one byte a second nor headers sent one byte at a
-  time can hold a thread past it. Retries start again from the original URL (redirect targets are often
-  short-lived signed URLs).
+  ``total_timeout`` caps each attempt's wall-clock time (TLS handshakes, redirect hops, headers and body
+  together; not the waits between attempts, not DNS resolution, which the OS resolver bounds). A watchdog
+  thread shuts the socket down at the deadline, so neither a body dripping one byte a second nor headers sent
+  one byte at a time can hold a thread past it. Retries start again from the original URL (redirect targets
+  are often short-lived signed URLs).
 * Retried: connection failures, connect/read timeouts, a body cut short, temporary DNS failures, 408, 429
   and 5xx except 501. Not retried: other 4xx, NXDOMAIN, TLS errors, the byte cap, the wall-clock cap, refusals.
   The wait is exponential (``backoff * 2**n``, capped at 8 s, half of it jittered) or the server's
   Retry-After (seconds or an HTTP date) when longer; a Retry-After above ``max_retry_after`` ends the
   retries instead of being shortened, since coming back early would only earn another 429.
 * ``max_bytes`` applies to the decoded body: Content-Length is checked first when present, and bytes are
-  counted while streaming (gzip/deflate decoded chunk by chunk), so neither a lying length nor a gzip bomb
-  gets past it.
+  counted while streaming (gzip/deflate decoded chunk by chunk, never more than the cap allows), so neither a
+  lying length nor a gzip bomb gets past it.
 * The Content-Type is recorded, never used to reject: many servers label images wrongly; the decoder decides.
 * X-Robots-Tag ``noai``, ``noimageai``, ``noindex``, ``noimageindex`` and ``none`` refuse the image when
   they are unscoped or scoped to our token ``aligndata`` (``X-Robots-Tag: aligndata: noai``); directives
@@ -28,42 +28,47 @@ Semantics worth knowing:
   response's header counts, and it is read before the body, which is then not downloaded.
 * Cookies are never stored or sent, and proxy/netrc environment settings are never read, so one site cannot
   influence requests to another and the address guard sees the real destination.
-* The HTTP client is urllib3 itself (one ``PoolManager`` whose pools make the guarded connections of
-  ``netguard``), not requests on top of it: requests added ~0.5 ms of CPU per fetch, a third of the total
-  (environment merging, hooks, cookie jar, prepared requests), for features we switch off. What requests did
-  for us is done here: URLs are normalised the same way (urllib3's ``parse_url``: IDNA hosts, percent-encoding),
-  ``user:pass@`` in a URL becomes a Basic ``Authorization`` header, and TLS is verified against certifi's CA
-  bundle (loaded once per fetcher, not once per connection).
+* The HTTP client is ``httpwire``, a thin layer of our own over the standard library (guarded connections,
+  TLS, a light response-head parser, incremental decoding, a keep-alive pool), not urllib3's request layers
+  nor requests: each had cost ~0.5 ms of CPU per fetch, half of what a fetch cost. What they did for us is
+  still done: URLs are normalised the same way (urllib3's ``parse_url``: IDNA hosts, percent-encoding),
+  ``user:pass@`` in a URL becomes a Basic ``Authorization`` header, and failures classify to the same details.
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import email.utils
-import heapq
 import http.client
-import itertools
 import random
 import re
 import socket
 import ssl
 import threading
 import time
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timezone
-from urllib.parse import unquote, urljoin
+from urllib.parse import urljoin
 
 import urllib3.exceptions as u3
-from urllib3 import PoolManager
-from urllib3.response import BaseHTTPResponse
-from urllib3.util import Timeout, parse_url
-from urllib3.util.ssl_ import create_urllib3_context
+from urllib3.util import parse_url
 
 from aligndata import __version__
 from aligndata.filters import reasons
-from aligndata.pipeline.netguard import AddressPolicy, BlockedAddressError, check_hop, guarded_pool_classes
+from aligndata.pipeline.httpwire import (
+    SOCKET_OPTIONS,
+    Connection,
+    ConnectionPool,
+    Decoder,
+    Decoders,
+    basic_auth_header,
+    decoder_for,
+    tls_context,
+    tls_server_name,
+)
+from aligndata.pipeline.netguard import AddressPolicy, BlockedAddressError, check_hop, connect_guarded
 from aligndata.pipeline.politeness import HostThrottle, RobotsCache, host_of
 
 USER_AGENT_TOKEN = "aligndata"
@@ -77,6 +82,9 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 BACKOFF_CAP = 8.0
 CHUNK_SIZE = 64 * 1024
 ACCEPT = "image/avif,image/webp,image/apng,image/*,*/*;q=0.8"
+DEFAULT_PORTS = {"http": 80, "https": 443}
+# Characters a header value may not carry (CR/LF would inject headers); obs-text (0x80-0xff) is allowed.
+_ILLEGAL_HEADER_VALUE = re.compile(r"[^\t\x20-\x7e\x80-\xff]")
 
 
 @dataclass
@@ -121,6 +129,8 @@ class FetchConfig:
                 raise ValueError(f"FetchConfig.{name} must be >= 0, got {value!r}")
         if not self.user_agent or not self.user_agent.strip():
             raise ValueError("FetchConfig.user_agent must not be empty")
+        if _ILLEGAL_HEADER_VALUE.search(self.user_agent_header):
+            raise ValueError("FetchConfig.user_agent and contact must be one line of Latin-1 text")
         self.allowed_networks = tuple(self.allowed_networks)
         AddressPolicy(allowed_networks=self.allowed_networks)  # raises ValueError on a malformed CIDR
 
@@ -151,6 +161,8 @@ class FetchResult:
     final_url: str  # URL of the last request made (after redirects)
     attempts: int  # attempts made (1 + retries used); 0 when refused before any request
     elapsed: float = 0.0  # seconds spent in fetch(), waits between attempts included
+
+
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -214,6 +226,7 @@ def backoff_delay(retry_number: int, backoff: float, rng: random.Random | None =
     return delay / 2 + (rng or random).uniform(0, delay / 2)
 
 
+
 # ---------------------------------------------------------------------------------------------------------
 # Wall-clock cap: a per-attempt deadline and one watchdog thread per Fetcher
 
@@ -230,11 +243,11 @@ def _shutdown(sock: socket.socket) -> None:
 class _Attempt:
     """One attempt's deadline and the sockets it reads from; the watchdog calls ``expire`` at the deadline.
 
-    A finished attempt ignores its deadline. One narrow race remains: urllib3 returns a keep-alive
-    connection to the pool as the last body byte is read, a moment before ``finish``; if the deadline falls
-    in that moment and another thread has already taken the connection, that thread sees a connection error
-    and retries. Harmless, and far cheaper than giving up connection reuse.
+    A finished attempt ignores its deadline. Its keep-alive connection goes back to the pool only after
+    ``finish``, so an expiry can never shut down a connection another thread has taken meanwhile.
     """
+
+    __slots__ = ("deadline", "expired", "_done", "_sockets", "_lock")
 
     def __init__(self, deadline: float):
         self.deadline = deadline
@@ -244,8 +257,6 @@ class _Attempt:
         self._lock = threading.Lock()
 
     def add_socket(self, sock: socket.socket) -> None:
-        if not isinstance(sock, socket.socket):
-            return
         with self._lock:
             if self._done:
                 return
@@ -269,27 +280,41 @@ class _Attempt:
 
 
 class _Watchdog:
-    """Expires attempts at their deadlines. The thread starts on demand and exits after a minute idle."""
+    """Expires attempts at their deadlines. The thread starts on demand and exits after a minute without attempts.
+
+    Every attempt gets the same ``timeout``, so deadlines come in start order: the running attempts are kept in
+    a dict (insertion order is deadline order, finished ones leave it at once) and the thread sleeps until the
+    first one's deadline, or for one ``timeout`` when none runs (an attempt started later ends later). Nothing
+    has to wake it, so starting an attempt costs a lock and no thread switch.
+    """
 
     IDLE_EXIT_SECONDS = 60.0
 
-    def __init__(self) -> None:
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
         self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, _Attempt]] = []
-        self._order = itertools.count()
+        self._running: dict[_Attempt, None] = {}
         self._thread: threading.Thread | None = None
         self._stopped = False
+        self._last_start = 0.0
 
-    def watch(self, attempt: _Attempt) -> None:
+    def start(self) -> _Attempt:
+        """A new attempt, expired at ``timeout`` from now unless finished before."""
         with self._cond:
-            if self._stopped:
-                return
-            heapq.heappush(self._heap, (attempt.deadline, next(self._order), attempt))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="aligndata-fetch-watchdog", daemon=True)
-                self._thread.start()
-            elif self._heap[0][2] is attempt:
-                self._cond.notify()  # a new earliest deadline
+            now = time.monotonic()
+            attempt = _Attempt(now + self.timeout)  # made under the lock: dict order stays deadline order
+            if not self._stopped:
+                self._running[attempt] = None
+                self._last_start = now
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="aligndata-fetch-watchdog", daemon=True)
+                    self._thread.start()
+        return attempt
+
+    def finish(self, attempt: _Attempt) -> None:
+        attempt.finish()
+        with self._cond:
+            self._running.pop(attempt, None)
 
     def stop(self) -> None:
         with self._cond:
@@ -303,13 +328,23 @@ class _Watchdog:
         with self._cond:
             while not self._stopped:
                 now = time.monotonic()
-                while self._heap and self._heap[0][0] <= now:
-                    heapq.heappop(self._heap)[2].expire()
-                if self._heap:
-                    self._cond.wait(self._heap[0][0] - now)
-                elif not self._cond.wait(self.IDLE_EXIT_SECONDS) and not self._heap:
-                    break  # idle: watch() starts a new thread when needed
+                self._expire_due(now)
+                if self._running:
+                    wait = next(iter(self._running)).deadline - now
+                elif now - self._last_start > self.IDLE_EXIT_SECONDS:
+                    break  # idle: start() starts a new thread when needed
+                else:
+                    wait = self.timeout
+                self._cond.wait(wait)
             self._thread = None
+
+    def _expire_due(self, now: float) -> None:
+        while self._running:
+            first = next(iter(self._running))
+            if first.deadline > now:
+                return
+            del self._running[first]
+            first.expire()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -339,8 +374,9 @@ def _exception_chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
-# urllib3 and stdlib types only: the fetcher no longer goes through requests, and requests' own exceptions wrap
-# these (their chain is searched), so an exception from a requests session still classifies.
+# urllib3 and stdlib types only: the fetcher's client raises stdlib errors (socket, ssl, http.client) and, from
+# netguard.connect_guarded, urllib3's connection errors; requests' own exceptions wrap these (their chain is
+# searched), so an exception from a urllib3 pool or a requests session classifies the same way.
 _READ_TIMEOUTS = (u3.ReadTimeoutError, TimeoutError)
 _TLS_ERRORS = (ssl.SSLError, u3.SSLError)
 _DECODE_ERRORS = (u3.DecodeError,)
@@ -349,7 +385,7 @@ _CONNECTION_ERRORS = (OSError, u3.ProtocolError, u3.HTTPError, http.client.HTTPE
 
 
 def classify_exception(exc: BaseException, during_body: bool = False) -> tuple[str, str, bool]:
-    """``(reason, detail, retryable)`` for an exception raised by urllib3 (or requests) while fetching."""
+    """``(reason, detail, retryable)`` for an exception raised while fetching (by our client, urllib3 or requests)."""
     chain = _exception_chain(exc)
 
     def find(types: type | tuple[type, ...]) -> BaseException | None:
@@ -377,40 +413,6 @@ def classify_exception(exc: BaseException, during_body: bool = False) -> tuple[s
     return reasons.DOWNLOAD_FAILED, f"error:{type(exc).__name__}", False
 
 
-# ---------------------------------------------------------------------------------------------------------
-# The HTTP client
-
-
-def tls_context(cafile: str | None = None) -> ssl.SSLContext:
-    """The TLS context of every HTTPS connection of a fetcher: certificates and host names verified against
-    ``cafile`` (default: certifi's bundle, as requests used; the system store when certifi is absent)."""
-    context = create_urllib3_context()  # CERT_REQUIRED, check_hostname, urllib3's TLS versions and ciphers
-    if cafile is None:
-        try:
-            import certifi
-
-            cafile = certifi.where()
-        except ImportError:
-            context.load_default_certs()
-            return context
-    context.load_verify_locations(cafile=cafile)
-    return context
-
-
-def basic_auth_header(auth: str | None) -> str | None:
-    """``Authorization`` value for the ``user:password`` part of a URL, as requests sent it, else None."""
-    if not auth or ":" not in auth:
-        return None  # requests sent no credentials for "user@host" either
-    user, _, password = auth.partition(":")
-    user, password = unquote(user), unquote(password)
-    if not user and not password:
-        return None
-    pair = f"{user}:{password}"
-    try:
-        raw = pair.encode("latin1")
-    except UnicodeEncodeError:
-        raw = pair.encode("utf-8")
-    return "Basic " + base64.b64encode(raw).decode("ascii")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -418,25 +420,21 @@ def basic_auth_header(auth: str | None) -> str | None:
 
 
 class Fetcher:
-    """Thread-safe downloader: one urllib3 ``PoolManager`` (guarded connections) shared by all threads calling
+    """Thread-safe downloader: one pool of guarded keep-alive connections shared by all threads calling
     :meth:`fetch`."""
 
     def __init__(self, config: FetchConfig | None = None):
         self.config = config or FetchConfig()
-        self._local = threading.local()  # the calling thread's current _Attempt
-        self._watchdog = _Watchdog()
+        self._watchdog = _Watchdog(self.config.attempt_timeout)
         self._closed = threading.Event()
-        self._policy = AddressPolicy(
-            self.config.allow_private_networks, self.config.allowed_networks, self._register_socket
-        )
-        self._pools = self._make_pools()
-        self._headers = {
-            "User-Agent": self.config.user_agent_header,
-            "Accept-Encoding": "gzip, deflate",
-            "Accept": ACCEPT,
-            "Connection": "keep-alive",
-        }
-        self._timeout = Timeout(connect=self.config.timeout, read=self.config.timeout)
+        self._policy = AddressPolicy(self.config.allow_private_networks, self.config.allowed_networks)
+        self._tls = tls_context()
+        self._pool = ConnectionPool(self.config.pool_maxsize)
+        # Every request's headers after Host, encoded once (no cookies, no proxy headers, ever).
+        self._headers = (
+            f"User-Agent: {self.config.user_agent_header}\r\nAccept-Encoding: gzip, deflate\r\n"
+            f"Accept: {ACCEPT}\r\nConnection: keep-alive\r\n"
+        ).encode("latin-1")
         self.throttle = HostThrottle(self.config.max_per_host, self.config.host_min_interval)
         self._robots_fetcher = None
         self.robots = None
@@ -446,17 +444,6 @@ class Fetcher:
                 max_bytes=RobotsCache.MAX_BYTES, retries=0, respect_x_robots_tag=False, respect_robots_txt=False,
             ))
             self.robots = RobotsCache(self._robots_text, USER_AGENT_TOKEN)
-
-    def _make_pools(self) -> PoolManager:
-        # No cookie jar, no proxy, no environment: a PoolManager has none of them.
-        pools = PoolManager(num_pools=128, maxsize=self.config.pool_maxsize, block=False, ssl_context=tls_context())
-        pools.pool_classes_by_scheme = guarded_pool_classes(self._policy)
-        return pools
-
-    def _register_socket(self, sock: socket.socket) -> None:
-        attempt = getattr(self._local, "attempt", None)
-        if attempt is not None:
-            attempt.add_socket(sock)
 
     def _robots_text(self, url: str) -> tuple[int | None, str | None]:
         result = self._robots_fetcher.fetch(url)
@@ -469,7 +456,7 @@ class Fetcher:
         if self._robots_fetcher is not None:
             self._robots_fetcher.close()
         self._closed.set()
-        self._pools.clear()
+        self._pool.close()
         self._watchdog.stop()
 
     def __enter__(self) -> Fetcher:
@@ -513,9 +500,7 @@ class Fetcher:
 
     def _attempt(self, url: str) -> tuple[FetchResult, _Failure | None]:
         """One attempt under the wall-clock cap; returns the result and, on failure, its classification."""
-        attempt = _Attempt(time.monotonic() + self.config.attempt_timeout)
-        self._local.attempt = attempt
-        self._watchdog.watch(attempt)
+        attempt = self._watchdog.start()
         state = _State(url)
         try:
             data = self._follow(state, attempt)
@@ -530,8 +515,9 @@ class Fetcher:
             failure = _Failure(reason, detail, retry)
             return self._failed(state, failure), failure
         finally:
-            attempt.finish()
-            self._local.attempt = None
+            self._watchdog.finish(attempt)
+            if state.idle is not None:
+                self._release(state.idle, attempt)
 
     @staticmethod
     def _failed(state: _State, failure: _Failure) -> FetchResult:
@@ -540,21 +526,12 @@ class Fetcher:
             state.current, 0,
         )
 
-    def _request(self, url: str) -> BaseHTTPResponse:
-        """Send one GET for ``url`` (no redirect following, no retries) and return the unread response."""
-        parsed = parse_url(url.strip())  # LocationParseError (invalid_url) for what cannot be parsed
-        host = parsed.host
-        if not host or host.startswith(("*", ".")):
-            raise _Failure(reasons.DOWNLOAD_FAILED, "invalid_url")  # requests' "invalid label" refusal
-        headers = self._headers
-        authorization = basic_auth_header(parsed.auth)
-        if authorization is not None:
-            headers = {**headers, "Authorization": authorization}
-        pool = self._pools.connection_from_host(host, port=parsed.port, scheme=parsed.scheme)
-        return pool.urlopen(
-            "GET", parsed.request_uri, headers=headers, retries=False, redirect=False, assert_same_host=False,
-            timeout=self._timeout, preload_content=False, decode_content=False,
-        )
+    def _release(self, conn: Connection, attempt: _Attempt) -> None:
+        # After finish(): the watchdog can no longer shut this socket down under the next thread to take it.
+        if attempt.expired:
+            conn.close()  # already shut down
+        else:
+            self._pool.give(conn)
 
     def _follow(self, state: _State, attempt: _Attempt) -> bytes:
         """Request ``state.current``, following redirects by hand so every hop passes the guard."""
@@ -562,18 +539,20 @@ class Fetcher:
         visited = {state.current}
         hops = 0
         while True:
-            response = self._request(state.current)
+            key, request = self._prepare(state.current)
+            conn, response = self._exchange(key, request, attempt)
             try:
                 state.status = response.status
                 if response.status not in REDIRECT_STATUSES:
                     state.content_type = media_type(response.headers.get("Content-Type"))
-                    return self._read_body(response, state, attempt)
+                    data = self._read_body(response, state, attempt)
+                    if not response.will_close:
+                        state.idle, conn = conn, None  # read to its end: pooled once the attempt is over
+                    return data
                 target = self._redirect_target(response, state.current)
             finally:
-                # A body read to its end has already given its connection back to the pool (kept alive); one
-                # left unread (a redirect, an error status, a failure) closes its connection here.
-                response.close()
-                response.release_conn()
+                if conn is not None:
+                    conn.close()  # a body left unread (a redirect, an error status, a failure) ends its connection
             hops += 1
             if target in visited:
                 raise _Failure(reasons.DOWNLOAD_FAILED, "redirect_loop")
@@ -585,40 +564,122 @@ class Fetcher:
             visited.add(target)
             state.current = target
 
+    def _prepare(self, url: str) -> tuple[tuple[str, str, int], bytes]:
+        """The connection key ``(scheme, host, port)`` and the bytes of a GET for ``url``."""
+        parsed = parse_url(url.strip())  # LocationParseError (invalid_url) for what cannot be parsed
+        host, scheme = parsed.host, parsed.scheme or "http"
+        if not host or host.startswith(("*", ".")):
+            raise _Failure(reasons.DOWNLOAD_FAILED, "invalid_url")  # requests' "invalid label" refusal
+        default_port = DEFAULT_PORTS.get(scheme)
+        target = parsed.request_uri
+        if default_port is None or not (target.isascii() and target.isprintable()) or " " in target:
+            raise _Failure(reasons.DOWNLOAD_FAILED, "invalid_url")  # parse_url percent-encodes all but these
+        port = parsed.port or default_port
+        name = host.rstrip(".")  # Host header and TLS name without the root dot, as urllib3 sent them
+        authority = name if port == default_port else f"{name}:{port}"
+        request = f"GET {target} HTTP/1.1\r\nHost: {authority}\r\n".encode("ascii") + self._headers
+        authorization = basic_auth_header(parsed.auth)
+        if authorization is not None:
+            request += f"Authorization: {authorization}\r\n".encode("ascii")
+        return (scheme, host, port), request + b"\r\n"
+
+    def _exchange(
+        self, key: tuple[str, str, int], request: bytes, attempt: _Attempt
+    ) -> tuple[Connection, http.client.HTTPResponse]:
+        """Send ``request`` on an idle pooled connection or a new one and read the response head. A pooled
+        connection the server closed as we took it is replaced once, at no retry's cost (a GET is safe to resend)."""
+        conn = self._pool.take(key)
+        if conn is not None:
+            attempt.add_socket(conn.sock)
+            try:
+                return conn, conn.exchange(request)
+            except ConnectionError:  # incl. http.client.RemoteDisconnected: closed without an answer
+                conn.close()
+                if attempt.expired:
+                    raise
+            except BaseException:
+                conn.close()
+                raise
+        conn = self._open(key, attempt)
+        try:
+            return conn, conn.exchange(request)
+        except BaseException:
+            conn.close()
+            raise
+
+    def _open(self, key: tuple[str, str, int], attempt: _Attempt) -> Connection:
+        """A new connection through the address guard, TLS-wrapped for https, watched before its first read."""
+        scheme, host, port = key
+        sock = connect_guarded(self._policy, host, port, self.config.timeout, socket_options=SOCKET_OPTIONS)
+        self._pool.count_opened()
+        if scheme == "https":
+            try:
+                sock = self._tls.wrap_socket(
+                    sock, server_hostname=tls_server_name(host), do_handshake_on_connect=False
+                )
+                attempt.add_socket(sock)  # before the handshake, so that the cap covers it too
+                sock.do_handshake()
+            except BaseException:
+                sock.close()
+                raise
+        else:
+            attempt.add_socket(sock)
+        return Connection(key, sock)
+
     @staticmethod
-    def _redirect_target(response: BaseHTTPResponse, current: str) -> str:
+    def _redirect_target(response: http.client.HTTPResponse, current: str) -> str:
         location = response.headers.get("Location")
         if not location or not location.strip():
             raise _Failure(reasons.DOWNLOAD_FAILED, "redirect_without_location")
         return urljoin(current, location.strip())
 
-    def _read_body(self, response: BaseHTTPResponse, state: _State, attempt: _Attempt) -> bytes:
+    def _read_body(self, response: http.client.HTTPResponse, state: _State, attempt: _Attempt) -> bytes:
         cfg = self.config
         status = response.status
+        headers = response.headers
         if not 200 <= status < 300:
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            retry_after = parse_retry_after(headers.get("Retry-After"))
             raise _Failure(reasons.DOWNLOAD_FAILED, f"http_{status}", is_retryable_status(status), retry_after)
         if cfg.respect_x_robots_tag:
-            directive = x_robots_disallows(response.headers.getlist("X-Robots-Tag"))
+            directive = x_robots_disallows(headers.get_all("X-Robots-Tag") or ())
             if directive is not None:
                 raise _Failure(reasons.ROBOTS_DISALLOWED, f"x-robots-tag:{directive}")
-        declared = response.headers.get("Content-Length", "")
+        declared = headers.get("Content-Length", "")
         if declared.strip().isdigit() and int(declared) > cfg.max_bytes:
             raise _Failure(reasons.DOWNLOAD_FAILED, "too_large")
         state.in_body = True
-        body = bytearray()
-        for chunk in response.stream(CHUNK_SIZE, decode_content=True):
-            body += chunk
-            if len(body) > cfg.max_bytes:
-                raise _Failure(reasons.DOWNLOAD_FAILED, "too_large")
-            if attempt.expired or time.monotonic() > attempt.deadline:
-                raise _Failure(reasons.DOWNLOAD_FAILED, "total_timeout")
+        decoder = decoder_for(headers.get("Content-Encoding"))
+        if decoder is None and response.length is not None and response.length <= cfg.max_bytes:
+            body = response.read()  # exactly Content-Length bytes in one call; IncompleteRead when cut short
+        else:
+            body = self._stream(response, decoder, attempt)
         if attempt.expired:
             # The watchdog's shutdown looks like a clean end of a body that has no length: not a success.
             raise _Failure(reasons.DOWNLOAD_FAILED, "total_timeout")
         if not body:
             raise _Failure(reasons.DOWNLOAD_FAILED, "empty_body")
-        return bytes(body)
+        return body
+
+    def _stream(self, response: http.client.HTTPResponse, decoder: Decoder | Decoders | None,
+                attempt: _Attempt) -> bytes:
+        """A body of unknown or encoded length, read chunk by chunk and decoded as it comes: it stops as soon as
+        it passes the cap (the decoder never yields more than one byte past it) or the deadline."""
+        cap = self.config.max_bytes
+        body = bytearray()
+        while True:
+            chunk = response.read(CHUNK_SIZE)
+            try:
+                body += chunk if decoder is None else decoder.decode(chunk, cap + 1 - len(body))
+            except zlib.error:
+                raise _Failure(reasons.DOWNLOAD_FAILED, "bad_encoding") from None
+            if len(body) > cap:
+                raise _Failure(reasons.DOWNLOAD_FAILED, "too_large")
+            if not chunk:
+                if response.length:  # the connection ended before Content-Length bytes came
+                    raise http.client.IncompleteRead(b"", response.length)
+                return bytes(body)
+            if attempt.expired or time.monotonic() > attempt.deadline:
+                raise _Failure(reasons.DOWNLOAD_FAILED, "total_timeout")
 
 
 @dataclass
@@ -630,6 +691,7 @@ class _State:
     status: int | None = None
     content_type: str | None = None
     in_body: bool = False
+    idle: Connection | None = None  # the final response's connection, to pool once the attempt is over
 
     def __post_init__(self) -> None:
         self.current = self.current or self.url

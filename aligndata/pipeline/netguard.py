@@ -7,20 +7,22 @@ pipeline fetch from its own network. Three layers:
 * :func:`check_url` — syntax only, no DNS: the caller uses it to mark unusable rows ``invalid_row``.
 * :func:`check_hop` — every URL about to be requested (the first one and each redirect target): syntax plus
   a refusal of IP-literal hosts in blocked ranges, before any packet is sent.
-* :func:`guarded_pool_classes` — urllib3 connection pools whose connections resolve the host themselves,
-  check every resolved address with :func:`is_blocked_ip` and connect to the checked address only. The check
-  happens on every new connection (so on every redirect hop and retry), and because the socket is connected
-  to the very address that was checked, a DNS answer that changes between check and use (rebinding) cannot
-  slip through. TLS keeps the real host name for SNI and certificate checks; the Host header is untouched.
-  The fetcher installs them in a urllib3 ``PoolManager``; :class:`GuardedHTTPAdapter` installs the same
-  pools in a ``requests`` session, for code that wants requests.
+* :func:`connect_guarded` — opens every new connection: resolves the host itself (through the policy's
+  :class:`CachedResolver`), checks every resolved address with :func:`is_blocked_ip` and connects to a checked
+  address only. The check happens on every new connection (so on every redirect hop and retry), and because
+  the socket is connected to the very address that was checked, a DNS answer that changes between check and
+  use (rebinding) cannot slip through. TLS, layered on top by the caller, keeps the real host name for SNI and
+  certificate checks; the Host header is untouched. The fetcher's own HTTP client opens its connections with
+  it; :func:`guarded_pool_classes` makes urllib3 connection pools that do, and :class:`GuardedHTTPAdapter`
+  installs those in a ``requests`` session, for code that wants requests.
 
-No proxy is ever used: the fetcher's PoolManager has none, and the adapter refuses them, because through a
-proxy the guard would only see the proxy's address.
+No proxy is ever used: the fetcher's client has none, and the adapter refuses them, because through a proxy
+the guard would only see the proxy's address.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import socket
@@ -29,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import urlsplit
 
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -111,6 +113,7 @@ def _ipv6_blocked(addr: ipaddress.IPv6Address) -> bool:
     )
 
 
+@functools.lru_cache(maxsize=65536)  # a pure function, asked again for every connection to the same hosts
 def is_blocked_ip(ip: str) -> bool:
     """True unless ``ip`` is a public unicast address. Unparseable input counts as blocked.
 
@@ -129,6 +132,8 @@ def is_blocked_ip(ip: str) -> bool:
 
 
 def _literal_ip(host: str) -> IPAddress | None:
+    if ":" not in host and not host[-1:].isdigit():
+        return None  # a name (IPv4 literals end in a digit, IPv6 ones have colons): spare the failing parses
     try:
         return ipaddress.ip_address(host.strip("[]"))
     except ValueError:
@@ -143,24 +148,35 @@ _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 _WHITESPACE = re.compile(r"\s")
 
 
-def _split(url: str) -> tuple[SplitResult | None, str | None]:
-    """Parse ``url`` (surrounding whitespace ignored); returns (parts, None) or (None, problem)."""
+def _judge(url: str) -> tuple[str | None, str]:
+    """``(why url cannot be fetched or None, its host name)``, the URL parsed once (surrounding whitespace
+    ignored): check_url's verdict, and the host check_hop goes on to judge."""
     if not isinstance(url, str) or not url.strip():
-        return None, "empty"
+        return "empty", ""
     url = url.strip()
     if len(url) > MAX_URL_LENGTH:
-        return None, "too_long"
+        return "too_long", ""
     if _CONTROL_CHARS.search(url):
-        return None, "control_character"  # CR/LF inside a URL is a header-injection attempt
+        return "control_character", ""  # CR/LF inside a URL is a header-injection attempt
     try:
         parts = urlsplit(url)
     except ValueError:  # e.g. an unbalanced "[" in an IPv6 host
-        return None, "unparseable"
+        return "unparseable", ""
     try:
-        parts.port  # noqa: B018 - raises ValueError for a non-numeric or out-of-range port
+        port = parts.port  # raises ValueError for a non-numeric or out-of-range port
     except ValueError:
-        return None, "bad_port"
-    return parts, None
+        return "bad_port", ""
+    scheme = parts.scheme.lower()
+    if scheme not in ALLOWED_SCHEMES:
+        return f"unsupported_scheme:{scheme or 'none'}", ""
+    host = parts.hostname
+    if not host:
+        return "no_host", ""
+    if _WHITESPACE.search(host):
+        return "bad_host", host
+    if port == 0:
+        return "bad_port", host
+    return None, host
 
 
 def check_url(url: str) -> str | None:
@@ -170,20 +186,7 @@ def check_url(url: str) -> str | None:
     ``unsupported_scheme:<scheme>``, ``no_host``, ``bad_host``. Credentials in the URL (``user:pass@host``)
     are accepted: they are part of what the page published, and the guard judges the real host either way.
     """
-    parts, problem = _split(url)
-    if problem is not None:
-        return problem
-    assert parts is not None
-    scheme = parts.scheme.lower()
-    if scheme not in ALLOWED_SCHEMES:
-        return f"unsupported_scheme:{scheme or 'none'}"
-    if not parts.hostname:
-        return "no_host"
-    if _WHITESPACE.search(parts.hostname):
-        return "bad_host"
-    if parts.port == 0:
-        return "bad_port"
-    return None
+    return _judge(url)[0]
 
 
 def check_hop(url: str, policy: AddressPolicy | None = None) -> tuple[str, str] | None:
@@ -192,12 +195,12 @@ def check_hop(url: str, policy: AddressPolicy | None = None) -> tuple[str, str] 
     Returns ``(reason, detail)`` to refuse it, or None. Unusable URLs give ``download_failed`` with
     ``invalid_url:<why>``; an IP-literal host that ``policy`` (default: block all non-public addresses) does
     not allow gives ``blocked_address`` with ``blocked:<ip>``. Host names are judged after DNS resolution,
-    by the adapter, on every connection.
+    by :func:`connect_guarded`, on every connection.
     """
-    problem = check_url(url)
+    problem, host = _judge(url)
     if problem is not None:
         return reasons.DOWNLOAD_FAILED, f"invalid_url:{problem}"
-    literal = _literal_ip(urlsplit(url.strip()).hostname or "")
+    literal = _literal_ip(host)
     if literal is not None and not (policy or AddressPolicy()).allows(str(literal)):
         return reasons.BLOCKED_ADDRESS, f"blocked:{literal}"
     return None
@@ -247,7 +250,8 @@ class AddressPolicy:
     Non-public addresses are refused unless ``allow_private_networks`` (everything allowed: tests, trusted
     intranets) or they fall in one of ``allowed_networks`` (CIDR strings, e.g. an internal mirror).
     ``on_response_socket(sock)`` is called, in the requesting thread, right before a response is read on a
-    connection (new or reused from the pool); the fetcher uses it to enforce its wall-clock cap.
+    connection (new or reused from the pool) of :func:`guarded_pool_classes`, e.g. to enforce a wall-clock cap
+    (the fetcher's own client registers its sockets with its watchdog directly).
     """
 
     def __init__(
@@ -276,8 +280,78 @@ def _parse_network(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
         raise ValueError(f"allowed network {cidr!r} is not a CIDR such as '10.1.2.0/24': {exc}") from None
 
 
+def connect_guarded(
+    policy: AddressPolicy,
+    host: str,
+    port: int,
+    timeout: Any = _DEFAULT_TIMEOUT,
+    source_address: tuple[str, int] | None = None,
+    socket_options: Any = None,
+    origin: Any = None,
+) -> socket.socket:
+    """A TCP socket to ``host``:``port`` connected to an address ``policy`` allows, and to nothing else.
+
+    Raises :class:`BlockedAddressError` when every resolved address is refused, and urllib3's exceptions
+    otherwise (``NameResolutionError``, ``ConnectTimeoutError``, ``NewConnectionError``), the vocabulary the
+    fetcher's failure classification reads whichever client opened the connection. ``timeout`` (seconds, or
+    None to block) becomes the socket's timeout; ``origin`` only names the caller in error messages.
+    """
+    host = host.strip("[]")
+    try:
+        infos = policy.resolver.getaddrinfo(host, port, allowed_gai_family(), socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise NameResolutionError(host, origin, exc) from exc
+    allowed = [info for info in infos if policy.allows(info[4][0])]
+    if not allowed:
+        raise BlockedAddressError(infos[0][4][0] if infos else host, host)
+    sock = _connect_first(allowed, host, timeout, source_address, socket_options, origin)
+    _verify_peer(sock, policy, host)
+    sys.audit("http.client.connect", origin, host, port)
+    return sock
+
+
+def _connect_first(
+    infos: list[tuple[Any, ...]], host: str, timeout: Any, source_address: Any, socket_options: Any, origin: Any
+) -> socket.socket:
+    """Connect to the first reachable address, mapping errors the way urllib3 does."""
+    last_error: OSError | None = None
+    timed_out = False
+    for family, socktype, proto, _canonname, sockaddr in infos:
+        sock = socket.socket(family, socktype, proto)
+        try:
+            for option in socket_options or ():
+                sock.setsockopt(*option)
+            if timeout is not _DEFAULT_TIMEOUT:
+                sock.settimeout(timeout)
+            if source_address:
+                sock.bind(source_address)
+            sock.connect(sockaddr)
+            return sock
+        except TimeoutError as exc:  # socket.timeout is TimeoutError since 3.10
+            sock.close()
+            last_error = exc
+            timed_out = True
+        except OSError as exc:
+            sock.close()
+            last_error = exc
+            timed_out = False
+    assert last_error is not None
+    if timed_out:
+        message = f"Connection to {host} timed out. (connect timeout={timeout})"
+        raise ConnectTimeoutError(origin, message) from last_error
+    raise NewConnectionError(origin, f"Failed to establish a new connection: {last_error}") from last_error
+
+
+def _verify_peer(sock: socket.socket, policy: AddressPolicy, host: str) -> None:
+    # Defence in depth: we connected to a checked address, but confirm what the kernel actually did.
+    peer = sock.getpeername()[0]
+    if not policy.allows(peer):
+        sock.close()
+        raise BlockedAddressError(peer, host)
+
+
 class _GuardedConnectionMixin:
-    """Replaces urllib3's ``_new_conn``: resolve, drop blocked addresses, connect to a checked address."""
+    """Replaces urllib3's ``_new_conn`` with :func:`connect_guarded`."""
 
     policy: AddressPolicy  # set on the per-adapter subclass
     # Provided by urllib3's HTTPConnection (annotations only, so they do not shadow it):
@@ -290,55 +364,9 @@ class _GuardedConnectionMixin:
     sock: Any
 
     def _new_conn(self) -> socket.socket:
-        host = self._dns_host.strip("[]")
-        port = self.port
-        try:
-            infos = self.policy.resolver.getaddrinfo(host, port, allowed_gai_family(), socket.SOCK_STREAM)
-        except socket.gaierror as exc:
-            raise NameResolutionError(self.host, self, exc) from exc
-        allowed = [info for info in infos if self.policy.allows(info[4][0])]
-        if not allowed:
-            raise BlockedAddressError(infos[0][4][0] if infos else host, self.host)
-        sock = self._connect_first(allowed)
-        self._verify_peer(sock)
-        sys.audit("http.client.connect", self, self.host, port)
-        return sock
-
-    def _connect_first(self, infos: list[tuple[Any, ...]]) -> socket.socket:
-        """Connect to the first reachable address, mapping errors the way urllib3 does."""
-        last_error: OSError | None = None
-        timed_out = False
-        for family, socktype, proto, _canonname, sockaddr in infos:
-            sock = socket.socket(family, socktype, proto)
-            try:
-                for option in self.socket_options or ():
-                    sock.setsockopt(*option)
-                if self.timeout is not _DEFAULT_TIMEOUT:
-                    sock.settimeout(self.timeout)
-                if self.source_address:
-                    sock.bind(self.source_address)
-                sock.connect(sockaddr)
-                return sock
-            except TimeoutError as exc:  # socket.timeout is TimeoutError since 3.10
-                sock.close()
-                last_error = exc
-                timed_out = True
-            except OSError as exc:
-                sock.close()
-                last_error = exc
-                timed_out = False
-        assert last_error is not None
-        if timed_out:
-            message = f"Connection to {self.host} timed out. (connect timeout={self.timeout})"
-            raise ConnectTimeoutError(self, message) from last_error
-        raise NewConnectionError(self, f"Failed to establish a new connection: {last_error}") from last_error
-
-    def _verify_peer(self, sock: socket.socket) -> None:
-        # Defence in depth: we connected to a checked address, but confirm what the kernel actually did.
-        peer = sock.getpeername()[0]
-        if not self.policy.allows(peer):
-            sock.close()
-            raise BlockedAddressError(peer, self.host)
+        return connect_guarded(
+            self.policy, self._dns_host, self.port, self.timeout, self.source_address, self.socket_options, self
+        )
 
     def getresponse(self) -> Any:
         hook = self.policy.on_response_socket

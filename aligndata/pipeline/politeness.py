@@ -52,8 +52,10 @@ class HostThrottle:
     @contextmanager
     def slot(self, host: str) -> Iterator[None]:
         """Hold one of the host's concurrent slots, starting no earlier than its interval allows."""
-        with self._lock:
-            semaphore = self._slots.setdefault(host, threading.BoundedSemaphore(self.max_per_host))
+        semaphore = self._slots.get(host)
+        if semaphore is None:
+            with self._lock:
+                semaphore = self._slots.setdefault(host, threading.BoundedSemaphore(self.max_per_host))
         semaphore.acquire()
         try:
             with self._lock:  # reserve a start time, then sleep outside the lock
