@@ -58,12 +58,12 @@ def run_img2dataset(exe: str, pairs: str, out: Path, processes: int) -> dict:
     return result(seconds, cpu, load, kept)
 
 
-def run_aligndata(pairs: str, out: Path, processes: int) -> dict:
+def run_aligndata(pairs: str, out: Path, processes: int, extra: list[str]) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     seconds, cpu, load = timed([
         sys.executable, "-m", "aligndata.cli", "curate", "--input", pairs, "--output", str(out),
         "--allow-private-networks", "--samples-per-shard", "1000", "--fetch-threads", "32", "--quiet",
-        "--direct_running_mode", "multi_processing", "--direct_num_workers", str(processes),
+        "--direct_running_mode", "multi_processing", "--direct_num_workers", str(processes), *extra,
     ])
     kept = json.loads((out / "report.json").read_text())["kept"]
     return result(seconds, cpu, load, kept)
@@ -91,7 +91,10 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=1, help="rounds; the order alternates between rounds")
+    parser.add_argument("--aligndata-args", default="", help="extra curate options, e.g. '--image-threads 32' "
+                        "(then recorded under vs_img2dataset_custom)")
     args = parser.parse_args()
+    extra = args.aligndata_args.split()
 
     rounds = []
     with served_photos(args.images) as (tmp, photos, pairs):
@@ -102,16 +105,18 @@ def main() -> None:
                 if tool == "img2dataset":
                     one[tool] = run_img2dataset(args.img2dataset, pairs, tmp / "i2d", args.processes)
                 else:
-                    one[tool] = run_aligndata(pairs, tmp / "ours", args.processes)
+                    one[tool] = run_aligndata(pairs, tmp / "ours", args.processes, extra)
             one["ratio"] = round(one["aligndata"]["images_per_s"] / one["img2dataset"]["images_per_s"], 2)
             print(json.dumps(one), flush=True)
             rounds.append(one)
 
     i2d = summary([r["img2dataset"] for r in rounds])
     ours = summary([r["aligndata"] for r in rounds])
-    # results/vs_img2dataset.json for the standard 2,000 images, vs_img2dataset_N.json for other sizes
-    emit("vs_img2dataset" if args.images == 2000 else f"vs_img2dataset_{args.images}", {
+    # results/vs_img2dataset.json for the standard 2,000 images and options, vs_img2dataset_N.json for other sizes
+    name = "vs_img2dataset" if args.images == 2000 else f"vs_img2dataset_{args.images}"
+    emit(name + ("_custom" if extra else ""), {
         "images": len(photos),
+        "aligndata_args": extra,
         "processes": args.processes,
         "repeat": args.repeat,
         "img2dataset": i2d,
