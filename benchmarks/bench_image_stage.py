@@ -32,12 +32,12 @@ from aligndata.pipeline.config import CurateConfig
 from aligndata.pipeline.run import run_curate
 
 
-def make_photos(directory: Path, n: int, seed: int = 0) -> list[str]:
+def photo_jpegs(n: int, seed: int = 0) -> Iterator[bytes]:
+    """``n`` distinct ~640x480 JPEGs made from the real COCO photos (random 5% crops, flips, quality 80-92)."""
     sources = sorted((REAL / "photos" / "coco_val2017").glob("*.jpg"))
     if not sources:
         sys.exit(f"benchmark needs the COCO photos in {REAL / 'photos'}")
     rng = random.Random(seed)
-    names = []
     originals = [Image.open(p).convert("RGB") for p in sources]
     for i in range(n):
         img = originals[i % len(originals)]
@@ -49,8 +49,14 @@ def make_photos(directory: Path, n: int, seed: int = 0) -> list[str]:
         crop = crop.resize((640, 480) if crop.width >= crop.height else (480, 640), Image.Resampling.BICUBIC)
         out = io.BytesIO()
         crop.save(out, "JPEG", quality=rng.randint(80, 92))
+        yield out.getvalue()
+
+
+def make_photos(directory: Path, n: int, seed: int = 0) -> list[str]:
+    names = []
+    for i, data in enumerate(photo_jpegs(n, seed)):
         name = f"{i:06d}.jpg"
-        (directory / name).write_bytes(out.getvalue())
+        (directory / name).write_bytes(data)
         names.append(name)
     return names
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import random
 import sys
 import time
 
 import imagehash
-from common import REAL, machine
+from bench_image_stage import photo_jpegs
+from common import machine
 from PIL import Image
 
 from aligndata.filters.image import _PHASH_PRESHRINK, perceptual_hash
@@ -34,24 +34,8 @@ def reference_hash(image: Image.Image, hash_size: int = 8) -> str:
 
 
 def photos(n: int, seed: int = 0) -> list[Image.Image]:
-    sources = sorted((REAL / "photos" / "coco_val2017").glob("*.jpg"))
-    if not sources:
-        sys.exit(f"benchmark needs the COCO photos in {REAL / 'photos'}")
-    rng = random.Random(seed)
-    originals = [Image.open(p).convert("RGB") for p in sources]
-    out = []
-    for i in range(n):
-        img = originals[i % len(originals)]
-        w, h = img.size
-        dx, dy = rng.randint(0, w // 20), rng.randint(0, h // 20)
-        crop = img.crop((dx, dy, w - rng.randint(0, w // 20), h - rng.randint(0, h // 20)))
-        if rng.random() < 0.5:
-            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        crop = crop.resize((640, 480) if crop.width >= crop.height else (480, 640), Image.Resampling.BICUBIC)
-        buf = io.BytesIO()
-        crop.save(buf, "JPEG", quality=rng.randint(80, 92))
-        out.append(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
-    return out
+    """The image-stage benchmark's photos, decoded to RGB as decode_image hands them over."""
+    return [Image.open(io.BytesIO(data)).convert("RGB") for data in photo_jpegs(n, seed)]
 
 
 def per_call_ms(functions, images: list[Image.Image], rounds: int) -> tuple[list[float], list[list[str]]]:

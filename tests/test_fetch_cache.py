@@ -37,12 +37,18 @@ def test_success_and_failure_round_trip_through_a_new_reader(tmp_path):
     assert [os.path.relpath(p, tmp_path / "cache").split(os.sep)[0] for p in cache.log_paths()] == ["00003"]
 
 
-def test_a_torn_tail_loses_only_the_torn_entry(tmp_path):
+def _two_entry_log(tmp_path) -> tuple[FetchCache, str]:
+    """A cache whose shard 0 has one log holding 1.jpg (b"x" * 1000) then 2.jpg (b"y" * 1000)."""
     cache = FetchCache(str(tmp_path))
     with cache.for_shard(0) as shard:
         shard.put(_ok("http://a/1.jpg", b"x" * 1000))
         shard.put(_ok("http://a/2.jpg", b"y" * 1000))
     (path,) = cache.log_paths(0)
+    return cache, path
+
+
+def test_a_torn_tail_loses_only_the_torn_entry(tmp_path):
+    cache, path = _two_entry_log(tmp_path)
     whole = open(path, "rb").read()
     for cut in (1, 10, 999, 1100):  # a kill at any point of the last write
         open(path, "wb").write(whole[:-cut])
@@ -52,11 +58,7 @@ def test_a_torn_tail_loses_only_the_torn_entry(tmp_path):
 
 
 def test_corrupt_or_foreign_bytes_end_the_log(tmp_path):
-    cache = FetchCache(str(tmp_path))
-    with cache.for_shard(0) as shard:
-        shard.put(_ok("http://a/1.jpg", b"x" * 1000))
-        shard.put(_ok("http://a/2.jpg", b"y" * 1000))
-    (path,) = cache.log_paths(0)
+    cache, path = _two_entry_log(tmp_path)
     blob = bytearray(open(path, "rb").read())
     second = len(encode_entry(_ok("http://a/1.jpg", b"x" * 1000)))
     blob[second + 200] ^= 0xFF  # a flipped bit in the second entry's data: its CRC fails
