@@ -163,8 +163,6 @@ class FetchResult:
     elapsed: float = 0.0  # seconds spent in fetch(), waits between attempts included
 
 
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Header parsing helpers (pure)
 
@@ -224,7 +222,6 @@ def backoff_delay(retry_number: int, backoff: float, rng: random.Random | None =
     """Wait before retry ``retry_number`` (1-based): exponential, capped, with the upper half jittered."""
     delay = min(BACKOFF_CAP, backoff * 2 ** (retry_number - 1))
     return delay / 2 + (rng or random).uniform(0, delay / 2)
-
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -411,8 +408,6 @@ def classify_exception(exc: BaseException, during_body: bool = False) -> tuple[s
     if find(_CONNECTION_ERRORS) is not None:
         return reasons.DOWNLOAD_FAILED, "incomplete_body" if during_body else "connect", True
     return reasons.DOWNLOAD_FAILED, f"error:{type(exc).__name__}", False
-
-
 
 
 # ---------------------------------------------------------------------------------------------------------
