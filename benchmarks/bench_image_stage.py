@@ -32,8 +32,9 @@ from aligndata.pipeline.config import CurateConfig
 from aligndata.pipeline.run import run_curate
 
 
-def photo_jpegs(n: int, seed: int = 0) -> Iterator[bytes]:
-    """``n`` distinct ~640x480 JPEGs made from the real COCO photos (random 5% crops, flips, quality 80-92)."""
+def photo_jpegs(n: int, seed: int = 0, size: tuple[int, int] = (640, 480)) -> Iterator[bytes]:
+    """``n`` distinct JPEGs made from the real COCO photos (random 5% crops, flips, quality 80-92), ``size``
+    landscape or its transpose (COCO photos are ~640x480: larger sizes are upscaled, smooth but photo-like)."""
     sources = sorted((REAL / "photos" / "coco_val2017").glob("*.jpg"))
     if not sources:
         sys.exit(f"benchmark needs the COCO photos in {REAL / 'photos'}")
@@ -46,15 +47,15 @@ def photo_jpegs(n: int, seed: int = 0) -> Iterator[bytes]:
         crop = img.crop((dx, dy, w - rng.randint(0, w // 20), h - rng.randint(0, h // 20)))
         if rng.random() < 0.5:
             crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        crop = crop.resize((640, 480) if crop.width >= crop.height else (480, 640), Image.Resampling.BICUBIC)
+        crop = crop.resize(size if crop.width >= crop.height else size[::-1], Image.Resampling.BICUBIC)
         out = io.BytesIO()
         crop.save(out, "JPEG", quality=rng.randint(80, 92))
         yield out.getvalue()
 
 
-def make_photos(directory: Path, n: int, seed: int = 0) -> list[str]:
+def make_photos(directory: Path, n: int, seed: int = 0, size: tuple[int, int] = (640, 480)) -> list[str]:
     names = []
-    for i, data in enumerate(photo_jpegs(n, seed)):
+    for i, data in enumerate(photo_jpegs(n, seed, size)):
         name = f"{i:06d}.jpg"
         (directory / name).write_bytes(data)
         names.append(name)
@@ -108,14 +109,14 @@ def served_pairs(web: Path, names: list[str], pairs_path: Path) -> Iterator[str]
 
 
 @contextlib.contextmanager
-def served_photos(n: int) -> Iterator[tuple[Path, list[Path], str]]:
+def served_photos(n: int, size: tuple[int, int] = (640, 480)) -> Iterator[tuple[Path, list[Path], str]]:
     """``n`` photos written to a temporary directory and served from loopback: yields (the directory, the photo
     files, the pairs parquet of their URLs); everything is removed on exit."""
     with tempfile.TemporaryDirectory(prefix="aligndata-bench-") as tmp:
         tmp = Path(tmp)
         web = tmp / "web"
         web.mkdir()
-        names = make_photos(web, n)
+        names = make_photos(web, n, size=size)
         with served_pairs(web, names, tmp / "pairs.parquet") as pairs:
             yield tmp, [web / name for name in names], pairs
 

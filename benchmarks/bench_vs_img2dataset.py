@@ -91,13 +91,16 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=1, help="rounds; the order alternates between rounds")
+    parser.add_argument("--photo-size", default="640x480", help="WxH of the served photos (default 640x480, "
+                        "COCO's own size; larger ones let our JPEG draft decoding work, results then go to _WxH)")
     parser.add_argument("--aligndata-args", default="", help="extra curate options, e.g. '--image-threads 32' "
                         "(then recorded under vs_img2dataset_custom)")
     args = parser.parse_args()
     extra = args.aligndata_args.split()
+    size = tuple(int(v) for v in args.photo_size.lower().split("x"))
 
     rounds = []
-    with served_photos(args.images) as (tmp, photos, pairs):
+    with served_photos(args.images, size) as (tmp, photos, pairs):
         for i in range(args.repeat):
             order = ["img2dataset", "aligndata"] if i % 2 == 0 else ["aligndata", "img2dataset"]
             one = {"first": order[0]}
@@ -114,8 +117,11 @@ def main() -> None:
     ours = summary([r["aligndata"] for r in rounds])
     # results/vs_img2dataset.json for the standard 2,000 images and options, vs_img2dataset_N.json for other sizes
     name = "vs_img2dataset" if args.images == 2000 else f"vs_img2dataset_{args.images}"
+    if size != (640, 480):
+        name += f"_{size[0]}x{size[1]}"
     emit(name + ("_custom" if extra else ""), {
         "images": len(photos),
+        "photo_size": list(size),
         "aligndata_args": extra,
         "processes": args.processes,
         "repeat": args.repeat,
