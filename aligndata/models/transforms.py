@@ -55,10 +55,6 @@ def center_crop_box(width: int, height: int, size: int) -> tuple[int, int, int, 
     return left, top, left + size, top + size
 
 
-def train_image(img: Image.Image, rng: random.Random, image_size: int, resize_size: int) -> torch.Tensor:
-    return augment(resized(img, resize_size), rng, image_size)
-
-
 def resized(img: Image.Image, resize_size: int) -> Image.Image:
     """The deterministic first step of both transforms (what a decoded-image cache may keep)."""
     return img.resize((resize_size, resize_size), RESAMPLE)
@@ -76,7 +72,7 @@ def augment(img: Image.Image, rng: random.Random, image_size: int) -> torch.Tens
 
 
 def eval_image(img: Image.Image, image_size: int, resize_size: int) -> torch.Tensor:
-    img = img.resize((resize_size, resize_size), RESAMPLE)
+    img = resized(img, resize_size)
     img = img.crop(center_crop_box(resize_size, resize_size, image_size))
     return to_tensor(img)
 
