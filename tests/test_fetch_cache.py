@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 
@@ -65,7 +66,7 @@ def test_corrupt_or_foreign_bytes_end_the_log(tmp_path):
     open(path, "wb").write(bytes(blob))
     shard = cache.for_shard(0)
     assert shard.get("http://a/1.jpg") is not None and shard.get("http://a/2.jpg") is None
-    assert list(decode_entries(b"something else entirely, not a log")) == []
+    assert list(decode_entries(io.BytesIO(b"something else entirely, not a log"))) == []
     cache.clear()
     assert not os.path.exists(tmp_path)
 

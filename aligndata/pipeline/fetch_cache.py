@@ -1,8 +1,8 @@
 """A cache of fetch outcomes, so an interrupted curate run resumes without downloading again.
 
-Each shard's fetches are appended to logs in a directory named after the shard (``00003/<writer>-<segment>.log``): every entry
-holds one URL's outcome exactly as the run saw it (the downloaded bytes, or the failure: reason, detail,
-status), framed by its lengths and a CRC-32. A resumed run reads the shard's logs back and replays those
+Each shard's fetches are appended to logs in a directory named after the shard (``00003/<writer>-<segment>.log``):
+every entry holds one URL's outcome exactly as the run saw it (the downloaded bytes, or the failure: reason,
+detail, status), framed by its lengths and a CRC-32. A resumed run reads the shard's logs back and replays those
 outcomes, so it writes the same shards and the same ledger as an uninterrupted run would have, byte for byte,
 and fetches only what had not finished. Entries are looked up by URL, never trusted by position: a log from
 another job in a shared ``--cache-dir`` only misses.
@@ -30,6 +30,7 @@ import time
 import uuid
 import zlib
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -67,27 +68,42 @@ def encode_entry(result: FetchResult) -> bytes:
     return b"".join((_FRAME.pack(_MAGIC, len(header), len(data), crc), header, data))
 
 
-def decode_entries(blob: bytes):
-    """(header dict, data offset, data length) for each whole entry of a log, stopping at the first bad one.
+def decode_entries(stream: BinaryIO):
+    """(header dict, data offset, data length) for each whole entry of a log, read one entry at a time (a
+    shard's log can hold gigabytes), stopping at the first bad one.
 
     A bad entry (torn by a kill, or not ours) ends the log: what follows cannot be framed reliably.
     """
     pos = 0
-    while pos + _FRAME.size <= len(blob):
-        magic, header_len, data_len, crc = _FRAME.unpack_from(blob, pos)
-        start = pos + _FRAME.size
-        end = start + header_len + data_len
-        if magic != _MAGIC or end > len(blob):
+    while True:
+        frame = stream.read(_FRAME.size)
+        if len(frame) < _FRAME.size:
             return
-        header_bytes = blob[start:start + header_len]
-        if zlib.crc32(blob[start + header_len:end], zlib.crc32(header_bytes)) != crc:
+        magic, header_len, data_len, crc = _FRAME.unpack(frame)
+        if magic != _MAGIC:
+            return
+        header_bytes = stream.read(header_len)
+        data = stream.read(data_len)
+        if len(header_bytes) < header_len or len(data) < data_len:
+            return  # torn: the log ends inside this entry
+        if zlib.crc32(data, zlib.crc32(header_bytes)) != crc:
             return
         try:
             header = json.loads(header_bytes)
         except ValueError:
             return
-        yield header, start + header_len, data_len
-        pos = end
+        data_offset = pos + _FRAME.size + header_len
+        yield header, data_offset, data_len
+        pos = data_offset + data_len
+
+
+def _log_entries(path: str):
+    """decode_entries over the log at ``path``; nothing if it cannot be opened (removed meanwhile)."""
+    try:
+        with open(path, "rb") if _is_local(path) else FileSystems.open(path) as stream:
+            yield from decode_entries(stream)
+    except Exception:  # removed meanwhile, or unreadable (local: OSError; object stores: BeamIOError): no more
+        return
 
 
 @dataclass(frozen=True)
@@ -105,12 +121,11 @@ class FetchCache:
         self.directory = directory
 
     def for_shard(self, shard: int) -> ShardCache:
-        return ShardCache(self.directory, shard)
+        return ShardCache(self, shard)
 
     def shard_directory(self, shard: int) -> str:
-        name = f"{shard:05d}"
-        return os.path.join(self.directory, name) if _is_local(self.directory) else FileSystems.join(
-            self.directory, name)
+        join = os.path.join if _is_local(self.directory) else FileSystems.join
+        return join(self.directory, f"{shard:05d}")
 
     def log_paths(self, shard: int | None = None) -> list[str]:
         """The logs of one shard, or of all shards, in name order."""
@@ -127,7 +142,7 @@ class FetchCache:
 
     def count(self) -> int:
         """Whole entries in all logs (what a resumed run would not fetch again)."""
-        return sum(1 for path in self.log_paths() for _ in decode_entries(_read_all(path)))
+        return sum(1 for path in self.log_paths() for _ in _log_entries(path))
 
     def clear(self) -> None:
         if FileSystems.exists(self.directory):
@@ -140,14 +155,13 @@ class ShardCache:
     Use as a context manager so the log is closed (and, on an object store, its last segment published).
     """
 
-    def __init__(self, directory: str, shard: int):
-        self.directory = directory
-        self.shard = shard
-        self._local = _is_local(directory)
+    def __init__(self, cache: FetchCache, shard: int):
+        self.directory = cache.shard_directory(shard)
+        self._local = _is_local(self.directory)
         self._writer_id = uuid.uuid4().hex
         self._entries: dict[str, _Entry] = {}
-        for path in FetchCache(directory).log_paths(shard):
-            for header, offset, length in decode_entries(_read_all(path)):
+        for path in cache.log_paths(shard):
+            for header, offset, length in _log_entries(path):
                 self._entries.setdefault(header["url"], _Entry(path, header, offset, length))
         self._lock = threading.Lock()
         self._file = None
@@ -203,23 +217,14 @@ class ShardCache:
                 self._file = None
 
     def _open_segment(self) -> None:
-        directory = FetchCache(self.directory).shard_directory(self.shard)
         name = f"{self._writer_id}-{self._segment:05d}.log"
         if self._local:
-            os.makedirs(directory, exist_ok=True)
-            self._file = open(os.path.join(directory, name), "ab")
+            os.makedirs(self.directory, exist_ok=True)
+            self._file = open(os.path.join(self.directory, name), "ab")
         else:
-            self._file = FileSystems.create(FileSystems.join(directory, name))
+            self._file = FileSystems.create(FileSystems.join(self.directory, name))
         self._segment_entries = 0
         self._segment_opened = time.monotonic()
-
-
-def _read_all(path: str) -> bytes:
-    try:
-        with open(path, "rb") if _is_local(path) else FileSystems.open(path) as f:
-            return f.read()
-    except Exception:  # removed meanwhile (local: OSError; object stores: BeamIOError): nothing to replay
-        return b""
 
 
 def _read_range(path: str, offset: int, length: int) -> bytes | None:
