@@ -259,10 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     # Each command family registers itself; their handlers import heavy modules lazily.
-    from aligndata.extract.commands import register as register_extract
-    from aligndata.inspect.commands import register as register_inspect
-    from aligndata.models.commands import register as register_models
-    from aligndata.pipeline.eval_commands import register as register_eval_index
+    from aligndata.commands.extract import register as register_extract
+    from aligndata.commands.inspect import register as register_inspect
+    from aligndata.commands.models import register as register_models
+    from aligndata.commands.eval_index import register as register_eval_index
 
     register_eval_index(sub)
     register_extract(sub)
@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         force=True,
     )
-    from aligndata.pipeline.shards import OutputDirNotEmpty
+    from aligndata.shards.writer import OutputDirNotEmpty
     from aligndata.pipeline.sources import InputError
 
     try:

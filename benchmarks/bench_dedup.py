@@ -23,7 +23,7 @@ import numpy as np
 from common import emit
 
 from aligndata.filters.dedup import HammingIndex, brute_force, choose_substrings
-from aligndata.pipeline.eval_index import load_index, write_index
+from aligndata.images.eval_index import load_index, write_index
 
 
 def balanced_hashes(n: int, rng: np.random.Generator) -> np.ndarray:

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REAL, emit
 
 from aligndata.extract import html as rules
-from aligndata.extract.sources import ExtractStats, iter_warc_rows
+from aligndata.extract.pages import ExtractStats, iter_warc_rows
 from aligndata.extract.warc import iter_records
 
 WARC_READS = 40  # the sample WARC is small: read it this many times per measurement

@@ -29,7 +29,7 @@ import urllib3
 from bench_image_stage import served_photos
 from common import emit
 
-from aligndata.pipeline.fetch import FetchConfig, Fetcher
+from aligndata.fetch.client import FetchConfig, Fetcher
 
 
 def cpu_seconds() -> float:

@@ -52,7 +52,7 @@ def jpegs(k: int = 16) -> list[tuple[bytes, int, int]]:
 
 
 def build(directory: str, n: int, per_shard: int = 10_000) -> None:
-    from aligndata.pipeline.shards import Sample, write_shard, write_sizes
+    from aligndata.shards.writer import Sample, write_shard, write_sizes
 
     texts = captions(n)
     images = jpegs()
@@ -72,7 +72,7 @@ def build(directory: str, n: int, per_shard: int = 10_000) -> None:
     # a minimal report.json so `aligndata report` has a funnel to draw (no rejected rows)
     from aligndata.filters.reasons import REASONS
     from aligndata.pipeline.report import funnel
-    from aligndata.pipeline.shards import write_json_atomic
+    from aligndata.shards.writer import write_json_atomic
 
     by_reason = {r: 0 for r in REASONS}
     write_json_atomic(os.path.join(directory, "report.json"), {
@@ -94,11 +94,11 @@ def main() -> None:
     args = parser.parse_args()
 
     from aligndata.inspect.export import export
-    from aligndata.inspect.shardset import resolve
+    from aligndata.shards.spec import resolve
     from aligndata.inspect.show import grep
     from aligndata.inspect.summary import summarize
     from aligndata.inspect.validate import validate
-    from aligndata.pipeline.report_html import render_report_html
+    from aligndata.inspect.report_page import render_report_html
 
     directory = args.keep or tempfile.mkdtemp(prefix="bench-inspect-")
     os.makedirs(directory, exist_ok=True)

@@ -22,7 +22,7 @@ from common import emit
 from aligndata.demo.run import DemoConfig, _evaluate_unleaked, _train_and_evaluate
 from aligndata.models import tario
 from aligndata.models.shardlist import resolve_shards
-from aligndata.pipeline.shards import Sample, write_shard, write_sizes
+from aligndata.shards.writer import Sample, write_shard, write_sizes
 
 GROUPS = {
     "clean only": set(),

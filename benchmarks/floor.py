@@ -20,7 +20,7 @@ from aligndata.filters.frequency import (
     too_many_texts_reason,
 )
 from aligndata.filters.text import tokenize
-from aligndata.pipeline.rows import prepare_row
+from aligndata.pipeline.candidates import prepare_row
 
 
 def plain_text_stage(rows, min_words=3, max_words=20, vocab_size=100_000_000, max_images_per_text=10,

@@ -19,7 +19,7 @@ from PIL import Image
 
 from aligndata.cli import main
 from aligndata.filters.reasons import REASONS
-from aligndata.pipeline.rows import make_uid
+from aligndata.pipeline.candidates import make_uid
 
 KEPT = None
 # Files that legitimately differ between two runs (output path, retry counts and the page built from them).

@@ -15,9 +15,9 @@ from PIL import Image, ImageOps
 from aligndata.filters import reasons
 from aligndata.filters.dedup import HashSpec
 from aligndata.filters.image import perceptual_hash
-from aligndata.pipeline.eval_commands import main as eval_main
-from aligndata.pipeline.eval_index import EvalIndexError, build_index, load_index, read_index, write_index
-from aligndata.pipeline.image_checks import DEFAULT_EVAL_HAMMING, ImageChecks, ImageChecksError
+from aligndata.commands.eval_index import main as eval_main
+from aligndata.images.eval_index import EvalIndexError, build_index, load_index, read_index, write_index
+from aligndata.images.content_checks import DEFAULT_EVAL_HAMMING, ImageChecks, ImageChecksError
 from aligndata.pipeline.sources import InputError
 
 COCO = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "photos" / "coco_val2017"
@@ -218,7 +218,7 @@ def test_image_checks_option_errors_are_input_errors(tmp_path):
 
 @pytest.mark.skipif(not COCO.exists(), reason="real COCO photos not available (../shared/data/real)")
 def test_real_coco_index_catches_transformed_copies_through_the_pipeline_hash(tmp_path):
-    from aligndata.pipeline.resize import ImageConfig, process_image
+    from aligndata.images.process import ImageConfig, process_image
 
     photos = sorted(COCO.glob("*.jpg"))[:10]
     out = str(tmp_path / "coco.npz")

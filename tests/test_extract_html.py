@@ -12,7 +12,7 @@ import pytest
 from extract_reference import reference_pairs
 
 from aligndata.extract import html as rules
-from aligndata.extract.sources import ExtractStats, iter_html_rows
+from aligndata.extract.pages import ExtractStats, iter_html_rows
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 PAGES = REAL / "html" / "pages"

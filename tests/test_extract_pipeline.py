@@ -11,9 +11,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from aligndata.extract.commands import main as extract_main
-from aligndata.extract.pipeline import ExtractConfig, detect_format, plan_units
-from aligndata.extract.sources import read_page_url_list
+from aligndata.commands.extract import main as extract_main
+from aligndata.pipeline.extract_job import ExtractConfig, detect_format, plan_units
+from aligndata.extract.pages import read_page_url_list
 from aligndata.pipeline.sources import InputError
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"

@@ -17,7 +17,7 @@ import pytest
 from extract_reference import reference_pairs
 
 from aligndata.extract import html as rules
-from aligndata.extract.sources import ExtractStats, iter_warc_rows
+from aligndata.extract.pages import ExtractStats, iter_warc_rows
 from aligndata.extract.warc import dechunk, decode_content, iter_records, parse_http_response
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "warc"

@@ -25,8 +25,8 @@ from PIL import Image
 
 from aligndata import __version__
 from aligndata.filters import reasons
-from aligndata.pipeline import fetch
-from aligndata.pipeline.fetch import (
+from aligndata.fetch import client as fetch
+from aligndata.fetch.client import (
     BACKOFF_CAP,
     DEFAULT_USER_AGENT,
     FetchConfig,
@@ -38,7 +38,7 @@ from aligndata.pipeline.fetch import (
     parse_retry_after,
     x_robots_disallows,
 )
-from aligndata.pipeline.netguard import BlockedAddressError
+from aligndata.fetch.guard import BlockedAddressError
 
 
 def local_config(**overrides: object) -> FetchConfig:

@@ -6,8 +6,8 @@ import io
 import os
 import threading
 
-from aligndata.pipeline.fetch import FetchResult
-from aligndata.pipeline.fetch_cache import FetchCache, decode_entries, encode_entry
+from aligndata.fetch.client import FetchResult
+from aligndata.fetch.cache import FetchCache, decode_entries, encode_entry
 
 
 def _ok(url: str, data: bytes) -> FetchResult:
@@ -93,7 +93,7 @@ def test_writers_append_whole_entries_from_many_threads(tmp_path):
 def test_object_store_logs_are_published_in_segments(tmp_path, monkeypatch):
     import objectstore  # noqa: F401 - registers the testobj:// filesystem
 
-    from aligndata.pipeline import fetch_cache
+    from aligndata.fetch import cache as fetch_cache
 
     monkeypatch.setattr(fetch_cache, "SEGMENT_ENTRIES", 3)
     cache = FetchCache(f"testobj://{tmp_path}/cache")

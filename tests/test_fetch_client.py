@@ -29,9 +29,9 @@ import pytest
 from httpserver import LocalServer, make_image_bytes, make_tls_files
 
 from aligndata.filters import reasons
-from aligndata.pipeline import fetch
-from aligndata.pipeline.fetch import FetchConfig, Fetcher
-from aligndata.pipeline.httpwire import Headers, basic_auth_header, decoder_for, read_header_fields, tls_context
+from aligndata.fetch import client as fetch
+from aligndata.fetch.client import FetchConfig, Fetcher
+from aligndata.fetch.wire import Headers, basic_auth_header, decoder_for, read_header_fields, tls_context
 
 
 def local_config(**overrides: object) -> FetchConfig:

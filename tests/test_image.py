@@ -23,7 +23,7 @@ from aligndata.filters.image import (
     perceptual_hash,
     to_rgb,
 )
-from aligndata.pipeline.resize import (
+from aligndata.images.process import (
     EXTENSIONS,
     ImageConfig,
     encode_image,

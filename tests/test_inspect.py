@@ -14,10 +14,10 @@ import pytest
 from PIL import Image, ImageFont
 
 from aligndata.cli import main as aligndata_main
-from aligndata.inspect import commands
+from aligndata.commands import inspect as commands
 from aligndata.inspect.grid import choose, wrap
-from aligndata.inspect.reader import iter_samples
-from aligndata.inspect.shardset import ShardSetError, resolve
+from aligndata.shards.reader import iter_samples
+from aligndata.shards.spec import ShardSetError, resolve
 from aligndata.inspect.show import printable
 
 
@@ -436,6 +436,6 @@ def test_export_refuses_to_overwrite_its_input(curated, tmp_path, capsys, broken
 
 def test_export_columns_match_the_shard_writer():
     from aligndata.inspect.export import META_COLUMNS
-    from aligndata.pipeline.shards import KNOWN_COLUMNS
+    from aligndata.shards.writer import KNOWN_COLUMNS
 
     assert META_COLUMNS == KNOWN_COLUMNS

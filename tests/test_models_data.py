@@ -11,7 +11,7 @@ from PIL import Image
 
 from aligndata.models import data, optim, shardlist, synthetic, transforms
 from aligndata.models.tokenizer import train_tokenizer
-from aligndata.pipeline.shards import Sample
+from aligndata.shards.writer import Sample
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +112,7 @@ def test_too_few_shards_for_the_readers_is_a_clear_error_and_resampling_fixes_it
 
 
 def test_all_corrupt_data_raises_instead_of_hanging(tmp_path, tokenizer):
-    from aligndata.pipeline.shards import write_shard
+    from aligndata.shards.writer import write_shard
 
     write_shard(str(tmp_path), 0, [Sample(f"k{i}", b"junk", "jpg", "a red circle", {}) for i in range(3)])
     with pytest.raises(data.DataError, match="no decodable sample"):

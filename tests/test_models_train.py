@@ -8,7 +8,8 @@ import os
 import pytest
 import torch
 
-from aligndata.models import commands, synthetic
+from aligndata.commands import models as commands
+from aligndata.models import synthetic
 
 TINY = ["--preset", "tiny", "--image-size", "32", "--resize-size", "36", "--workers", "0", "--no-progress"]
 

@@ -14,7 +14,7 @@ import urllib3.exceptions as u3
 from httpserver import LocalServer, make_tls_files
 
 from aligndata.filters import reasons
-from aligndata.pipeline.netguard import (
+from aligndata.fetch.guard import (
     AddressPolicy,
     BlockedAddressError,
     CachedResolver,

@@ -9,9 +9,9 @@ import pytest
 from httpserver import LocalServer
 
 from aligndata.filters import reasons
-from aligndata.pipeline.fetch import FetchConfig, Fetcher
-from aligndata.pipeline.netguard import CachedResolver
-from aligndata.pipeline.politeness import HostThrottle, RobotsCache
+from aligndata.fetch.client import FetchConfig, Fetcher
+from aligndata.fetch.guard import CachedResolver
+from aligndata.fetch.politeness import HostThrottle, RobotsCache
 
 
 def test_throttle_caps_concurrency_per_host():

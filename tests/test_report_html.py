@@ -14,8 +14,8 @@ from PIL import Image
 
 from aligndata.cli import main as aligndata_main
 from aligndata.filters import reasons
-from aligndata.inspect import commands
-from aligndata.pipeline.report_html import Histogram, render_report_html, write_report_html
+from aligndata.commands import inspect as commands
+from aligndata.inspect.report_page import Histogram, render_report_html, write_report_html
 
 
 @pytest.fixture(scope="module")

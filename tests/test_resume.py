@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from aligndata.cli import main
-from aligndata.pipeline.fetch_cache import FetchCache
+from aligndata.fetch.cache import FetchCache
 
 N_URLS = 60
 THREADS = 4

@@ -14,7 +14,7 @@ import pytest
 import webdataset
 from PIL import Image
 
-from aligndata.pipeline.shards import (
+from aligndata.shards.writer import (
     compact_shards,
     OutputDirNotEmpty,
     Sample,
@@ -270,7 +270,7 @@ def test_write_bytes_atomic_replaces_and_cleans_up(tmp_path):
 def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
     target = tmp_path / "00000.tar"
     target.write_bytes(b"complete old shard")
-    from aligndata.pipeline import shards
+    from aligndata.shards import writer as shards
 
     def exploding_write_tar(fileobj, ordered):  # a crash half-way through writing the tar
         fileobj.write(b"partial")

@@ -29,7 +29,7 @@ from aligndata.demo.world import class_names
 from aligndata.filters.frequency import hash64
 from aligndata.filters.text import normalize_text, tokenize, word_ngrams
 from aligndata.localweb import StaticWeb
-from aligndata.pipeline.shards import Sample, write_shard, write_sizes
+from aligndata.shards.writer import Sample, write_shard, write_sizes
 
 # A fixed port keeps every URL, hence every sample key and the training order, the same from run to run.
 DEMO_PORT = 48_765
@@ -207,7 +207,7 @@ def _results_section(result: dict, curves: dict) -> str:
 
 
 def write_demo_report(curated: str, result: dict, curves: dict) -> str:
-    from aligndata.pipeline.report_html import render_report_html
+    from aligndata.inspect.report_page import render_report_html
 
     page = render_report_html(curated)
     section = _results_section(result, curves)
@@ -237,7 +237,7 @@ def _run_summary(summary: dict, curated_dir: str) -> dict:
 
 def run_demo(cfg: DemoConfig, beam_args: list[str] | None = None) -> dict:
     from aligndata.pipeline.config import CurateConfig
-    from aligndata.pipeline.eval_index import build_index
+    from aligndata.images.eval_index import build_index
     from aligndata.pipeline.run import run_curate
 
     out = Path(cfg.output)

@@ -17,11 +17,11 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from aligndata.contract import META_COLUMNS
-from aligndata.inspect.reader import Sample
+from aligndata.shards.contract import META_COLUMNS
+from aligndata.shards.reader import Sample
 from aligndata.inspect.scan import metadata_only, scan
-from aligndata.inspect.shardset import ShardSet
-from aligndata.inspect.storage import storage_for
+from aligndata.shards.spec import ShardSet
+from aligndata.io.storage import storage_for
 
 FORMATS = ("parquet", "jsonl")
 BATCH_ROWS = 512

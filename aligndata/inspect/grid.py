@@ -14,9 +14,9 @@ import warnings
 
 from PIL import Image, ImageDraw, ImageFont
 
-from aligndata.inspect.reader import Sample
+from aligndata.shards.reader import Sample
 from aligndata.inspect.scan import scan
-from aligndata.inspect.shardset import ShardSet
+from aligndata.shards.spec import ShardSet
 
 MAX_PIXELS = 89_478_485
 BACKGROUND = (255, 255, 255)

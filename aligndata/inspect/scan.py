@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from aligndata.inspect.reader import TEXT_EXTS, Problem, Sample, _ignore, iter_samples
-from aligndata.inspect.shardset import ShardSet
+from aligndata.shards.reader import TEXT_EXTS, Problem, Sample, _ignore, iter_samples
+from aligndata.shards.spec import ShardSet
 
 
 def metadata_only(ext: str) -> bool:

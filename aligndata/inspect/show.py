@@ -15,9 +15,9 @@ from collections.abc import Iterator
 import pyarrow.parquet as pq
 from PIL import Image
 
-from aligndata.inspect.reader import Sample
+from aligndata.shards.reader import Sample
 from aligndata.inspect.scan import metadata_only, metadata_table, scan
-from aligndata.inspect.shardset import ShardSet
+from aligndata.shards.spec import ShardSet
 
 
 class NotFound(Exception):

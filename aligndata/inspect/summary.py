@@ -17,7 +17,7 @@ from PIL import Image
 
 from aligndata.filters.text import tokenize
 from aligndata.inspect.scan import metadata_table, scan
-from aligndata.inspect.shardset import ShardSet
+from aligndata.shards.spec import ShardSet
 
 # Function words dominate any caption corpus; "top words" is about content, so these are left out.
 STOPWORDS = frozenset(

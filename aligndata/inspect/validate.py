@@ -20,9 +20,9 @@ from dataclasses import asdict, dataclass
 
 from PIL import Image
 
-from aligndata.inspect.reader import IMAGE_EXTS, Sample
+from aligndata.shards.reader import IMAGE_EXTS, Sample
 from aligndata.inspect.scan import metadata_only, read_parquet, scan
-from aligndata.inspect.shardset import ShardSet
+from aligndata.shards.spec import ShardSet
 
 MAX_PIXELS = 89_478_485  # the curate default: refuse decompression bombs here too
 

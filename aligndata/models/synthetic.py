@@ -3,7 +3,7 @@
 Each image shows one large shape of one colour on a noisy background; its caption names the colour and shape in
 one of a few phrasings; with ``with_classes`` each sample also carries ``.cls`` = index of "colour shape" in
 ``class_names()``. A tiny dual encoder learns the colour in a few dozen CPU steps, so evaluation can show it beats
-chance, and the real shard writer (``aligndata.pipeline.shards``) produces the files.
+chance, and the real shard writer (``aligndata.shards.writer``) produces the files.
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ def jpeg(img: Image.Image, quality: int = 90) -> bytes:
 
 
 def make_samples(n: int, seed: int = 0, size: int = 40, with_classes: bool = False, start: int = 0):
-    """``n`` Samples (aligndata.pipeline.shards.Sample) of the world; keys are stable for (seed, index)."""
-    from aligndata.pipeline.shards import Sample
+    """``n`` Samples (aligndata.shards.writer.Sample) of the world; keys are stable for (seed, index)."""
+    from aligndata.shards.writer import Sample
 
     rng = random.Random(seed)
     names = class_names()
@@ -74,7 +74,7 @@ def write_world(output_dir: str, shards: int = 2, per_shard: int = 32, seed: int
     """
     import os
 
-    from aligndata.pipeline.shards import shard_name, write_shard, write_sizes
+    from aligndata.shards.writer import shard_name, write_shard, write_sizes
 
     os.makedirs(output_dir, exist_ok=True)
     sizes, paths = {}, []

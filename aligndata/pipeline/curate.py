@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from aligndata.extract.sources import ExtractStats, pairs_from_page, read_page_url_list
+from aligndata.extract.pages import ExtractStats, pairs_from_page, read_page_url_list
 from aligndata.filters import reasons
 from aligndata.filters.frequency import (
     CappedDistinct,
@@ -34,12 +34,12 @@ from aligndata.filters.frequency import (
     too_many_texts_reason,
 )
 from aligndata.filters.text import tokenize, word_ngrams
-from aligndata.pipeline import fetching, ledger, report, shard_stage
+from aligndata.pipeline import fetch_stage, ledger, report, shard_assign
 from aligndata.pipeline.config import CurateConfig
-from aligndata.pipeline.elements import EXTRACTION, FETCH_STATS, NAMESPACE, NGRAMS, PAGE_URLS, REJECTS, emit, reject
-from aligndata.pipeline.fetch import Fetcher
+from aligndata.pipeline.outputs import EXTRACTION, FETCH_STATS, NAMESPACE, NGRAMS, PAGE_URLS, REJECTS, emit, reject
+from aligndata.fetch.client import Fetcher
 from aligndata.pipeline.progress import ProgressWriter
-from aligndata.pipeline.rows import prepare_row
+from aligndata.pipeline.candidates import prepare_row
 from aligndata.pipeline.sources import WEB_FORMATS, InputSpec, iter_rows
 
 # Bounded per-bundle pre-aggregation: flush before a bundle's dict holds more than this many keys.
@@ -85,7 +85,7 @@ class FetchPages(beam.DoFn):
         self.cfg = cfg
 
     def setup(self):
-        page_config = dataclasses.replace(fetching.fetch_config(self.cfg), max_bytes=self.cfg.max_page_bytes)
+        page_config = dataclasses.replace(fetch_stage.fetch_config(self.cfg), max_bytes=self.cfg.max_page_bytes)
         self.fetcher = Fetcher(page_config)
         self.pool = ThreadPoolExecutor(max_workers=self.cfg.fetch_threads, thread_name_prefix="aligndata-pages")
         self.progress = ProgressWriter(self.cfg.progress_dir)
@@ -364,8 +364,8 @@ def build_curate(p: beam.Pipeline, cfg: CurateConfig, specs: list[InputSpec]):
     else:
         fetched = (
             resolved.to_fetch
-            | "AssignShards" >> shard_stage.AssignShards(cfg.samples_per_shard)
-            | "FetchShards" >> beam.ParDo(fetching.FetchShard(cfg)).with_outputs(
+            | "AssignShards" >> shard_assign.AssignShards(cfg.samples_per_shard)
+            | "FetchShards" >> beam.ParDo(fetch_stage.FetchShard(cfg)).with_outputs(
                 REJECTS, FETCH_STATS, main="shard_stats"
             )
         )

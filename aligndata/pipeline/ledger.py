@@ -9,7 +9,7 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
-from aligndata.pipeline.shards import parquet_bytes, write_bytes_atomic
+from aligndata.shards.writer import parquet_bytes, write_bytes_atomic
 
 REJECTED_FILE = "rejected.parquet"
 CANDIDATES_FILE = "candidates.parquet"

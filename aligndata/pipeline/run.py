@@ -14,12 +14,12 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from aligndata import __version__
 from aligndata.pipeline.config import CurateConfig
 from aligndata.pipeline.curate import build_curate
-from aligndata.pipeline.fetch_cache import FetchCache, default_cache_dir
-from aligndata.pipeline.image_checks import ImageChecks
-from aligndata.pipeline.shards import OutputDirNotEmpty, prepare_output_dir, write_json_atomic
+from aligndata.fetch.cache import FetchCache, default_cache_dir
+from aligndata.images.content_checks import ImageChecks
+from aligndata.shards.writer import OutputDirNotEmpty, prepare_output_dir, write_json_atomic
 from aligndata.pipeline.progress import ProgressReporter
-from aligndata.pipeline.report_html import write_report_html
-from aligndata.extract.sources import load_page_url_map, page_url_for
+from aligndata.inspect.report_page import write_report_html
+from aligndata.extract.pages import load_page_url_map, page_url_for
 from aligndata.pipeline.sources import (
     WEB_FORMATS,
     InputSpec,

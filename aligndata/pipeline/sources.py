@@ -179,10 +179,10 @@ def iter_rows(spec: InputSpec, extraction_stats=None) -> Iterator[dict]:
     """Yield {"src", "row", "url", "text", "extra"} for every row of one file, streaming.
 
     html and warc files yield one row per extracted <img> pair (counters go to ``extraction_stats``, an
-    ``aligndata.extract.sources.ExtractStats``); page-urls lists are not rows yet (see curate.FetchPages).
+    ``aligndata.extract.pages.ExtractStats``); page-urls lists are not rows yet (see curate.FetchPages).
     """
     if spec.fmt in ("html", "warc"):
-        from aligndata.extract.sources import iter_html_rows, iter_warc_rows
+        from aligndata.extract.pages import iter_html_rows, iter_warc_rows
 
         if spec.fmt == "html":
             page_urls = {spec.path: spec.page_url} if spec.page_url else None

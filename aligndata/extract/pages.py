@@ -315,7 +315,7 @@ def read_page_url_list(path: str) -> list[str]:
 
 
 def pairs_from_page(url: str, fetcher, src: int = 0, page_index: int = 0) -> tuple[list[dict], ExtractStats]:
-    """Fetch one page with ``fetcher`` (an ``aligndata.pipeline.fetch.Fetcher``: same address guard, caps,
+    """Fetch one page with ``fetcher`` (an ``aligndata.fetch.client.Fetcher``: same address guard, caps,
     retries and X-Robots-Tag rules as images; its ``max_bytes`` is the page size cap) and extract its pairs.
 
     Relative image URLs resolve against the final URL after redirects, which is also the rows' ``page_url``.

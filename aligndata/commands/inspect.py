@@ -32,9 +32,9 @@ def _handler(func):
     @functools.wraps(func)
     def run(args, beam_args=None) -> int:
         from aligndata.inspect.export import ExportError
-        from aligndata.inspect.shardset import ShardSetError
+        from aligndata.shards.spec import ShardSetError
         from aligndata.inspect.show import NotFound
-        from aligndata.inspect.storage import StorageError
+        from aligndata.io.storage import StorageError
 
         prog = f"aligndata {args.command}" + (f" {args.inspect_command}" if getattr(args, "inspect_command", None)
                                                else "")
@@ -59,7 +59,7 @@ def _handler(func):
 
 
 def _shards(args):
-    from aligndata.inspect.shardset import resolve
+    from aligndata.shards.spec import resolve
 
     return resolve(args.shards)
 
@@ -143,7 +143,7 @@ def cmd_validate(args) -> int:
 @_handler
 def cmd_grid(args) -> int:
     from aligndata.inspect.grid import grid_png
-    from aligndata.inspect.storage import storage_for
+    from aligndata.io.storage import storage_for
 
     if os.path.isdir(args.out):
         raise UsageError(f"--out {args.out} is a directory; give a .png file name")
@@ -170,7 +170,7 @@ def cmd_export(args) -> int:
 
 @_handler
 def cmd_report(args) -> int:
-    from aligndata.pipeline.report_html import ReportInputError, write_report_html
+    from aligndata.inspect.report_page import ReportInputError, write_report_html
 
     try:
         path = write_report_html(args.dir)
@@ -238,7 +238,7 @@ def register(subparsers) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m aligndata.inspect.commands ...`: the same commands without the rest of the CLI."""
+    """`python -m aligndata.commands.inspect ...`: the same commands without the rest of the CLI."""
     parser = argparse.ArgumentParser(prog="aligndata")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

@@ -17,13 +17,13 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from aligndata.pipeline.config import CurateConfig
-from aligndata.pipeline.elements import FETCH_STATS, NAMESPACE, REJECTS, emit, reject
-from aligndata.pipeline.fetch import FetchConfig, Fetcher
-from aligndata.pipeline.fetch_cache import FetchCache, ShardCache, default_cache_dir
-from aligndata.pipeline.image_checks import ImageChecks
+from aligndata.pipeline.outputs import FETCH_STATS, NAMESPACE, REJECTS, emit, reject
+from aligndata.fetch.client import FetchConfig, Fetcher
+from aligndata.fetch.cache import FetchCache, ShardCache, default_cache_dir
+from aligndata.images.content_checks import ImageChecks
 from aligndata.pipeline.progress import ProgressWriter
-from aligndata.pipeline.resize import ImageConfig, process_image
-from aligndata.pipeline.shards import Sample, write_shard
+from aligndata.images.process import ImageConfig, process_image
+from aligndata.shards.writer import Sample, write_shard
 
 
 def fetch_config(cfg: CurateConfig) -> FetchConfig:

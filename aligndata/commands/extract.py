@@ -21,7 +21,7 @@ Any Apache Beam pipeline option may follow; the default runner is FnApiRunner.
 
 
 def add_extract_arguments(parser: argparse.ArgumentParser) -> None:
-    from aligndata.extract.sources import DEFAULT_MAX_PAGE_BYTES
+    from aligndata.extract.pages import DEFAULT_MAX_PAGE_BYTES
 
     parser.add_argument("--input", nargs="+", required=True, metavar="PATH", help="files or globs")
     parser.add_argument("--input-format", default="auto", choices=["auto", "html", "warc", "page-urls"],
@@ -47,7 +47,7 @@ def add_extract_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def extract_config(args: argparse.Namespace):
-    from aligndata.extract.pipeline import ExtractConfig
+    from aligndata.pipeline.extract_job import ExtractConfig
 
     return ExtractConfig(
         inputs=tuple(args.input), output=args.output, input_format=args.input_format, page_urls=args.page_urls,
@@ -71,7 +71,7 @@ def print_summary(report: dict, stream=None) -> None:
 
 
 def cmd_extract(args, beam_args) -> int:
-    from aligndata.extract.pipeline import run_extract
+    from aligndata.pipeline.extract_job import run_extract
 
     report = run_extract(extract_config(args), beam_args)
     if not args.quiet:
@@ -91,7 +91,7 @@ def register(subparsers) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m aligndata.extract.commands ...``: the same command before it is wired into the CLI."""
+    """``python -m aligndata.commands.extract ...``: the same command before it is wired into the CLI."""
     from aligndata.pipeline.sources import InputError
 
     parser = argparse.ArgumentParser(prog="aligndata")

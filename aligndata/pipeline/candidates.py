@@ -19,7 +19,7 @@ from aligndata.filters.text import (
     tokenize,
     word_count_reason,
 )
-from aligndata.pipeline.netguard import check_url
+from aligndata.fetch.guard import check_url
 
 
 def make_uid(url: str, caption: str) -> str:

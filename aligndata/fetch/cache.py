@@ -34,7 +34,7 @@ from typing import BinaryIO
 
 from apache_beam.io.filesystems import FileSystems
 
-from aligndata.pipeline.fetch import FetchResult
+from aligndata.fetch.client import FetchResult
 
 CACHE_DIR_NAME = ".fetch-cache"
 _MAGIC = b"ADFC"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import braceexpand
 
-from aligndata.inspect.storage import StorageError, storage_for, strip_file_scheme
+from aligndata.io.storage import StorageError, storage_for, strip_file_scheme
 
 _GLOB_CHARS = set("*?[")
 

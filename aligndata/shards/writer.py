@@ -28,9 +28,9 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from aligndata.contract import META_COLUMNS
+from aligndata.shards.contract import META_COLUMNS
 
-KNOWN_COLUMNS = META_COLUMNS  # the contract's typed fields (aligndata/contract.py)
+KNOWN_COLUMNS = META_COLUMNS  # the contract's typed fields (aligndata/shards/contract.py)
 
 # Files aligndata writes into an output directory; only these are removed by prepare_output_dir(overwrite=True).
 OWNED_FILE_RE = re.compile(

@@ -30,8 +30,8 @@ import pyarrow.parquet as pq
 from aligndata.filters import reasons
 from aligndata.filters.text import tokenize
 from aligndata.inspect.scan import scan
-from aligndata.inspect.shardset import ShardSet
-from aligndata.inspect.storage import storage_for, strip_file_scheme
+from aligndata.shards.spec import ShardSet
+from aligndata.io.storage import storage_for, strip_file_scheme
 
 REPORT_HTML = "report.html"
 TEXT_RULES = (reasons.TEXT_TOO_SHORT, reasons.TEXT_TOO_LONG, reasons.TEXT_BOILERPLATE, reasons.TEXT_RARE_TOKEN,

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from aligndata.extract.sources import (
+from aligndata.extract.pages import (
     DEFAULT_MAX_PAGE_BYTES,
     ExtractStats,
     iter_html_rows,
@@ -33,7 +33,7 @@ from aligndata.extract.sources import (
     pairs_from_page,
     read_page_url_list,
 )
-from aligndata.pipeline.shards import write_bytes_atomic, write_json_atomic
+from aligndata.shards.writer import write_bytes_atomic, write_json_atomic
 from aligndata.pipeline.sources import InputError, match_inputs
 
 _log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class ExtractConfig:
         return FileSystems.join(directory or ".", f".{name}.parts-{self.run_id}")
 
     def fetch_config(self):
-        from aligndata.pipeline.fetch import DEFAULT_USER_AGENT, FetchConfig
+        from aligndata.fetch.client import DEFAULT_USER_AGENT, FetchConfig
 
         return FetchConfig(
             timeout=self.timeout,
@@ -185,7 +185,7 @@ class ExtractUnit(beam.DoFn):
 
     def setup(self):
         if self.cfg.input_format == "page-urls":
-            from aligndata.pipeline.fetch import Fetcher
+            from aligndata.fetch.client import Fetcher
 
             self.fetcher = Fetcher(self.cfg.fetch_config())
 

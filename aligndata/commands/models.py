@@ -2,7 +2,7 @@
 
 ``register(subparsers)`` adds the three commands to the main parser; each handler is ``handler(args, beam_args)``
 returning an exit code (2 for a problem the user must fix, printed as one line, never a traceback).
-Run directly (``python -m aligndata.models.commands ...``) for the same commands without the main CLI.
+Run directly (``python -m aligndata.commands.models ...``) for the same commands without the main CLI.
 """
 
 from __future__ import annotations

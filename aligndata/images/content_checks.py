@@ -16,7 +16,7 @@ from PIL import Image
 from aligndata.filters import reasons
 from aligndata.filters.dedup import EvalHashes, HashSpec
 from aligndata.filters.nsfw import DEFAULT_MODE, DEFAULT_THRESHOLD, NsfwError, NsfwFilter
-from aligndata.pipeline.eval_index import EvalIndexError, load_index
+from aligndata.images.eval_index import EvalIndexError, load_index
 from aligndata.pipeline.sources import InputError
 
 # Chosen from the accuracy table in docs/dedup.md: pHash within 6 bits finds >= 99.4% of half-size, JPEG q30,

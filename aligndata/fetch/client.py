@@ -57,7 +57,7 @@ from urllib3.util import parse_url
 
 from aligndata import __version__
 from aligndata.filters import reasons
-from aligndata.pipeline.httpwire import (
+from aligndata.fetch.wire import (
     SOCKET_OPTIONS,
     Connection,
     ConnectionPool,
@@ -68,8 +68,8 @@ from aligndata.pipeline.httpwire import (
     tls_context,
     tls_server_name,
 )
-from aligndata.pipeline.netguard import AddressPolicy, BlockedAddressError, check_hop, connect_guarded
-from aligndata.pipeline.politeness import HostThrottle, RobotsCache, host_of
+from aligndata.fetch.guard import AddressPolicy, BlockedAddressError, check_hop, connect_guarded
+from aligndata.fetch.politeness import HostThrottle, RobotsCache, host_of
 
 USER_AGENT_TOKEN = "aligndata"
 DEFAULT_USER_AGENT = f"{USER_AGENT_TOKEN}/{__version__}"

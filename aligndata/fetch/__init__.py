@@ -1,0 +1,1 @@
+"""Fetching over HTTP(S): client, wire protocol, address guard, politeness and the resume cache. No Beam."""
