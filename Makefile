@@ -5,7 +5,7 @@ PIP := $(PY) -m pip
 # A CPU build of torch shipped on disk (these machines have one); elsewhere pip resolves torch normally.
 TORCH_CPU_WHEEL := $(firstword $(wildcard /opt/wheels/torch-*+cpu-*.whl))
 
-.PHONY: install test demo example benchmark clean browser
+.PHONY: install test demo example benchmark clean browser rules-table
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -30,6 +30,10 @@ demo: $(VENV)/.installed
 
 example: $(VENV)/.installed
 	$(VENV)/bin/aligndata example --output example_output --overwrite
+
+# README's rule table is made from the rule registry (tests/test_registry.py fails when it is stale).
+rules-table: $(VENV)/.installed
+	$(VENV)/bin/aligndata rules --write-readme README.md
 
 benchmark: $(VENV)/.installed
 	$(PY) benchmarks/bench_text_stage.py

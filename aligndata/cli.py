@@ -7,197 +7,9 @@ import logging
 import sys
 
 from aligndata import __version__
-from aligndata.argtypes import non_negative_int as _non_negative_int
-from aligndata.argtypes import positive_float as _positive_float
-from aligndata.argtypes import positive_int as _positive_int
-
-CURATE_EPILOG = """\
-Any Apache Beam pipeline option may follow (--runner, --direct_running_mode multi_processing,
---direct_num_workers N, --temp_location, --project, --region, ...). The default runner is FnApiRunner.
-"""
-
-
-def _columns(text: str) -> tuple[str, ...]:
-    return tuple(c.strip() for c in text.split(",") if c.strip())
-
-
-def add_progress_arguments(group) -> None:
-    group.add_argument("--quiet", action="store_true", help="no live progress and no summary")
-    group.add_argument("--progress-json", action="store_true", help="live progress as JSON lines on stderr")
-    group.add_argument("--progress-interval", type=_positive_float, default=5.0, metavar="SECONDS")
-
-
-def progress_mode(args) -> str:
-    return "off" if args.quiet else "json" if args.progress_json else "text"
-
-
-def add_curate_arguments(parser: argparse.ArgumentParser) -> None:
-    io_ = parser.add_argument_group("input and output")
-    io_.add_argument("--input", nargs="+", required=True, metavar="PATH",
-                     help="files or globs (local, gs://, s3://, ...); .gz is read transparently")
-    io_.add_argument("--output", required=True, metavar="DIR", help="directory for shards, ledger and report")
-    io_.add_argument("--input-format", default="auto",
-                     choices=["auto", "parquet", "csv", "tsv", "jsonl", "html", "warc", "page-urls"],
-                     help="tables, or web sources whose <img alt> pairs are extracted (see docs/extraction.md); "
-                          "page-urls: files listing page URLs, fetched like images")
-    io_.add_argument("--page-urls", default=None, metavar="FILE.json", dest="page_urls_file",
-                     help="html inputs: JSON mapping each file (name or path) to the URL it was fetched from")
-    io_.add_argument("--max-page-bytes", type=_positive_int, default=10_000_000,
-                     help="html/warc/page-urls: skip larger pages")
-    io_.add_argument("--url-col", default="url")
-    io_.add_argument("--caption-col", default="caption")
-    io_.add_argument("--extra-cols", type=_columns, default=(), metavar="A,B",
-                     help="input columns copied into each sample's .json")
-    io_.add_argument("--page-url-col", default=None, help="column holding the page the image was found on")
-    io_.add_argument("--no-header", action="store_true",
-                     help="csv/tsv without a header row; name columns by position (--url-col 1 --caption-col 0)")
-    io_.add_argument("--dry-run", action="store_true",
-                     help="no network: apply text and frequency rules, write candidates.parquet and report.json")
-    io_.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run in DIR")
-    add_progress_arguments(io_)
-
-    text = parser.add_argument_group("text rules (ALIGN)")
-    text.add_argument("--min-words", type=_non_negative_int, default=3, help="keep captions with >= this many words")
-    text.add_argument("--max-words", type=_positive_int, default=20, help="keep captions with <= this many words")
-    text.add_argument("--vocab-size", type=_non_negative_int, default=100_000_000,
-                      help="allowlist size: the most frequent unigrams+bigrams of the raw corpus")
-    text.add_argument("--no-boilerplate", dest="boilerplate", action="store_false",
-                      help="turn off the boilerplate rule (camera file names, resolutions, bare URLs, placeholders)")
-    text.add_argument("--max-images-per-text", type=_positive_int, default=10,
-                      help="drop a caption shared by more than this many image URLs")
-    text.add_argument("--max-texts-per-image", type=_positive_int, default=1000,
-                      help="drop an image URL with more than this many distinct captions")
-
-    image = parser.add_argument_group("image rules (ALIGN) and output images")
-    image.add_argument("--min-side", type=_non_negative_int, default=200,
-                       help="keep images whose shorter side is > this (strict)")
-    image.add_argument("--max-aspect-ratio", type=_positive_float, default=3.0,
-                       help="keep images whose long/short ratio is < this (strict)")
-    image.add_argument("--max-pixels", type=_positive_int, default=89_478_485, help="decompression-bomb limit")
-    image.add_argument("--eval-index", default=None, metavar="INDEX",
-                       help="drop near-duplicates of these eval images (built by aligndata eval-index build)")
-    image.add_argument("--eval-hamming", type=_non_negative_int, default=6, metavar="T",
-                       help="max pHash Hamming distance to an eval image or its mirror (default from docs/dedup.md)")
-    image.add_argument("--nsfw", default="keywords", metavar="MODE",
-                       help="off | keywords | nudenet | module:function (comma-separated to combine); ALIGN "
-                            "removed pornographic images, so the default is keywords")
-    image.add_argument("--nsfw-threshold", type=float, default=0.5, help="image scores >= this are NSFW")
-    image.add_argument("--resize-mode", default="keep_ratio", choices=["keep_ratio", "center_crop", "border", "no"])
-    image.add_argument("--resize-filter", default="area", choices=["area", "bilinear", "bicubic", "lanczos"],
-                       help="resampling filter for downscaling (area = img2dataset's INTER_AREA, fastest)")
-    image.add_argument("--image-size", type=_positive_int, default=346)
-    image.add_argument("--encode-format", default="jpg", choices=["jpg", "webp", "png"])
-    image.add_argument("--encode-quality", type=_positive_int, default=95)
-    image.add_argument("--samples-per-shard", type=_positive_int, default=10_000,
-                       help="target mean samples per shard (exact counts in sizes.json)")
-
-    fetch = parser.add_argument_group("fetching")
-    fetch.add_argument("--timeout", type=_positive_float, default=10.0, help="connect and read timeout, seconds")
-    fetch.add_argument("--total-timeout", type=_positive_float, default=None,
-                       help="wall-clock cap per download attempt, seconds (default 2*timeout+5)")
-    fetch.add_argument("--max-download-bytes", type=_positive_int, default=20_000_000)
-    fetch.add_argument("--retries", type=_non_negative_int, default=2)
-    fetch.add_argument("--fetch-threads", type=_positive_int, default=32, help="concurrent downloads per worker")
-    fetch.add_argument("--image-threads", type=_positive_int, default=None,
-                       help="images decoded, checked and re-encoded at once per worker (default: its CPU count)")
-    fetch.add_argument("--max-per-host", type=_positive_int, default=16,
-                       help="concurrent requests to one host, per worker")
-    fetch.add_argument("--host-rate", type=_positive_float, default=None, metavar="REQ_PER_S",
-                       help="at most this many request starts per second to one host, per worker (default: no limit)")
-    fetch.add_argument("--respect-robots-txt", action="store_true",
-                       help="fetch each host's robots.txt once and skip what it disallows for 'aligndata'")
-    fetch.add_argument("--robots-timeout", type=_positive_float, default=5.0)
-    fetch.add_argument("--cache-dir", default=None, metavar="DIR",
-                       help="where downloads are cached so an interrupted run resumes (default OUTPUT/.fetch-cache)")
-    fetch.add_argument("--keep-cache", action="store_true", help="keep the download cache after a successful run")
-    fetch.add_argument("--allow-private-networks", action="store_true",
-                       help="allow private, loopback and link-local addresses (local test servers)")
-    fetch.add_argument("--user-agent", default=None, help="full User-Agent header (default names aligndata)")
-    fetch.add_argument("--contact", default=None, help="a URL or e-mail added to the User-Agent for site owners")
-
-
-def curate_config(args: argparse.Namespace):
-    from aligndata.pipeline.config import CurateConfig
-
-    if args.min_words > args.max_words:
-        raise SystemExit(f"aligndata curate: --min-words ({args.min_words}) exceeds --max-words ({args.max_words})")
-    return CurateConfig(
-        inputs=tuple(args.input),
-        output=args.output,
-        input_format=args.input_format,
-        url_col=args.url_col,
-        caption_col=args.caption_col,
-        extra_cols=args.extra_cols,
-        page_url_col=args.page_url_col,
-        no_header=args.no_header,
-        page_urls_file=args.page_urls_file,
-        max_page_bytes=args.max_page_bytes,
-        min_words=args.min_words,
-        max_words=args.max_words,
-        vocab_size=args.vocab_size,
-        max_images_per_text=args.max_images_per_text,
-        max_texts_per_image=args.max_texts_per_image,
-        boilerplate=args.boilerplate,
-        min_side=args.min_side,
-        max_aspect_ratio=args.max_aspect_ratio,
-        max_pixels=args.max_pixels,
-        eval_index=args.eval_index,
-        eval_hamming=args.eval_hamming,
-        nsfw=args.nsfw,
-        nsfw_threshold=args.nsfw_threshold,
-        resize_mode=args.resize_mode,
-        resize_filter=args.resize_filter,
-        image_size=args.image_size,
-        encode_format=args.encode_format,
-        encode_quality=args.encode_quality,
-        samples_per_shard=args.samples_per_shard,
-        timeout=args.timeout,
-        total_timeout=args.total_timeout,
-        max_download_bytes=args.max_download_bytes,
-        retries=args.retries,
-        fetch_threads=args.fetch_threads,
-        image_threads=args.image_threads,
-        cache_dir=args.cache_dir,
-        max_per_host=args.max_per_host,
-        host_rate=args.host_rate,
-        respect_robots_txt=args.respect_robots_txt,
-        robots_timeout=args.robots_timeout,
-        keep_cache=args.keep_cache,
-        allow_private_networks=args.allow_private_networks,
-        user_agent=args.user_agent,
-        contact=args.contact,
-        dry_run=args.dry_run,
-        overwrite=args.overwrite,
-    )
-
-
-def print_summary(report: dict, output: str, stream=None) -> None:
-    stream = stream or sys.stderr
-    kept_label = "candidates" if report["dry_run"] else "kept"
-    print(f"{report['input_rows']} rows in, {report['kept']} {kept_label}, {report['rejected']} rejected",
-          file=stream)
-    for reason, n in report["rejected_by_reason"].items():
-        if n:
-            print(f"  {reason:32s} {n:>10d}  {report['rejected_pct_by_reason'][reason]:6.2f}%", file=stream)
-    freq = report["frequency"]
-    print(f"allowlist: {freq['allowlist_size']} of {freq['distinct_ngrams']} n-grams "
-          f"(count >= {freq['allowlist_threshold']})", file=stream)
-    if not report["dry_run"]:
-        print(f"{report['shards']} shard(s) in {output}", file=stream)
-
-
-def cmd_curate(args, beam_args) -> int:
-    from aligndata.pipeline.run import run_curate
-
-    report = run_curate(curate_config(args), beam_args, progress_mode(args), args.progress_interval)
-    if not args.quiet:
-        print_summary(report, args.output)
-    if not report["accounting_ok"]:
-        print("aligndata curate: accounting mismatch (input rows != kept + rejected); this is a bug, please report it",
-              file=sys.stderr)
-        return 3
-    return 0
-
+from aligndata.commands.curate import add_progress_arguments, print_summary, progress_mode
+from aligndata.commands.curate import register as register_curate
+from aligndata.filters.options import positive_int as _positive_int
 
 def cmd_example(args, beam_args) -> int:
     from aligndata.example import run_example
@@ -231,14 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log Beam's own progress too")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    curate = sub.add_parser(
-        "curate",
-        help="filter image/alt-text tables with ALIGN's rules into WebDataset shards",
-        epilog=CURATE_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_curate_arguments(curate)
-    curate.set_defaults(func=cmd_curate)
+    register_curate(sub)
 
     example = sub.add_parser("example", help="curate a small bundled corpus served from a local HTTP server")
     example.add_argument("--output", default="example_output")
@@ -264,8 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     from aligndata.commands.models import register as register_models
     from aligndata.commands.eval_index import register as register_eval_index
 
+    from aligndata.commands.rules import register as register_rules
+
     register_eval_index(sub)
     register_extract(sub)
+    register_rules(sub)
     register_inspect(sub)
     register_models(sub)
     return parser

@@ -70,7 +70,7 @@ def build(directory: str, n: int, per_shard: int = 10_000) -> None:
         sizes[f"{stats['shard']}.tar"] = stats["count"]
     write_sizes(directory, sizes)
     # a minimal report.json so `aligndata report` has a funnel to draw (no rejected rows)
-    from aligndata.filters.reasons import REASONS
+    from aligndata.filters.registry import REASONS
     from aligndata.pipeline.report import funnel
     from aligndata.shards.writer import write_json_atomic
 

@@ -19,6 +19,7 @@ from aligndata.filters.frequency import (
     shared_text_reason,
     too_many_texts_reason,
 )
+from aligndata.filters.registry import row_rules, rule_options
 from aligndata.filters.text import tokenize
 from aligndata.pipeline.candidates import prepare_row
 
@@ -26,11 +27,12 @@ from aligndata.pipeline.candidates import prepare_row
 def plain_text_stage(rows, min_words=3, max_words=20, vocab_size=100_000_000, max_images_per_text=10,
                      max_texts_per_image=1000):
     """rows: raw row dicts in input order. Returns (verdicts, info): verdicts maps (src, row) -> reason or None."""
+    rules = row_rules(rule_options(min_words=min_words, max_words=max_words))
     counts: Counter = Counter()
     candidates = []
     verdicts = {}
     for raw in rows:
-        cand, words = prepare_row(raw, min_words, max_words)
+        cand, words = prepare_row(raw, rules)
         if words is None:
             verdicts[(cand["src"], cand["row"])] = cand["reason"]
             continue

@@ -18,7 +18,7 @@ import webdataset as wds
 from PIL import Image
 
 from aligndata.cli import main
-from aligndata.filters.reasons import REASONS
+from aligndata.filters.registry import REASONS
 from aligndata.pipeline.candidates import make_uid
 
 KEPT = None

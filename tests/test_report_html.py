@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from aligndata.cli import main as aligndata_main
-from aligndata.filters import reasons
+from aligndata.filters import registry
 from aligndata.commands import inspect as commands
 from aligndata.inspect.report_page import Histogram, render_report_html, write_report_html
 
@@ -116,7 +116,7 @@ def test_page_structure_and_numbers_match_report_json(curated):
     rows = {a["data-reason"]: (int(a["data-count"]), float(a["data-pct"]))
             for a in page.with_attr("data-count")}
     assert rows == {r: (n, report["rejected_pct_by_reason"][r]) for r, n in report["rejected_by_reason"].items()}
-    assert list(rows) == list(reasons.REASONS)  # precedence order
+    assert list(rows) == list(registry.REASONS)  # precedence order
     assert "29.27%" in "".join(page.text)  # text_shared_by_too_many_images: 12 of 41
 
     hists = {a["data-hist"]: int(a["data-total"]) for a in page.with_attr("data-hist")}

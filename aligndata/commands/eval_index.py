@@ -16,7 +16,7 @@ from pathlib import Path
 from aligndata.filters.dedup import HASH_KINDS, HashSpec
 from aligndata.filters.image import DecodeError, decode_image
 from aligndata.images.eval_index import EvalIndexError, build_index, load_index, read_index
-from aligndata.images.content_checks import DEFAULT_EVAL_HAMMING
+from aligndata.filters.dedup import DEFAULT_EVAL_HAMMING
 
 _SHOW_SKIPPED = 10
 

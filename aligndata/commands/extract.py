@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from aligndata.argtypes import non_negative_int as _non_negative_int
-from aligndata.argtypes import positive_float as _positive_float
-from aligndata.argtypes import positive_int as _positive_int
+from aligndata.filters.options import non_negative_int as _non_negative_int
+from aligndata.filters.options import positive_float as _positive_float
+from aligndata.filters.options import positive_int as _positive_int
 
 EXTRACT_EPILOG = """\
 Inputs: local .html/.html.gz files (--input-format html; page URLs from --page-urls FILE.json, else <base href>),

@@ -15,8 +15,8 @@ import os
 import re
 import sys
 
-from aligndata.argtypes import non_negative_int as _non_negative
-from aligndata.argtypes import positive_int as _positive
+from aligndata.filters.options import non_negative_int as _non_negative
+from aligndata.filters.options import positive_int as _positive
 
 HELP = "look inside, check and export WebDataset shards (SHARDS: a directory, glob, {00000..00099} pattern or URL)"
 SHARDS_HELP = "a directory of .tar shards, a glob, a brace pattern such as 'shards/{00000..00099}.tar', or a URL"

@@ -13,10 +13,10 @@ import logging
 import os
 import sys
 
-from aligndata.argtypes import fraction as _fraction
-from aligndata.argtypes import non_negative_int as _non_negative_int
-from aligndata.argtypes import positive_float as _positive_float
-from aligndata.argtypes import positive_int as _positive_int
+from aligndata.filters.options import fraction as _fraction
+from aligndata.filters.options import non_negative_int as _non_negative_int
+from aligndata.filters.options import positive_float as _positive_float
+from aligndata.filters.options import positive_int as _positive_int
 from aligndata.models.presets import PRESETS
 
 log = logging.getLogger(__name__)

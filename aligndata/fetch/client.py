@@ -68,6 +68,14 @@ from aligndata.fetch.wire import (
     tls_context,
     tls_server_name,
 )
+from aligndata.fetch.options import (
+    DEFAULT_FETCH_THREADS,
+    DEFAULT_MAX_DOWNLOAD_BYTES,
+    DEFAULT_MAX_PER_HOST,
+    DEFAULT_RETRIES,
+    DEFAULT_ROBOTS_TIMEOUT,
+    DEFAULT_TIMEOUT,
+)
 from aligndata.fetch.guard import AddressPolicy, BlockedAddressError, check_hop, connect_guarded
 from aligndata.fetch.politeness import HostThrottle, RobotsCache, host_of
 
@@ -91,10 +99,10 @@ _ILLEGAL_HEADER_VALUE = re.compile(r"[^\t\x20-\x7e\x80-\xff]")
 class FetchConfig:
     """Download limits and politeness settings (all per URL)."""
 
-    timeout: float = 10.0  # connect timeout, and read timeout for each socket read
+    timeout: float = DEFAULT_TIMEOUT  # connect timeout, and read timeout for each socket read
     total_timeout: float | None = None  # wall-clock cap per attempt; None means 2 * timeout + 5
-    max_bytes: int = 20_000_000  # cap on the decoded body
-    retries: int = 2  # extra attempts after the first
+    max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES  # cap on the decoded body
+    retries: int = DEFAULT_RETRIES  # extra attempts after the first
     backoff: float = 0.5  # first retry wait in seconds, doubled each time, capped at BACKOFF_CAP
     max_retry_after: float = 30.0  # a longer Retry-After ends the retries
     allow_private_networks: bool = False  # True only for tests/trusted intranets: disables the address guard
@@ -103,11 +111,33 @@ class FetchConfig:
     contact: str | None = None  # URL or e-mail appended to the User-Agent so site owners can reach you
     max_redirects: int = 5
     respect_x_robots_tag: bool = True
-    pool_maxsize: int = 32  # keep-alive connections kept per host: at least the number of fetch threads
-    max_per_host: int = 16  # concurrent requests to one host (per worker)
+    pool_maxsize: int = DEFAULT_FETCH_THREADS  # keep-alive connections per host: at least the fetch threads
+    max_per_host: int = DEFAULT_MAX_PER_HOST  # concurrent requests to one host (per worker)
     host_min_interval: float = 0.0  # seconds between request starts to one host (per worker); 0 = no limit
     respect_robots_txt: bool = False  # fetch each host's /robots.txt once and obey it for our token
-    robots_timeout: float = 5.0
+    robots_timeout: float = DEFAULT_ROBOTS_TIMEOUT
+
+    @classmethod
+    def from_options(cls, opts, max_bytes: int) -> "FetchConfig":
+        """Settings from an object carrying the fetch options (fetch/options.py), e.g. a curate config."""
+        kwargs = dict(
+            timeout=opts.timeout,
+            max_bytes=max_bytes,
+            retries=opts.retries,
+            allow_private_networks=opts.allow_private_networks,
+            pool_maxsize=opts.fetch_threads,  # one pooled connection per thread, no "pool is full" churn
+            max_per_host=opts.max_per_host,
+            host_min_interval=1.0 / opts.host_rate if opts.host_rate else 0.0,
+            respect_robots_txt=opts.respect_robots_txt,
+            robots_timeout=opts.robots_timeout,
+        )
+        if opts.total_timeout is not None:
+            kwargs["total_timeout"] = opts.total_timeout
+        if opts.user_agent:
+            kwargs["user_agent"] = opts.user_agent
+        if opts.contact:
+            kwargs["contact"] = opts.contact
+        return cls(**kwargs)
 
     def __post_init__(self) -> None:
         positive = {"timeout": self.timeout, "max_bytes": self.max_bytes, "pool_maxsize": self.pool_maxsize,

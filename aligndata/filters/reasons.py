@@ -1,7 +1,8 @@
-"""Stable reason codes for rejected rows, in precedence order.
+"""Stable reason codes for rejected rows, named for the code that returns them.
 
-Every input row ends in a shard or in ``rejected.parquet`` with exactly one reason. When several rules apply
-to a row, the first in ``REASONS`` is the one recorded.
+Every input row ends in a shard or in ``rejected.parquet`` with exactly one reason. The precedence order (when
+several rules apply to a row, the first is recorded) is the rule registry's: ``registry.REASONS``. A new rule
+needs no constant here: its registration holds its code.
 """
 
 INVALID_ROW = "invalid_row"  # missing/unsupported URL, empty text, absurd field, broken encoding
@@ -20,30 +21,3 @@ IMAGE_TOO_SMALL = "image_too_small"
 ASPECT_RATIO_TOO_LARGE = "aspect_ratio_too_large"
 EVAL_SET_DUPLICATE = "eval_set_duplicate"
 NSFW = "nsfw"
-
-REASONS = (
-    INVALID_ROW,
-    DUPLICATE_PAIR,
-    TEXT_TOO_SHORT,
-    TEXT_TOO_LONG,
-    TEXT_BOILERPLATE,
-    TEXT_RARE_TOKEN,
-    TEXT_SHARED_BY_TOO_MANY_IMAGES,
-    IMAGE_TOO_MANY_TEXTS,
-    ROBOTS_DISALLOWED,
-    BLOCKED_ADDRESS,
-    DOWNLOAD_FAILED,
-    DECODE_FAILED,
-    IMAGE_TOO_SMALL,
-    ASPECT_RATIO_TOO_LARGE,
-    EVAL_SET_DUPLICATE,
-    NSFW,
-)
-
-_RANK = {reason: i for i, reason in enumerate(REASONS)}
-
-
-def first_reason(reasons):
-    """The reason recorded for a row: the earliest in precedence order among those that apply (None if none)."""
-    present = [r for r in reasons if r]
-    return min(present, key=_RANK.__getitem__) if present else None

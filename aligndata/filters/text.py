@@ -53,8 +53,6 @@ import re
 import unicodedata
 from html.entities import html5 as _HTML5_ENTITIES
 
-from aligndata.filters import reasons
-
 MAX_CAPTION_CHARS = 4096  # longer "alt-texts" are page text or spam; the lead rejects them as invalid_row
 MAX_URL_CHARS = 2048  # browsers' and CDNs' practical URL limit
 
@@ -166,13 +164,23 @@ def word_ngrams(words: list[str]) -> list[str]:
     return words + [a + " " + b for a, b in zip(words, words[1:])]
 
 
-def word_count_reason(n_words: int, min_words: int = 3, max_words: int = 20) -> str | None:
-    """ALIGN's unigram-count rule: keep min_words <= n_words <= max_words."""
-    if n_words < min_words:
-        return reasons.TEXT_TOO_SHORT
-    if n_words > max_words:
-        return reasons.TEXT_TOO_LONG
-    return None
+# Row rules: ``decide(opts, caption, words)`` -> a detail when the rule rejects the row, else None. ``caption``
+# is the normalized caption, ``words`` its word tokens, ``opts`` the run's options (registry.py declares them).
+
+
+def too_short(opts, caption: str, words: list[str]) -> str | None:
+    """ALIGN's unigram-count rule, lower bound: keep captions with at least ``min_words`` words."""
+    return f"{len(words)} words" if len(words) < opts.min_words else None
+
+
+def too_long(opts, caption: str, words: list[str]) -> str | None:
+    """ALIGN's unigram-count rule, upper bound: keep captions with at most ``max_words`` words."""
+    return f"{len(words)} words" if len(words) > opts.max_words else None
+
+
+def boilerplate(opts, caption: str, words: list[str]) -> str | None:
+    """The whole caption is boilerplate (see `boilerplate_reason`); the detail names the pattern."""
+    return boilerplate_reason(caption)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -433,10 +441,12 @@ __all__ = [
     "MAX_CAPTION_CHARS",
     "MAX_URL_CHARS",
     "WORD_PATTERN",
+    "boilerplate",
     "boilerplate_reason",
     "has_broken_encoding",
     "normalize_text",
     "tokenize",
-    "word_count_reason",
+    "too_long",
+    "too_short",
     "word_ngrams",
 ]

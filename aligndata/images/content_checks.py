@@ -14,16 +14,11 @@ import threading
 from PIL import Image
 
 from aligndata.filters import reasons
-from aligndata.filters.dedup import EvalHashes, HashSpec
+from aligndata.filters.dedup import DEFAULT_EVAL_HAMMING, EvalHashes, HashSpec
 from aligndata.filters.nsfw import DEFAULT_MODE, DEFAULT_THRESHOLD, NsfwError, NsfwFilter
 from aligndata.images.eval_index import EvalIndexError, load_index
 from aligndata.pipeline.sources import InputError
 
-# Chosen from the accuracy table in docs/dedup.md: pHash within 6 bits finds >= 99.4% of half-size, JPEG q30,
-# flipped and +-10% brightness copies of real photos; 0 of 25,122 unrelated real photo pairs match, and the
-# modelled false-positive rate per fetched image against 200k eval images is 0.002% (0.006% allowing for the
-# 3x heavier tail than the model seen at T=14). T=8 would catch more crops but models at 0.08-0.3%.
-DEFAULT_EVAL_HAMMING = 6
 # The pipeline's own hash (filters.image.perceptual_hash, 64-bit pHash): its hex can be used as is.
 PIPELINE_HASH = HashSpec("phash", 8)
 

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from aligndata.filters import reasons
-from aligndata.filters.image import DEFAULT_MAX_PIXELS, DecodeError, decode_image, image_size_reason, perceptual_hash
+from aligndata.filters import reasons, registry
+from aligndata.filters.options import Option, defaults, positive_int
+from aligndata.filters.image import DecodeError, decode_image, image_size_reason, perceptual_hash
 
 RESIZE_MODES = ("no", "keep_ratio", "keep_ratio_largest", "center_crop", "border")
 EXTENSIONS = {"jpg": "jpg", "webp": "webp", "png": "png"}
@@ -126,19 +127,41 @@ def encode_image(img: Image.Image, fmt: str = "jpg", quality: int = 95) -> bytes
     return buffer.getvalue()
 
 
+# The output-image options of `curate` (the image rules' own options are in the rule registry).
+OUTPUT_IMAGE_OPTIONS: tuple[Option, ...] = (
+    Option("--resize-mode", "keep_ratio", "img2dataset's meanings; never enlarges",
+           choices=("keep_ratio", "center_crop", "border", "no")),
+    Option("--resize-filter", "area", "resampling filter for downscaling (area = img2dataset's INTER_AREA, "
+           "fastest)", choices=tuple(RESAMPLE_FILTERS)),
+    Option("--image-size", 346, "target size for resizing (ALIGN resizes to 346, then crops 289 in training)",
+           type=positive_int),
+    Option("--encode-format", "jpg", "output image format", choices=tuple(EXTENSIONS)),
+    Option("--encode-quality", 95, "jpg/webp quality", type=positive_int),
+)
+_OUT = defaults(OUTPUT_IMAGE_OPTIONS)
+_RULES = registry.defaults()
+
+
 @dataclass
 class ImageConfig:
     """Options of the per-image chain. Defaults: ALIGN's rules and its 346 px training resolution."""
 
-    min_side: int = 200
-    max_aspect_ratio: float = 3.0
-    resize_mode: str = "keep_ratio"
-    image_size: int = 346
-    encode_format: str = "jpg"
-    encode_quality: int = 95
-    max_pixels: int = DEFAULT_MAX_PIXELS
+    min_side: int = _RULES["min_side"]
+    max_aspect_ratio: float = _RULES["max_aspect_ratio"]
+    resize_mode: str = _OUT["resize_mode"]
+    image_size: int = _OUT["image_size"]
+    encode_format: str = _OUT["encode_format"]
+    encode_quality: int = _OUT["encode_quality"]
+    max_pixels: int = _RULES["max_pixels"]
     only_downscale: bool = True
-    resample: str = "area"
+    resample: str = _OUT["resize_filter"]
+
+    @classmethod
+    def from_options(cls, opts) -> "ImageConfig":
+        """From an object carrying the image rules' and output-image options (a curate config)."""
+        return cls(min_side=opts.min_side, max_aspect_ratio=opts.max_aspect_ratio, resize_mode=opts.resize_mode,
+                   resample=opts.resize_filter, image_size=opts.image_size, encode_format=opts.encode_format,
+                   encode_quality=opts.encode_quality, max_pixels=opts.max_pixels)
 
     def __post_init__(self) -> None:
         # A bad option is a user error: fail once, loudly, rather than reject every image.

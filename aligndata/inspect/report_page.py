@@ -27,15 +27,13 @@ from dataclasses import dataclass, field
 
 import pyarrow.parquet as pq
 
-from aligndata.filters import reasons
+from aligndata.filters import registry
 from aligndata.filters.text import tokenize
 from aligndata.inspect.scan import scan
 from aligndata.shards.spec import ShardSet
 from aligndata.io.storage import storage_for, strip_file_scheme
 
 REPORT_HTML = "report.html"
-TEXT_RULES = (reasons.TEXT_TOO_SHORT, reasons.TEXT_TOO_LONG, reasons.TEXT_BOILERPLATE, reasons.TEXT_RARE_TOKEN,
-              reasons.TEXT_SHARED_BY_TOO_MANY_IMAGES)
 EXAMPLES_PER_REASON = 6
 GRID_SAMPLES = 24
 GRID_SHARDS = 8  # thumbnails come from at most this many shards, spread over the set
@@ -390,7 +388,7 @@ def _reasons_section(data: dict) -> str:
     r = data["report"]
     by_reason = r["rejected_by_reason"]
     pcts = r.get("rejected_pct_by_reason", {})
-    ordered = [x for x in reasons.REASONS if x in by_reason] + sorted(set(by_reason) - set(reasons.REASONS))
+    ordered = [x for x in registry.REASONS if x in by_reason] + sorted(set(by_reason) - set(registry.REASONS))
     rows = []
     for reason in ordered:
         n = by_reason[reason]
@@ -423,13 +421,13 @@ def _examples_section(data: dict) -> str:
     by_reason = data["report"]["rejected_by_reason"]
     examples = data["examples"]
     blocks = []
-    ordered = list(TEXT_RULES) + [x for x in reasons.REASONS if x not in TEXT_RULES]
+    ordered = list(registry.CAPTION_RULES) + [x for x in registry.REASONS if x not in registry.CAPTION_RULES]
     for reason in ordered:
         n = by_reason.get(reason, 0)
-        if not n and reason not in TEXT_RULES:
+        if not n and reason not in registry.CAPTION_RULES:
             continue
         items = examples.get(reason, [])
-        kind = "text rule" if reason in TEXT_RULES else "other rule"
+        kind = "text rule" if reason in registry.CAPTION_RULES else "other rule"
         if items:
             lis = "".join(f'<li><q>{esc(c) if c is not None else "<i>(no caption)</i>"}</q>'
                           f'{f" <span class=d>{esc(d)}</span>" if d else ""}</li>' for c, d in items)

@@ -1,4 +1,4 @@
-"""Turning one raw input row into a candidate: validation, normalization, uid and the per-row text rules.
+"""Turning one raw input row into a candidate: validation, normalization, uid and the registered row rules.
 
 Pure Python (the Beam DoFns in ``curate.py`` call it), so the same logic is unit-testable and reusable by the
 plain-Python floor in ``benchmarks/``.
@@ -10,15 +10,7 @@ import hashlib
 
 from aligndata.filters import reasons
 from aligndata.filters.frequency import hash64
-from aligndata.filters.text import (
-    MAX_CAPTION_CHARS,
-    MAX_URL_CHARS,
-    boilerplate_reason,
-    has_broken_encoding,
-    normalize_text,
-    tokenize,
-    word_count_reason,
-)
+from aligndata.filters.text import MAX_CAPTION_CHARS, MAX_URL_CHARS, has_broken_encoding, normalize_text, tokenize
 from aligndata.fetch.guard import check_url
 
 
@@ -39,7 +31,7 @@ def _invalid(raw: dict, url: str, text: str, detail: str) -> dict:
     }
 
 
-def _invalid_detail(url: str, text: str | None) -> str | None:
+def invalid_detail(url: str, text: str | None) -> str | None:
     if not url:
         return "missing_url"
     if len(url) > MAX_URL_CHARS:
@@ -58,19 +50,20 @@ def _invalid_detail(url: str, text: str | None) -> str | None:
     return None
 
 
-def prepare_row(raw: dict, min_words: int, max_words: int, page_url_col: str | None = None,
-                boilerplate: bool = True):
-    """Validate and normalize one raw row.
+def prepare_row(raw: dict, rules, page_url_col: str | None = None):
+    """Validate and normalize one raw row, then apply the row rules.
 
-    Returns ``(candidate, words)``: ``words`` is the lowercased word-token list used for corpus statistics, or
-    None for an invalid row (invalid rows take no part in the statistics). ``candidate["reason"]`` holds the
-    per-row text rule that failed, if any; corpus-level rules are decided later.
+    ``rules`` is ``registry.row_rules(options)``: (reason, decide) pairs in reason order; the first rule whose
+    decide returns a detail rejects the row. Returns ``(candidate, words)``: ``words`` is the lowercased
+    word-token list used for corpus statistics, or None for an invalid row (invalid rows take no part in the
+    statistics). ``candidate["reason"]`` holds the row rule that failed, if any; corpus-level rules are decided
+    later.
     """
     url = (raw.get("url") or "").strip()
     text = raw.get("text")
     if raw.get("bad"):
         return _invalid(raw, url, text or "", raw["bad"]), None
-    detail = _invalid_detail(url, text)
+    detail = invalid_detail(url, text)
     caption = normalize_text(text) if detail is None else ""
     if detail is None and not caption:
         detail = "empty_text"
@@ -80,12 +73,12 @@ def prepare_row(raw: dict, min_words: int, max_words: int, page_url_col: str | N
     extra = dict(raw.get("extra") or {})
     page_url = extra.pop(page_url_col, None) if page_url_col else None
     words = tokenize(caption)
-    reason = word_count_reason(len(words), min_words, max_words)
-    detail = f"{len(words)} words" if reason else ""
-    if reason is None and boilerplate:
-        rule = boilerplate_reason(caption)
-        if rule:
-            reason, detail = reasons.TEXT_BOILERPLATE, rule
+    reason, detail = None, ""
+    for rule_reason, decide in rules:
+        found = decide(caption, words)
+        if found:
+            reason, detail = rule_reason, found
+            break
     candidate = {
         "uid": make_uid(url, caption),
         "url": url,

@@ -1,64 +1,64 @@
-"""The options of one curate run, as a plain picklable object shipped to every Beam worker."""
+"""The options of one curate run, as a plain picklable object shipped to every Beam worker.
+
+Its fields are made from the option declarations, so no default is written twice: the rules' options (the
+rule registry), the fetch options (fetch/options.py), the output-image options (images/process.py) and the
+run options below. ``commands/curate.py`` builds the command line from the same declarations.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from aligndata.extract.pages import DEFAULT_MAX_PAGE_BYTES
+from aligndata.fetch.options import FETCH_OPTIONS, IMAGE_FETCH_OPTIONS
+from aligndata.filters import registry
+from aligndata.filters.options import Option, options_dataclass, positive_int
+from aligndata.images.process import OUTPUT_IMAGE_OPTIONS
+from aligndata.pipeline.sources import FORMATS
+
+
+def columns(text: str) -> tuple[str, ...]:
+    """"a, b" -> ("a", "b")."""
+    return tuple(c.strip() for c in text.split(",") if c.strip())
+
+
+INPUT_OPTIONS: tuple[Option, ...] = (
+    Option("--input-format", "auto", "tables, or web sources whose <img alt> pairs are extracted (see "
+           "docs/extraction.md); page-urls: files listing page URLs, fetched like images",
+           choices=("auto", *FORMATS)),
+    Option("--page-urls", None, "html inputs: JSON mapping each file (name or path) to the URL it was fetched "
+           "from", dest="page_urls_file", metavar="FILE.json"),
+    Option("--max-page-bytes", DEFAULT_MAX_PAGE_BYTES, "html/warc/page-urls: skip larger pages", type=positive_int),
+    Option("--url-col", "url", "column holding the image URL"),
+    Option("--caption-col", "caption", "column holding the alt-text"),
+    Option("--extra-cols", (), "input columns copied into each sample's .json", type=columns, metavar="A,B"),
+    Option("--page-url-col", None, "column holding the page the image was found on"),
+    Option("--no-header", False, "csv/tsv without a header row; name columns by position (--url-col 1 "
+           "--caption-col 0)", action="store_true"),
+    Option("--dry-run", False, "no network: apply text and frequency rules, write candidates.parquet and "
+           "report.json", action="store_true"),
+    Option("--overwrite", False, "replace the outputs of an earlier run in DIR", action="store_true"),
+)
+SHARD_OPTIONS: tuple[Option, ...] = (
+    Option("--samples-per-shard", 10_000, "target mean samples per shard (exact counts in sizes.json)",
+           type=positive_int),
+)
+RESUME_OPTIONS: tuple[Option, ...] = (
+    Option("--image-threads", None, "images decoded, checked and re-encoded at once per worker (default: its "
+           "CPU count)", type=positive_int, shown_default="CPU count"),
+    Option("--cache-dir", None, "where downloads are cached so an interrupted run resumes (default "
+           "OUTPUT/.fetch-cache)", metavar="DIR", shown_default="OUTPUT/.fetch-cache"),
+    Option("--keep-cache", False, "keep the download cache after a successful run", action="store_true"),
+)
+# Every option a curate run has, in --help order.
+CURATE_OPTIONS: tuple[Option, ...] = (INPUT_OPTIONS + registry.OPTIONS + OUTPUT_IMAGE_OPTIONS + SHARD_OPTIONS
+                                      + FETCH_OPTIONS + IMAGE_FETCH_OPTIONS + RESUME_OPTIONS)
+
 
 @dataclass(frozen=True)
-class CurateConfig:
+class _CurateRun:
     inputs: tuple[str, ...]
     output: str
-    input_format: str = "auto"
-    url_col: str = "url"
-    caption_col: str = "caption"
-    extra_cols: tuple[str, ...] = ()
-    page_url_col: str | None = None
-    no_header: bool = False
-    page_urls_file: str | None = None  # html inputs: JSON {file name or path: page URL}
-    max_page_bytes: int = 10_000_000  # html/warc/page-urls: larger pages are skipped
-    # ALIGN's text rules
-    min_words: int = 3
-    max_words: int = 20
-    vocab_size: int = 100_000_000
-    max_images_per_text: int = 10
-    max_texts_per_image: int = 1000
-    boilerplate: bool = True
-    # ALIGN's image rules
-    min_side: int = 200
-    max_aspect_ratio: float = 3.0
-    max_pixels: int = 89_478_485
-    # eval-set near-duplicates and NSFW (after the image rules)
-    eval_index: str | None = None
-    eval_hamming: int = 6
-    nsfw: str = "keywords"
-    nsfw_threshold: float = 0.5
-    # output images
-    resize_mode: str = "keep_ratio"
-    resize_filter: str = "area"
-    image_size: int = 346
-    encode_format: str = "jpg"
-    encode_quality: int = 95
-    samples_per_shard: int = 10_000
-    # fetching
-    timeout: float = 10.0
-    total_timeout: float | None = None
-    max_download_bytes: int = 20_000_000
-    retries: int = 2
-    allow_private_networks: bool = False
-    user_agent: str | None = None
-    contact: str | None = None
-    fetch_threads: int = 32
-    image_threads: int | None = None  # images processed at once per worker; None = the worker's CPU count
-    max_per_host: int = 16
-    host_rate: float | None = None  # request starts per second per host and worker; None = no limit
-    respect_robots_txt: bool = False
-    robots_timeout: float = 5.0
-    cache_dir: str | None = None  # fetch cache for resuming; default OUTPUT/.fetch-cache
-    keep_cache: bool = False  # keep the fetch cache after a successful run
-    # run control
-    dry_run: bool = False
-    overwrite: bool = False
     progress_dir: str | None = None  # local directory for live progress files (set by the command line)
     extra: dict = field(default_factory=dict)
 
@@ -75,3 +75,7 @@ class CurateConfig:
     def identity(self) -> dict:
         """The options that decide the output; a resumed run must match the interrupted one on these."""
         return {k: v for k, v in self.to_json().items() if k not in self.RUN_CONTROL}
+
+
+CurateConfig = options_dataclass("CurateConfig", _CurateRun, CURATE_OPTIONS, module=__name__)
+CurateConfig.__doc__ = "One curate run: inputs, output and every option in CURATE_OPTIONS (frozen, picklable)."

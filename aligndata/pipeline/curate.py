@@ -16,14 +16,13 @@ Every DoFn with side effects writes through a temporary name and renames, so a r
 from __future__ import annotations
 
 import collections
-import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from aligndata.extract.pages import ExtractStats, pairs_from_page, read_page_url_list
-from aligndata.filters import reasons
+from aligndata.filters import reasons, registry
 from aligndata.filters.frequency import (
     CappedDistinct,
     allowlist_threshold,
@@ -37,7 +36,7 @@ from aligndata.filters.text import tokenize, word_ngrams
 from aligndata.pipeline import fetch_stage, ledger, report, shard_assign
 from aligndata.pipeline.config import CurateConfig
 from aligndata.pipeline.outputs import EXTRACTION, FETCH_STATS, NAMESPACE, NGRAMS, PAGE_URLS, REJECTS, emit, reject
-from aligndata.fetch.client import Fetcher
+from aligndata.fetch.client import FetchConfig, Fetcher
 from aligndata.pipeline.progress import ProgressWriter
 from aligndata.pipeline.candidates import prepare_row
 from aligndata.pipeline.sources import WEB_FORMATS, InputSpec, iter_rows
@@ -85,8 +84,7 @@ class FetchPages(beam.DoFn):
         self.cfg = cfg
 
     def setup(self):
-        page_config = dataclasses.replace(fetch_stage.fetch_config(self.cfg), max_bytes=self.cfg.max_page_bytes)
-        self.fetcher = Fetcher(page_config)
+        self.fetcher = Fetcher(FetchConfig.from_options(self.cfg, self.cfg.max_page_bytes))
         self.pool = ThreadPoolExecutor(max_workers=self.cfg.fetch_threads, thread_name_prefix="aligndata-pages")
         self.progress = ProgressWriter(self.cfg.progress_dir)
 
@@ -135,14 +133,14 @@ class PrepareRows(beam.DoFn):
 
     def setup(self):
         self.progress = ProgressWriter(self.cfg.progress_dir)
+        self.rules = registry.row_rules(self.cfg)
 
     def start_bundle(self):
         self.counts = collections.Counter()
         self.invalid = 0
 
     def process(self, raw):
-        cand, words = prepare_row(raw, self.cfg.min_words, self.cfg.max_words, self.cfg.page_url_col,
-                                  self.cfg.boilerplate)
+        cand, words = prepare_row(raw, self.rules, self.cfg.page_url_col)
         if words is None:
             self.invalid += 1
             yield emit(REJECTS, reject(cand, cand["reason"], cand["detail"]))

@@ -26,40 +26,6 @@ from aligndata.images.process import ImageConfig, process_image
 from aligndata.shards.writer import Sample, write_shard
 
 
-def fetch_config(cfg: CurateConfig) -> FetchConfig:
-    kwargs = dict(
-        timeout=cfg.timeout,
-        max_bytes=cfg.max_download_bytes,
-        retries=cfg.retries,
-        allow_private_networks=cfg.allow_private_networks,
-        pool_maxsize=cfg.fetch_threads,  # one pooled connection per thread, no "pool is full" churn
-        max_per_host=cfg.max_per_host,
-        host_min_interval=1.0 / cfg.host_rate if cfg.host_rate else 0.0,
-        respect_robots_txt=cfg.respect_robots_txt,
-        robots_timeout=cfg.robots_timeout,
-    )
-    if cfg.total_timeout is not None:
-        kwargs["total_timeout"] = cfg.total_timeout
-    if cfg.user_agent:
-        kwargs["user_agent"] = cfg.user_agent
-    if cfg.contact:
-        kwargs["contact"] = cfg.contact
-    return FetchConfig(**kwargs)
-
-
-def image_config(cfg: CurateConfig) -> ImageConfig:
-    return ImageConfig(
-        min_side=cfg.min_side,
-        max_aspect_ratio=cfg.max_aspect_ratio,
-        resize_mode=cfg.resize_mode,
-        resample=cfg.resize_filter,
-        image_size=cfg.image_size,
-        encode_format=cfg.encode_format,
-        encode_quality=cfg.encode_quality,
-        max_pixels=cfg.max_pixels,
-    )
-
-
 def sample_meta(row: dict, outcome) -> dict:
     """The sample's .json: the contract's fields plus every extra input column."""
     meta = dict(row.get("extra") or {})
@@ -91,12 +57,12 @@ class FetchShard(beam.DoFn):
         self.cfg = cfg
 
     def setup(self):
-        self.fetcher = Fetcher(fetch_config(self.cfg))
+        self.fetcher = Fetcher(FetchConfig.from_options(self.cfg, self.cfg.max_download_bytes))
         self.checks = ImageChecks(self.cfg.eval_index, self.cfg.eval_hamming, self.cfg.nsfw, self.cfg.nsfw_threshold)
         self.checks.setup()  # loads the eval index once per worker
         self.image_check = self.checks.check_image if self.checks.enabled else None
         self.cache = FetchCache(self.cfg.cache_dir or default_cache_dir(self.cfg.output))
-        self.image_cfg = image_config(self.cfg)
+        self.image_cfg = ImageConfig.from_options(self.cfg)
         self.pool = ThreadPoolExecutor(max_workers=self.cfg.fetch_threads, thread_name_prefix="aligndata-fetch")
         self.fetched = Metrics.counter(NAMESPACE, "urls_fetched")
         self.downloaded_bytes = Metrics.counter(NAMESPACE, "bytes_downloaded")

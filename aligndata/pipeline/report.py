@@ -7,21 +7,8 @@ import logging
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from aligndata.filters import reasons
+from aligndata.filters import registry
 from aligndata.shards.writer import compact_shards, write_json_atomic, write_sizes
-
-# Funnel stages: each holds the rows that survive every reason up to and including its last one.
-STAGES = (
-    ("valid_rows", (reasons.INVALID_ROW,)),
-    ("unique_pairs", (reasons.DUPLICATE_PAIR,)),
-    ("text_rules", (reasons.TEXT_TOO_SHORT, reasons.TEXT_TOO_LONG, reasons.TEXT_BOILERPLATE)),
-    ("frequency_rules", (reasons.TEXT_RARE_TOKEN, reasons.TEXT_SHARED_BY_TOO_MANY_IMAGES,
-                         reasons.IMAGE_TOO_MANY_TEXTS)),
-    ("downloaded", (reasons.ROBOTS_DISALLOWED, reasons.BLOCKED_ADDRESS, reasons.DOWNLOAD_FAILED)),
-    ("image_rules", (reasons.DECODE_FAILED, reasons.IMAGE_TOO_SMALL, reasons.ASPECT_RATIO_TOO_LARGE)),
-    ("dedup_and_safety", (reasons.EVAL_SET_DUPLICATE, reasons.NSFW)),
-)
-
 
 class SumCounts(beam.CombineFn):
     """Sum dicts of counters; the global totals stay as small as the set of counter names."""
@@ -47,7 +34,7 @@ class SumCounts(beam.CombineFn):
 def funnel(input_rows: int, by_reason: dict) -> list[dict]:
     remaining = input_rows
     out = [{"stage": "input_rows", "rows": input_rows}]
-    for stage, stage_reasons in STAGES:
+    for stage, stage_reasons in registry.FUNNEL:  # each stage keeps the rows that pass all reasons so far
         dropped = sum(by_reason.get(r, 0) for r in stage_reasons)
         remaining -= dropped
         out.append({"stage": stage, "rows": remaining, "dropped": dropped})
@@ -55,7 +42,7 @@ def funnel(input_rows: int, by_reason: dict) -> list[dict]:
 
 
 def build_report(cfg, rows_read: int, reason_counts: dict, freq: dict, kept: int, extra: dict) -> dict:
-    by_reason = {r: int(reason_counts.get(r, 0)) for r in reasons.REASONS}
+    by_reason = {r: int(reason_counts.get(r, 0)) for r in registry.REASONS}
     unknown = set(reason_counts) - set(by_reason)
     if unknown:
         raise ValueError(f"unknown reason codes in the ledger: {sorted(unknown)}")
