@@ -144,3 +144,30 @@ def test_page_urls_extract_then_curate(tmp_path, http_server):
         "a red kite over the beach": pages[0], "a lazy loaded mountain photo": pages[0],
         "a photo found after a redirect": u("/xp/b2.html")}
     shutil.rmtree(shards)
+
+
+def test_page_urls_extract_obeys_robots_txt_like_curate(tmp_path):
+    """extract takes curate's fetch options: robots.txt, per-host limits and rate (one declaration)."""
+    from httpserver import LocalServer
+
+    with LocalServer() as server:
+        server.add("/robots.txt", b"User-agent: aligndata\nDisallow: /private/\n", content_type="text/plain")
+        server.add("/open/a.html", b'<img alt="a heron standing in shallow water" src="/image/400x300.jpg?r=1">',
+                   "text/html")
+        server.add("/private/b.html", b'<img alt="a secret garden behind a wall" src="/image/400x300.jpg?r=2">',
+                   "text/html")
+        listing = tmp_path / "pages.txt"
+        listing.write_text(f"{server.url('/open/a.html')}\n{server.url('/private/b.html')}\n")
+        pairs = tmp_path / "pairs.parquet"
+        common = ["--input", str(listing), "--input-format", "page-urls", "--allow-private-networks",
+                  "--retries", "0", "--max-per-host", "1", "--host-rate", "50"]
+        assert run_extract(*common, "--output", str(pairs), "--respect-robots-txt") == 0
+        assert [r["caption"] for r in pq.read_table(pairs).to_pylist()] == ["a heron standing in shallow water"]
+        ex = json.loads((tmp_path / "pairs.report.json").read_text())["extraction"]
+        assert ex["pages_skipped"] == {"robots_disallowed": 1}
+        assert server.hits("/robots.txt") == 1
+
+        everything = tmp_path / "all.parquet"  # without the option, robots.txt is not consulted
+        assert run_extract(*common, "--output", str(everything)) == 0
+        assert len(pq.read_table(everything)) == 2
+        assert server.hits("/robots.txt") == 1

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from aligndata.filters.options import non_negative_int as _non_negative_int
-from aligndata.filters.options import positive_float as _positive_float
+from aligndata.fetch.options import FETCH_OPTIONS
 from aligndata.filters.options import positive_int as _positive_int
 
 EXTRACT_EPILOG = """\
@@ -35,15 +34,9 @@ def add_extract_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pages (and WARC records) larger than this are skipped as page_too_large")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output and report")
     parser.add_argument("--quiet", action="store_true", help="print no summary")
-    fetch = parser.add_argument_group("fetching pages (--input-format page-urls)")
-    fetch.add_argument("--timeout", type=_positive_float, default=10.0)
-    fetch.add_argument("--total-timeout", type=_positive_float, default=None)
-    fetch.add_argument("--retries", type=_non_negative_int, default=2)
-    fetch.add_argument("--fetch-threads", type=_positive_int, default=32)
-    fetch.add_argument("--allow-private-networks", action="store_true",
-                       help="allow private, loopback and link-local addresses (local test servers)")
-    fetch.add_argument("--user-agent", default=None)
-    fetch.add_argument("--contact", default=None)
+    fetch = parser.add_argument_group("fetching pages (--input-format page-urls; the same options as curate)")
+    for option in FETCH_OPTIONS:
+        option.add_to(fetch)
 
 
 def extract_config(args: argparse.Namespace):
@@ -51,9 +44,8 @@ def extract_config(args: argparse.Namespace):
 
     return ExtractConfig(
         inputs=tuple(args.input), output=args.output, input_format=args.input_format, page_urls=args.page_urls,
-        report=args.report, max_page_bytes=args.max_page_bytes, overwrite=args.overwrite, timeout=args.timeout,
-        total_timeout=args.total_timeout, retries=args.retries, fetch_threads=args.fetch_threads,
-        allow_private_networks=args.allow_private_networks, user_agent=args.user_agent, contact=args.contact,
+        report=args.report, max_page_bytes=args.max_page_bytes, overwrite=args.overwrite,
+        **{o.dest: getattr(args, o.dest) for o in FETCH_OPTIONS},
     )
 
 

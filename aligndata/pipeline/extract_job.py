@@ -33,6 +33,8 @@ from aligndata.extract.pages import (
     pairs_from_page,
     read_page_url_list,
 )
+from aligndata.fetch.options import FETCH_OPTIONS
+from aligndata.filters.options import options_dataclass
 from aligndata.shards.writer import write_bytes_atomic, write_json_atomic
 from aligndata.pipeline.sources import InputError, match_inputs
 
@@ -53,7 +55,7 @@ _INT32_MAX = 2**31 - 1
 
 
 @dataclass(frozen=True)
-class ExtractConfig:
+class _ExtractRun:
     inputs: tuple[str, ...]
     output: str  # the pairs parquet file
     input_format: str = "auto"  # html, warc, page-urls, or auto (from the file names)
@@ -61,14 +63,6 @@ class ExtractConfig:
     report: str | None = None  # default: OUTPUT with .parquet replaced by .report.json
     max_page_bytes: int = DEFAULT_MAX_PAGE_BYTES
     overwrite: bool = False
-    # page-urls fetching (same meanings as curate's options)
-    timeout: float = 10.0
-    total_timeout: float | None = None
-    retries: int = 2
-    fetch_threads: int = 32
-    allow_private_networks: bool = False
-    user_agent: str | None = None
-    contact: str | None = None
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
     @property
@@ -84,18 +78,13 @@ class ExtractConfig:
         return FileSystems.join(directory or ".", f".{name}.parts-{self.run_id}")
 
     def fetch_config(self):
-        from aligndata.fetch.client import DEFAULT_USER_AGENT, FetchConfig
+        from aligndata.fetch.client import FetchConfig
 
-        return FetchConfig(
-            timeout=self.timeout,
-            total_timeout=self.total_timeout,
-            max_bytes=self.max_page_bytes,
-            retries=self.retries,
-            allow_private_networks=self.allow_private_networks,
-            user_agent=self.user_agent or DEFAULT_USER_AGENT,
-            contact=self.contact,
-            pool_maxsize=max(self.fetch_threads, 1),
-        )
+        return FetchConfig.from_options(self, max_bytes=self.max_page_bytes)
+
+
+# Page-URL fetching takes exactly curate's fetch options (fetch/options.py): guard, politeness, robots.txt.
+ExtractConfig = options_dataclass("ExtractConfig", _ExtractRun, FETCH_OPTIONS, module=__name__)
 
 
 def detect_format(path: str, requested: str = "auto") -> str:
