@@ -171,19 +171,20 @@ def index_file(eval_dir, tmp_path) -> str:
 def test_image_checks_apply_eval_dedup_before_nsfw(index_file):
     checks = ImageChecks.from_options(index_file, 8, "keywords", 0.5)
     copy = smooth_image(2)
-    reason, detail = checks.check(copy, perceptual_hash(copy), "porn", "http://example.com/b.jpg")
+    reason, detail = checks.check_image(copy, perceptual_hash(copy))
     assert reason == reasons.EVAL_SET_DUPLICATE and detail == "b.png d=0"
+    assert checks.check_text("porn", "http://example.com/b.jpg") == (reasons.NSFW, "keyword:porn (caption)")
     other = smooth_image(50)
-    assert checks.check(other, perceptual_hash(other), "free porn", "http://e.com/x.jpg") == (
-        reasons.NSFW, "keyword:porn (caption)")
-    assert checks.check(other, perceptual_hash(other), "a photo of a dog", "http://e.com/x.jpg") is None
+    assert checks.check_image(other, perceptual_hash(other)) is None
+    assert checks.check_text("free porn", "http://e.com/x.jpg") == (reasons.NSFW, "keyword:porn (caption)")
+    assert checks.check_text("a photo of a dog", "http://e.com/x.jpg") is None
 
 
 def test_image_checks_boundary_uses_eval_hamming(index_file):
     value = HashSpec().hash_image(smooth_image(2))  # b.png: lossless, so its stored hash is this one
     six_off = HashSpec().to_hex(value ^ 0b111111)
-    assert ImageChecks.from_options(index_file, 6, "off", 0.5).check(None, six_off, "", "")[1] == "b.png d=6"
-    assert ImageChecks.from_options(index_file, 5, "off", 0.5).check(None, six_off, "", "") is None
+    assert ImageChecks.from_options(index_file, 6, "off", 0.5).check_image(None, six_off)[1] == "b.png d=6"
+    assert ImageChecks.from_options(index_file, 5, "off", 0.5).check_image(None, six_off) is None
 
 
 def test_image_checks_pickle_as_options_and_reload_lazily(index_file):
@@ -192,7 +193,7 @@ def test_image_checks_pickle_as_options_and_reload_lazily(index_file):
     assert len(blob) < 1000  # the index is not in the pickle
     again = pickle.loads(blob)
     copy = smooth_image(3)
-    assert again.check(copy, perceptual_hash(copy), "", "")[1].startswith("sub/c.jpg d=")  # a JPEG: d 0..2
+    assert again.check_image(copy, perceptual_hash(copy))[1].startswith("sub/c.jpg d=")  # a JPEG: d 0..2
 
 
 def test_image_checks_rehash_for_other_index_kinds(eval_dir, tmp_path):
@@ -200,9 +201,9 @@ def test_image_checks_rehash_for_other_index_kinds(eval_dir, tmp_path):
     build_index([str(eval_dir)], out, HashSpec("dhash", 8), workers=1)
     checks = ImageChecks.from_options(out, 4, "off", 0.5)
     image = smooth_image(1)
-    assert checks.check(image, perceptual_hash(image), "", "")[0] == reasons.EVAL_SET_DUPLICATE
+    assert checks.check_image(image, perceptual_hash(image))[0] == reasons.EVAL_SET_DUPLICATE
     with pytest.raises(ImageChecksError, match="the image is needed"):
-        checks.check(None, perceptual_hash(image), "", "")
+        checks.check_image(None, perceptual_hash(image))
 
 
 def test_image_checks_option_errors_are_input_errors(tmp_path):
@@ -213,7 +214,7 @@ def test_image_checks_option_errors_are_input_errors(tmp_path):
     with pytest.raises(InputError, match="unknown --nsfw mode"):
         ImageChecks.from_options(None, 8, "bogus", 0.5)
     nothing = ImageChecks.from_options(None, None, "off", 0.5)
-    assert not nothing.enabled and nothing.check(None, None, "porn", "") is None
+    assert not nothing.enabled and nothing.check_text("porn", "") is None and nothing.check_image(None, None) is None
     assert ImageChecks.from_options(None).enabled  # keywords by default
 
 
@@ -230,5 +231,5 @@ def test_real_coco_index_catches_transformed_copies_through_the_pipeline_hash(tm
         if photo.name.startswith("00000000"):
             for copy in (ImageOps.mirror(image), image.resize((image.width // 2 + 1, image.height // 2 + 1))):
                 outcome = process_image(jpeg_bytes(copy), ImageConfig(min_side=100))  # what curate stores
-                reason, detail = checks.check(copy, outcome.phash, "a photo", "http://example.com/p.jpg")
+                reason, detail = checks.check_image(copy, outcome.phash)
                 assert reason == reasons.EVAL_SET_DUPLICATE and detail.startswith(f"coco/{photo.name} d=")

@@ -6,19 +6,16 @@ Only loopback traffic: blocked private addresses are IP literals refused before 
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 
 import pytest
-import requests
 import urllib3.exceptions as u3
-from httpserver import LocalServer, make_tls_files
+from httpserver import LocalServer
 
 from aligndata.filters import reasons
 from aligndata.fetch.guard import (
     AddressPolicy,
     BlockedAddressError,
     CachedResolver,
-    GuardedHTTPAdapter,
     check_hop,
     connect_guarded,
     check_url,
@@ -198,95 +195,3 @@ def test_connect_guarded_errors_are_urllib3s_so_they_classify_alike() -> None:
     with pytest.raises(u3.NameResolutionError) as unresolved:
         connect_guarded(AddressPolicy(resolver=_FailingResolver()), "example.com", 80, 5.0)
     assert unresolved.value.__cause__.errno == socket.EAI_AGAIN
-
-
-def _session(policy: AddressPolicy) -> requests.Session:
-    session = requests.Session()
-    session.trust_env = False
-    adapter = GuardedHTTPAdapter(policy, max_retries=0)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
-
-
-def test_adapter_refuses_a_blocked_ip_literal_before_connecting(http_server: LocalServer) -> None:
-    http_server.add("/guard/literal.jpg", b"secret")
-    with _session(AddressPolicy()) as session, pytest.raises(BlockedAddressError) as info:
-        session.get(http_server.url("/guard/literal.jpg"), timeout=5)
-    assert info.value.ip == "127.0.0.1"
-    assert info.value.host == "127.0.0.1"
-    assert http_server.hits("/guard/literal.jpg") == 0
-
-
-def test_adapter_refuses_a_name_that_resolves_to_loopback(http_server: LocalServer) -> None:
-    # "localhost" comes from /etc/hosts: the refusal happens after resolution, before connecting.
-    http_server.add("/guard/name.jpg", b"secret")
-    url = f"http://localhost:{http_server.port}/guard/name.jpg"
-    with _session(AddressPolicy()) as session, pytest.raises(BlockedAddressError) as info:
-        session.get(url, timeout=5)
-    assert is_blocked_ip(info.value.ip)
-    assert info.value.host == "localhost"
-    assert http_server.hits("/guard/name.jpg") == 0
-
-
-def test_adapter_connects_when_allowed_and_reports_sockets(http_server: LocalServer) -> None:
-    http_server.add("/guard/allowed.jpg", b"fine")
-    seen: list[socket.socket] = []
-    policy = AddressPolicy(allowed_networks=["127.0.0.1/32"], on_response_socket=seen.append)
-    with _session(policy) as session:
-        response = session.get(f"http://localhost:{http_server.port}/guard/allowed.jpg", timeout=5)
-    assert response.content == b"fine"
-    assert http_server.hits("/guard/allowed.jpg") == 1
-    assert len(seen) == 1 and isinstance(seen[0], socket.socket)
-
-
-def test_adapter_checks_every_redirect_hop(http_server: LocalServer) -> None:
-    # requests' own redirect handling opens a new connection per hop; each one passes the guard.
-    policy = AddressPolicy(allowed_networks=["127.0.0.2/32"])
-    try:
-        source = LocalServer(host="127.0.0.2").start()
-    except OSError:
-        pytest.skip("this system cannot bind 127.0.0.2")
-    try:
-        http_server.add("/guard/hop-target.jpg", b"secret")
-        location = f"http://localhost:{http_server.port}/guard/hop-target.jpg"
-        source.add("/hop", b"", status=302, headers={"Location": location})
-        with _session(policy) as session, pytest.raises(BlockedAddressError) as info:
-            session.get(source.url("/hop"), timeout=5)
-        assert info.value.ip == "127.0.0.1"
-        assert source.hits("/hop") == 1
-        assert http_server.hits("/guard/hop-target.jpg") == 0
-    finally:
-        source.stop()
-
-
-def test_adapter_refuses_proxies() -> None:
-    adapter = GuardedHTTPAdapter(AddressPolicy())
-    with pytest.raises(ValueError, match="proxy"):
-        adapter.proxy_manager_for("http://proxy.example:3128")
-
-
-@pytest.fixture(scope="module")
-def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
-    with LocalServer(tls=make_tls_files(tmp_path_factory.mktemp("tls"))) as server:
-        yield server
-
-
-def test_https_keeps_sni_and_certificate_checks(tls_server: LocalServer) -> None:
-    # The guard connects to the address it checked; TLS must still see the host name.
-    assert tls_server.tls is not None
-    tls_server.add("/secure.jpg", b"over tls")
-    url = f"https://localhost:{tls_server.port}/secure.jpg"
-    with _session(AddressPolicy(allowed_networks=["127.0.0.1/32"])) as session:
-        response = session.get(url, verify=str(tls_server.tls.ca), timeout=5)
-        assert response.content == b"over tls"
-        assert tls_server.sni_names[-1] == "localhost"
-        with pytest.raises(requests.exceptions.SSLError):
-            session.get(url, timeout=5)  # the public CA bundle does not trust the test CA
-
-
-def test_https_to_a_blocked_address_never_starts_tls(tls_server: LocalServer) -> None:
-    handshakes = len(tls_server.sni_names)
-    with _session(AddressPolicy()) as session, pytest.raises(BlockedAddressError):
-        session.get(f"https://localhost:{tls_server.port}/secure.jpg", timeout=5)
-    assert len(tls_server.sni_names) == handshakes

@@ -303,7 +303,7 @@ def decode_html(body: bytes, declared: str | None = None) -> tuple[str, str]:
 def _guess_encoding(sample: bytes) -> str | None:
     try:
         from charset_normalizer import from_bytes
-    except ImportError:  # a dependency of requests, so normally present
+    except ImportError:  # a declared dependency; tolerate a broken install
         return None
     best = from_bytes(sample).best()
     encoding = normalize_encoding(best.encoding) if best is not None else None

@@ -12,12 +12,11 @@ pipeline fetch from its own network. Three layers:
   address only. The check happens on every new connection (so on every redirect hop and retry), and because
   the socket is connected to the very address that was checked, a DNS answer that changes between check and
   use (rebinding) cannot slip through. TLS, layered on top by the caller, keeps the real host name for SNI and
-  certificate checks; the Host header is untouched. The fetcher's own HTTP client opens its connections with
-  it; :func:`guarded_pool_classes` makes urllib3 connection pools that do, and :class:`GuardedHTTPAdapter`
-  installs those in a ``requests`` session, for code that wants requests.
+  certificate checks; the Host header is untouched. The fetcher's HTTP client (client.py, wire.py) opens
+  every connection with it.
 
-No proxy is ever used: the fetcher's client has none, and the adapter refuses them, because through a proxy
-the guard would only see the proxy's address.
+No proxy is ever used (the fetcher's client has none): through a proxy the guard would only see the proxy's
+address.
 """
 
 from __future__ import annotations
@@ -29,13 +28,10 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 from urllib3.util.connection import allowed_gai_family
 from urllib3.util.timeout import _DEFAULT_TIMEOUT
@@ -245,26 +241,21 @@ class CachedResolver:
 
 
 class AddressPolicy:
-    """Which addresses connections may reach, plus an optional hook told about every socket in use.
+    """Which addresses connections may reach.
 
     Non-public addresses are refused unless ``allow_private_networks`` (everything allowed: tests, trusted
     intranets) or they fall in one of ``allowed_networks`` (CIDR strings, e.g. an internal mirror).
-    ``on_response_socket(sock)`` is called, in the requesting thread, right before a response is read on a
-    connection (new or reused from the pool) of :func:`guarded_pool_classes`, e.g. to enforce a wall-clock cap
-    (the fetcher's own client registers its sockets with its watchdog directly).
     """
 
     def __init__(
         self,
         allow_private_networks: bool = False,
         allowed_networks: Iterable[str] = (),
-        on_response_socket: Callable[[socket.socket], None] | None = None,
         resolver: CachedResolver | None = None,
     ):
         self.resolver = resolver or CachedResolver()
         self.allow_private_networks = allow_private_networks
         self.allowed_networks = tuple(_parse_network(n) for n in allowed_networks)
-        self.on_response_socket = on_response_socket
 
     def allows(self, ip: str) -> bool:
         if self.allow_private_networks or not is_blocked_ip(ip):
@@ -348,71 +339,3 @@ def _verify_peer(sock: socket.socket, policy: AddressPolicy, host: str) -> None:
     if not policy.allows(peer):
         sock.close()
         raise BlockedAddressError(peer, host)
-
-
-class _GuardedConnectionMixin:
-    """Replaces urllib3's ``_new_conn`` with :func:`connect_guarded`."""
-
-    policy: AddressPolicy  # set on the per-adapter subclass
-    # Provided by urllib3's HTTPConnection (annotations only, so they do not shadow it):
-    _dns_host: str
-    host: str
-    port: int
-    timeout: Any
-    source_address: tuple[str, int] | None
-    socket_options: Any
-    sock: Any
-
-    def _new_conn(self) -> socket.socket:
-        return connect_guarded(
-            self.policy, self._dns_host, self.port, self.timeout, self.source_address, self.socket_options, self
-        )
-
-    def getresponse(self) -> Any:
-        hook = self.policy.on_response_socket
-        sock = self.sock
-        if hook is not None and sock is not None:
-            hook(sock)
-        return super().getresponse()  # type: ignore[misc]
-
-
-class GuardedHTTPConnection(_GuardedConnectionMixin, HTTPConnection):
-    policy = AddressPolicy()
-
-
-class GuardedHTTPSConnection(_GuardedConnectionMixin, HTTPSConnection):
-    policy = AddressPolicy()
-
-
-def guarded_pool_classes(policy: AddressPolicy) -> dict[str, type[HTTPConnectionPool]]:
-    """Connection-pool classes whose connections enforce ``policy`` (one set per PoolManager or adapter), for
-    ``PoolManager.pool_classes_by_scheme``."""
-    http_conn = type("PolicyHTTPConnection", (GuardedHTTPConnection,), {"policy": policy})
-    https_conn = type("PolicyHTTPSConnection", (GuardedHTTPSConnection,), {"policy": policy})
-    return {
-        "http": type("GuardedHTTPConnectionPool", (HTTPConnectionPool,), {"ConnectionCls": http_conn}),
-        "https": type("GuardedHTTPSConnectionPool", (HTTPSConnectionPool,), {"ConnectionCls": https_conn}),
-    }
-
-
-class GuardedHTTPAdapter(HTTPAdapter):
-    """A ``requests`` adapter that refuses blocked addresses after DNS resolution, on every connection.
-
-    Mount it for both ``http://`` and ``https://``. A refused connection raises :class:`BlockedAddressError`
-    out of ``Session.request``.
-    """
-
-    __attrs__ = [*HTTPAdapter.__attrs__, "policy"]
-
-    def __init__(self, policy: AddressPolicy | None = None, **kwargs: Any):
-        self.policy = policy or AddressPolicy()
-        super().__init__(**kwargs)
-
-    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
-        super().init_poolmanager(connections, maxsize, block=block, **pool_kwargs)
-        self.poolmanager.pool_classes_by_scheme = guarded_pool_classes(self.policy)
-
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        raise ValueError(
-            f"proxy {proxy!r} refused: through a proxy the address guard would only see the proxy's address"
-        )

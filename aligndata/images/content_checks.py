@@ -28,7 +28,9 @@ class ImageChecksError(InputError):
 
 
 class ImageChecks:
-    """``check(image, phash_hex, caption, url)`` -> ``(reason, detail)`` or None (keep)."""
+    """``check_text(caption, url)`` before the download, ``check_image(image, phash_hex)`` after it: each gives
+    ``(reason, detail)`` or None (keep). The fetch stage applies an image's verdict before its rows' text
+    verdicts, so an eval-set duplicate outranks NSFW words, as the reason order says."""
 
     def __init__(self, eval_index_path: str | None = None, eval_hamming: int = DEFAULT_EVAL_HAMMING,
                  nsfw_mode: str = DEFAULT_MODE, nsfw_threshold: float = DEFAULT_THRESHOLD) -> None:
@@ -109,17 +111,3 @@ class ImageChecks:
         """NSFW words in a row's caption or URL (no download needed)."""
         hit = self.nsfw.check_text(caption, url) if self.nsfw.enabled else None
         return None if hit is None else (reasons.NSFW, hit.detail)
-
-    def check(self, image: Image.Image | None, phash_hex: str | None, caption: str, url: str
-              ) -> tuple[str, str] | None:
-        """The first failing check as (reason code, detail), or None. Eval-set duplicates come before NSFW."""
-        if self.eval_index_path:
-            index = self.eval_hashes
-            match = index.match(self._query_hash(index.spec, image, phash_hex))
-            if match is not None:
-                return reasons.EVAL_SET_DUPLICATE, match.detail()
-        if self.nsfw.enabled:
-            hit = self.nsfw.check(image, caption, url)
-            if hit is not None:
-                return reasons.NSFW, hit.detail
-        return None

@@ -122,10 +122,6 @@ def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def preset_names() -> list[str]:
-    return list(PRESETS)
-
-
 def stride(preset: str | Preset) -> int:
     p = PRESETS[preset] if isinstance(preset, str) else preset
     strides = p.vision.get("strides", B0_STRIDES)
