@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 
+from aligndata.fetch.options import DEFAULT_MAX_PER_HOST
+
 SLOW_DOWN_STATUSES = frozenset({429, 503})
 MIN_PENALTY_S = 1.0
 
@@ -31,7 +33,7 @@ def host_of(url: str) -> str:
 
 
 class HostThrottle:
-    def __init__(self, max_per_host: int = 16, min_interval: float = 0.0, max_backoff: float = 60.0):
+    def __init__(self, max_per_host: int = DEFAULT_MAX_PER_HOST, min_interval: float = 0.0, max_backoff: float = 60.0):
         if max_per_host < 1:
             raise ValueError(f"max_per_host must be >= 1, got {max_per_host}")
         if min_interval < 0 or max_backoff < 0:

@@ -17,8 +17,8 @@ from PIL import Image, ImageDraw, ImageFont
 from aligndata.shards.reader import Sample
 from aligndata.inspect.scan import scan
 from aligndata.shards.spec import ShardSet
+from aligndata.filters.image import DEFAULT_MAX_PIXELS as MAX_PIXELS  # the curate default
 
-MAX_PIXELS = 89_478_485
 BACKGROUND = (255, 255, 255)
 CELL_BACKGROUND = (236, 236, 236)
 TEXT = (30, 30, 30)

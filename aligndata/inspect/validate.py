@@ -23,8 +23,8 @@ from PIL import Image
 from aligndata.shards.reader import IMAGE_EXTS, Sample
 from aligndata.inspect.scan import metadata_only, read_parquet, scan
 from aligndata.shards.spec import ShardSet
+from aligndata.filters.image import DEFAULT_MAX_PIXELS as MAX_PIXELS  # the curate default: refuse bombs here too
 
-MAX_PIXELS = 89_478_485  # the curate default: refuse decompression bombs here too
 
 
 @dataclass(frozen=True)
