@@ -4,7 +4,7 @@
 
 Both read the same parquet file and apply the same rules (validation, normalization, word count, boilerplate,
 n-gram counting and the allowlist threshold, texts per image, images per text, duplicates). The floor is
-single-process and in memory (benchmarks/floor.py); the pipeline additionally writes candidates.parquet and
+single-process and in memory (aligndata/pipeline/reference.py); the pipeline additionally writes candidates.parquet and
 rejected.parquet and runs through Beam's FnApiRunner.
 """
 
@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from common import emit, synthetic_corpus, write_parquet
-from floor import plain_text_stage
+from aligndata.pipeline.reference import plain_text_stage
 
 from aligndata.pipeline.config import CurateConfig
 from aligndata.pipeline.run import run_curate

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -11,10 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from aligndata.cli import main
+from aligndata.pipeline.reference import plain_text_stage  # the plain-Python oracle (also the bench floor)
 from aligndata.pipeline.sources import InputSpec, iter_rows
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from floor import plain_text_stage  # noqa: E402  (the plain-Python oracle lives with the benchmarks)
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 

@@ -1,4 +1,4 @@
-"""A plain-Python, single-process, in-memory implementation of the text and frequency stage.
+"""A plain-Python, single-process, in-memory implementation of the text and frequency stage (no Beam).
 
 Two jobs: it is the speed floor the Beam pipeline is measured against (benchmarks/bench_text_stage.py), and an
 independent oracle for the pipeline's verdicts (tests/test_curate_dry_run.py). It applies the same rules
