@@ -11,6 +11,7 @@ from aligndata.commands.curate import add_progress_arguments, print_summary, pro
 from aligndata.commands.curate import register as register_curate
 from aligndata.filters.options import positive_int as _positive_int
 
+
 def cmd_example(args, beam_args) -> int:
     from aligndata.example import run_example
 
