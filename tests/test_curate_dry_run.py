@@ -41,6 +41,7 @@ def dry_run(inputs: list[str], out: Path, *extra: str) -> tuple[dict, dict]:
     return report, verdicts
 
 
+@pytest.mark.e2e
 def test_boundaries_of_every_text_and_frequency_rule(tmp_path):
     rows, expected = [], []
 
@@ -82,6 +83,7 @@ def test_boundaries_of_every_text_and_frequency_rule(tmp_path):
     assert details["word word word word "].startswith("caption_too_long")
 
 
+@pytest.mark.e2e
 def test_allowlist_ties_are_excluded(tmp_path):
     # counts: 5 n-grams seen 3x (alpha...), 5 seen 2x (delta...), 5 seen 1x (eta...).
     rows = [(f"http://a.test/a{i}.jpg", "alpha beta gamma") for i in range(3)]
@@ -103,6 +105,7 @@ def _reference(spec: InputSpec, **limits) -> dict:
     return {(name, row): reason for (_, row), reason in verdicts.items()}
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(not REAL.exists(), reason="../shared/data/real is absent (fresh clone)")
 def test_real_laion_matches_the_plain_python_reference(tmp_path):
     src = REAL / "captions" / "laion_alt_10k.parquet"
@@ -116,6 +119,7 @@ def test_real_laion_matches_the_plain_python_reference(tmp_path):
     assert report["frequency"]["allowlist_size"] <= 20000
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(not REAL.exists(), reason="../shared/data/real is absent (fresh clone)")
 def test_real_cc3m_headerless_tsv_matches_the_reference(tmp_path):
     src = REAL / "captions" / "cc3m_validation.tsv"

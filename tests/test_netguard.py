@@ -240,24 +240,18 @@ def test_adapter_connects_when_allowed_and_reports_sockets(http_server: LocalSer
     assert len(seen) == 1 and isinstance(seen[0], socket.socket)
 
 
-def test_adapter_checks_every_redirect_hop(http_server: LocalServer) -> None:
+def test_adapter_checks_every_redirect_hop(http_server: LocalServer, other_loopback_server: LocalServer) -> None:
     # requests' own redirect handling opens a new connection per hop; each one passes the guard.
     policy = AddressPolicy(allowed_networks=["127.0.0.2/32"])
-    try:
-        source = LocalServer(host="127.0.0.2").start()
-    except OSError:
-        pytest.skip("this system cannot bind 127.0.0.2")
-    try:
-        http_server.add("/guard/hop-target.jpg", b"secret")
-        location = f"http://localhost:{http_server.port}/guard/hop-target.jpg"
-        source.add("/hop", b"", status=302, headers={"Location": location})
-        with _session(policy) as session, pytest.raises(BlockedAddressError) as info:
-            session.get(source.url("/hop"), timeout=5)
-        assert info.value.ip == "127.0.0.1"
-        assert source.hits("/hop") == 1
-        assert http_server.hits("/guard/hop-target.jpg") == 0
-    finally:
-        source.stop()
+    source = other_loopback_server
+    http_server.add("/guard/hop-target.jpg", b"secret")
+    location = f"http://localhost:{http_server.port}/guard/hop-target.jpg"
+    source.add("/hop", b"", status=302, headers={"Location": location})
+    with _session(policy) as session, pytest.raises(BlockedAddressError) as info:
+        session.get(source.url("/hop"), timeout=5)
+    assert info.value.ip == "127.0.0.1"
+    assert source.hits("/hop") == 1
+    assert http_server.hits("/guard/hop-target.jpg") == 0
 
 
 def test_adapter_refuses_proxies() -> None:
@@ -274,7 +268,7 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer
 
 def test_https_keeps_sni_and_certificate_checks(tls_server: LocalServer) -> None:
     # The guard connects to the address it checked; TLS must still see the host name.
-    assert tls_server.tls is not None
+    assert tls_server.tls is not None and tls_server.base == f"https://127.0.0.1:{tls_server.port}"
     tls_server.add("/secure.jpg", b"over tls")
     url = f"https://localhost:{tls_server.port}/secure.jpg"
     with _session(AddressPolicy(allowed_networks=["127.0.0.1/32"])) as session:
