@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -122,7 +123,10 @@ def test_interrupted_and_resumed_run_reaches_the_same_weights(shards, tmp_path, 
     args = ["--data", shards["train"], "--tokenizer", shards["tok"], "--steps", "6", "--batch-size", "8",
             "--optimizer", "lamb", "--save-every", "3", "--log-every", "1", "--shuffle-buffer", "16", *TINY]
     straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
-    assert commands.main(["train", "--output", straight, *args]) == 0
+    capsys.readouterr()
+    assert commands.main(["train", "--output", straight, *[a for a in args if a != "--no-progress"]]) == 0
+    err = capsys.readouterr().err  # captured, not a terminal: plain progress lines, no tqdm bar
+    assert "\r" not in err and re.search(r"^train: 6/6 step \(100%\) \| .*loss=", err, re.M), err
     assert commands.main(["train", "--output", split, "--stop-after", "3", *args]) == 0
     assert not os.path.exists(os.path.join(split, "final"))
     # a second start without --resume must not silently overwrite the run
