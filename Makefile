@@ -5,7 +5,7 @@ PIP := $(PY) -m pip
 # A CPU build of torch shipped on disk (these machines have one); elsewhere pip resolves torch normally.
 TORCH_CPU_WHEEL := $(firstword $(wildcard /opt/wheels/torch-*+cpu-*.whl))
 
-.PHONY: install test demo example benchmark clean browser rules-table
+.PHONY: install test test-fast demo example benchmark clean browser rules-table
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -17,6 +17,10 @@ install: $(VENV)/.installed
 
 test: $(VENV)/.installed browser
 	$(PY) -m pytest -q tests
+
+# The same without the tests marked e2e (whole curate/extract/example/demo pipelines, whole training runs).
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not e2e" tests
 
 # Headless Chromium renders report.html in one test (which skips where no browser exists). Install Debian's
 # package when we can (root with apt-get, as in CI); never fail the build over it.

@@ -21,9 +21,7 @@ import sys
 import time
 from collections import Counter
 from html.parser import HTMLParser
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REAL, emit
 
 from aligndata.extract import html as rules

@@ -18,12 +18,9 @@ import shutil
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import REAL, emit  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
+from common import REAL, emit
+from PIL import Image, ImageDraw
 
 
 def captions(n: int) -> list[str]:

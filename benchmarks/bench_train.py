@@ -14,19 +14,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+from common import emit
 
-import torch  # noqa: E402
-
-from benchmarks.common import emit  # noqa: E402
-from aligndata.models import data, optim, presets, synthetic  # noqa: E402
-from aligndata.models.losses import AlignLoss  # noqa: E402
-from aligndata.models.tokenizer import train_tokenizer  # noqa: E402
+from aligndata.models import data, optim, presets, synthetic
+from aligndata.models.losses import AlignLoss
+from aligndata.models.tokenizer import train_tokenizer
 
 BATCH = {"tiny": 32, "small": 32, "b3-mini": 8, "base": 4}
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import io
-import json
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers import encode, read_report, write_pairs
 from httpserver import make_image_bytes
 from PIL import Image
 
@@ -16,9 +15,7 @@ from aligndata.cli import main
 
 def recompressed_smaller(data: bytes) -> bytes:
     image = Image.open(io.BytesIO(data)).convert("RGB")
-    out = io.BytesIO()
-    image.resize((image.width * 3 // 4, image.height * 3 // 4)).save(out, "JPEG", quality=60)
-    return out.getvalue()
+    return encode(image.resize((image.width * 3 // 4, image.height * 3 // 4)), "JPEG", quality=60)
 
 
 @pytest.fixture(scope="module")
@@ -51,21 +48,19 @@ def checked_run(tmp_path_factory, http_server):
         (http_server.url("/checks/xvideos/thumb.jpg"), "a thumbnail from a video site", "nsfw"),
         (red, "a plain red square on its own", "nsfw"),  # the image plugin
     ]
-    pairs = base / "pairs.parquet"
-    pq.write_table(pa.table({"url": [r[0] for r in rows], "caption": [r[1] for r in rows]}), pairs)
+    pairs = write_pairs(base / "pairs.parquet", rows)
     out = base / "out"
-    assert main(["curate", "--input", str(pairs), "--output", str(out), "--allow-private-networks", "--quiet",
+    assert main(["curate", "--input", pairs, "--output", str(out), "--allow-private-networks", "--quiet",
                  "--eval-index", str(index), "--nsfw", "keywords,nsfw_plugin_example:redness",
                  "--nsfw-threshold", "0.5"]) == 0
     return out, rows, words
 
 
 def _solid(colour):
-    out = io.BytesIO()
-    Image.new("RGB", (300, 300), colour).save(out, "JPEG", quality=90)
-    return out.getvalue()
+    return encode(Image.new("RGB", (300, 300), colour), "JPEG", quality=90)
 
 
+@pytest.mark.e2e
 def test_reasons_follow_the_documented_order(checked_run):
     out, rows, _ = checked_run
     ledger = {r["source_row"]: r for r in pq.read_table(out / "rejected.parquet").to_pylist()}
@@ -75,10 +70,11 @@ def test_reasons_follow_the_documented_order(checked_run):
     assert "porn" in ledger[4]["detail"] and "(caption)" in ledger[4]["detail"]
     assert "(url)" in ledger[6]["detail"]
     assert ledger[7]["detail"].startswith("nsfw_plugin_example:redness:0.")  # the plugin's score
-    report = json.loads((out / "report.json").read_text())
+    report = read_report(out)
     assert report["accounting_ok"] and report["kept"] == 2
 
 
+@pytest.mark.e2e
 def test_rows_flagged_by_words_alone_are_never_downloaded(checked_run, http_server):
     _, _, words_url = checked_run
     assert http_server.hits(words_url) == 0
@@ -86,10 +82,9 @@ def test_rows_flagged_by_words_alone_are_never_downloaded(checked_run, http_serv
 
 
 def test_bad_check_options_are_clear_errors(tmp_path, capsys):
-    pairs = tmp_path / "p.parquet"
-    pq.write_table(pa.table({"url": ["http://a.test/x.jpg"], "caption": ["a b c d"]}), pairs)
-    assert main(["curate", "--input", str(pairs), "--output", str(tmp_path / "o"),
+    pairs = write_pairs(tmp_path / "p.parquet", [("http://a.test/x.jpg", "a b c d")])
+    assert main(["curate", "--input", pairs, "--output", str(tmp_path / "o"),
                  "--eval-index", str(tmp_path / "missing.npz")]) == 2
     assert "missing.npz" in capsys.readouterr().err
-    assert main(["curate", "--input", str(pairs), "--output", str(tmp_path / "o2"), "--nsfw", "nudenet"]) == 2
+    assert main(["curate", "--input", pairs, "--output", str(tmp_path / "o2"), "--nsfw", "nudenet"]) == 2
     assert "aligndata[nsfw]" in capsys.readouterr().err

@@ -5,21 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
+from helpers import REAL, needs_real, write_pairs
 
 from aligndata.cli import main
 from aligndata.pipeline.reference import plain_text_stage  # the plain-Python oracle (also the bench floor)
 from aligndata.pipeline.sources import InputSpec, iter_rows
-
-
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
-
-
-def write_pairs(path: Path, rows: list[tuple[str, str]]) -> str:
-    pq.write_table(pa.table({"url": [r[0] for r in rows], "caption": [r[1] for r in rows]}), path)
-    return str(path)
 
 
 def dry_run(inputs: list[str], out: Path, *extra: str) -> tuple[dict, dict]:
@@ -39,6 +32,7 @@ def dry_run(inputs: list[str], out: Path, *extra: str) -> tuple[dict, dict]:
     return report, verdicts
 
 
+@pytest.mark.e2e
 def test_boundaries_of_every_text_and_frequency_rule(tmp_path):
     rows, expected = [], []
 
@@ -80,6 +74,7 @@ def test_boundaries_of_every_text_and_frequency_rule(tmp_path):
     assert details["word word word word "].startswith("caption_too_long")
 
 
+@pytest.mark.e2e
 def test_allowlist_ties_are_excluded(tmp_path):
     # counts: 5 n-grams seen 3x (alpha...), 5 seen 2x (delta...), 5 seen 1x (eta...).
     rows = [(f"http://a.test/a{i}.jpg", "alpha beta gamma") for i in range(3)]
@@ -101,7 +96,8 @@ def _reference(spec: InputSpec, **limits) -> dict:
     return {(name, row): reason for (_, row), reason in verdicts.items()}
 
 
-@pytest.mark.skipif(not REAL.exists(), reason="../shared/data/real is absent (fresh clone)")
+@pytest.mark.e2e
+@needs_real
 def test_real_laion_matches_the_plain_python_reference(tmp_path):
     src = REAL / "captions" / "laion_alt_10k.parquet"
     # A small allowlist so the rare-token join really runs on real text.
@@ -114,7 +110,8 @@ def test_real_laion_matches_the_plain_python_reference(tmp_path):
     assert report["frequency"]["allowlist_size"] <= 20000
 
 
-@pytest.mark.skipif(not REAL.exists(), reason="../shared/data/real is absent (fresh clone)")
+@pytest.mark.e2e
+@needs_real
 def test_real_cc3m_headerless_tsv_matches_the_reference(tmp_path):
     src = REAL / "captions" / "cc3m_validation.tsv"
     report, verdicts = dry_run([str(src)], tmp_path / "out", "--no-header", "--caption-col", "0", "--url-col", "1")

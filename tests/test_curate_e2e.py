@@ -11,15 +11,16 @@ import json
 import tarfile
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import webdataset as wds
+from helpers import shard_samples, write_pairs
 from PIL import Image
 
 from aligndata.cli import main
 from aligndata.filters.registry import REASONS
 from aligndata.pipeline.candidates import make_uid
+
+pytestmark = pytest.mark.e2e
 
 KEPT = None
 # Files that legitimately differ between two runs (output path, retry counts and the page built from them).
@@ -62,18 +63,8 @@ def corpus(server):
 
 
 def write_inputs(directory: Path, first, second) -> list[str]:
-    pq.write_table(
-        pa.table({
-            "url": [r[0] for r in first],
-            "caption": [r[1] for r in first],
-            "license": [f"license-{i}" for i in range(len(first))],
-        }),
-        directory / "part-0.parquet",
-    )
-    with open(directory / "part-1.jsonl", "w", encoding="utf-8") as f:
-        for url, caption, _ in second:
-            f.write(json.dumps({"url": url, "caption": caption, "license": "dup"}) + "\n")
-    return [str(directory / "part-0.parquet"), str(directory / "part-1.jsonl")]
+    return [write_pairs(directory / "part-0.parquet", first, license=[f"license-{i}" for i in range(len(first))]),
+            write_pairs(directory / "part-1.jsonl", second, license=["dup"] * len(second))]
 
 
 def curate(inputs, output, *extra):
@@ -97,14 +88,6 @@ def run(tmp_path_factory, http_server):
 
 def read_json(path):
     return json.loads(Path(path).read_text())
-
-
-def shard_samples(out: Path):
-    samples = {}
-    for tar in sorted(out.glob("*.tar")):
-        for sample in wds.WebDataset(str(tar), shardshuffle=False):
-            samples[sample["__key__"]] = sample
-    return samples
 
 
 def test_exact_survivors(run):

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import webdataset as wds
+from helpers import REAL, needs_real, read_report, shard_metas
 
 from aligndata.cli import main
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
-needs_real = pytest.mark.skipif(not REAL.exists(), reason="../shared/data/real is absent (fresh clone)")
-
-
-def report_of(out: Path) -> dict:
-    return json.loads((out / "report.json").read_text())
+pytestmark = pytest.mark.e2e  # every test runs curate
 
 
 @needs_real
@@ -24,7 +18,7 @@ def test_html_pages_through_dry_run(tmp_path):
     out = tmp_path / "html"
     assert main(["curate", "--input", str(REAL / "html" / "pages" / "*.html.gz"), "--page-urls",
                  str(REAL / "html" / "page_urls.json"), "--output", str(out), "--dry-run", "--quiet"]) == 0
-    report = report_of(out)
+    report = read_report(out)
     extraction = report["extraction"]
     assert extraction["files"] == extraction["pages_parsed"] == 181
     assert report["input_rows"] == extraction["pairs"] > 1000 and report["accounting_ok"]
@@ -39,7 +33,7 @@ def test_warc_files_including_malformed_ones(tmp_path):
     out = tmp_path / "warc"
     assert main(["curate", "--input", str(REAL / "warc" / "*"), "--input-format", "warc", "--output", str(out),
                  "--dry-run", "--quiet"]) == 0
-    report = report_of(out)
+    report = read_report(out)
     extraction = report["extraction"]
     assert extraction["files"] == 5 and extraction["pages_parsed"] > 16
     assert report["input_rows"] == extraction["pairs"] and report["accounting_ok"]
@@ -51,7 +45,7 @@ def test_unreadable_web_file_is_named_not_fatal(tmp_path):
     broken.write_bytes(b"\x1f\x8b\x08\x00 this is not gzip at all")
     out = tmp_path / "out"
     assert main(["curate", "--input", str(broken), "--output", str(out), "--dry-run", "--quiet"]) == 0
-    report = report_of(out)
+    report = read_report(out)
     assert report["input_rows"] == 0
     extraction = report["extraction"]
     assert extraction["unreadable_files"] or extraction["damage"], extraction
@@ -77,14 +71,13 @@ def test_page_urls_are_fetched_and_their_images_curated(tmp_path, http_server):
     out = tmp_path / "out"
     assert main(["curate", "--input", str(pages), "--input-format", "page-urls", "--output", str(out),
                  "--allow-private-networks", "--quiet"]) == 0
-    report = report_of(out)
+    report = read_report(out)
     assert report["input_rows"] == 4 and report["kept"] == 3
     assert report["rejected_by_reason"]["text_too_short"] == 1
     extraction = report["extraction"]
     assert extraction["pairs"] == 4 and extraction["images_skipped"]["data_uri"] == 1
     assert extraction["fetch_failures"] == {"http_404": 1}
-    samples = [json.loads(s["json"]) for tar in sorted(out.glob("*.tar"))
-               for s in wds.WebDataset(str(tar), shardshuffle=False)]
+    samples = shard_metas(out)
     by_caption = {m["caption"]: m for m in samples}
     first = by_caption["a photo of the first test image"]
     assert first["url"] == http_server.url("/web/img0.jpg")

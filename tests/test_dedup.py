@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pickle
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import COCO, needs_coco
 from PIL import Image, ImageOps
 
 from aligndata.filters.dedup import (
@@ -20,8 +20,6 @@ from aligndata.filters.dedup import (
     hashes_to_array,
 )
 from aligndata.filters.image import decode_image, perceptual_hash
-
-COCO = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "photos" / "coco_val2017"
 
 
 def smooth_image(seed: int, size=(256, 192)) -> Image.Image:
@@ -187,7 +185,7 @@ def test_eval_hashes_refuse_mismatched_arrays():
         EvalHashes(HashSpec(), *_ids(2), hashes_to_array([1], 64), hashes_to_array([1], 64), radius=2)
 
 
-@pytest.mark.skipif(not COCO.exists(), reason="real COCO photos not available (../shared/data/real)")
+@needs_coco
 def test_real_photos_flipped_and_downscaled_copies_match_and_others_do_not():
     photos = sorted(COCO.glob("*.jpg"))[:24]
     spec = HashSpec()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import COCO, encode, needs_coco
 from PIL import Image, ImageOps
 
 from aligndata.filters import reasons
@@ -21,19 +22,11 @@ from aligndata.filters.dedup import DEFAULT_EVAL_HAMMING
 from aligndata.images.content_checks import ImageChecks, ImageChecksError
 from aligndata.pipeline.sources import InputError
 
-COCO = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "photos" / "coco_val2017"
-
 
 def smooth_image(seed: int, size=(240, 180)) -> Image.Image:
     rng = np.random.default_rng(seed)
     small = Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8), "RGB")
     return small.resize(size, Image.Resampling.BICUBIC)
-
-
-def jpeg_bytes(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, "JPEG", quality=95)
-    return buf.getvalue()
 
 
 @pytest.fixture
@@ -53,7 +46,7 @@ def write_shard(path: Path, samples: dict[str, Image.Image]) -> None:
     """A WebDataset shard like curate's: KEY.jpg, KEY.json, KEY.txt, sorted."""
     with tarfile.open(path, "w") as tar:
         for key in sorted(samples):
-            for ext, data in (("jpg", jpeg_bytes(samples[key])), ("json", b"{}"), ("txt", b"caption")):
+            for ext, data in (("jpg", encode(samples[key], "JPEG", quality=95)), ("json", b"{}"), ("txt", b"caption")):
                 info = tarfile.TarInfo(f"{key}.{ext}")
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
@@ -218,7 +211,7 @@ def test_image_checks_option_errors_are_input_errors(tmp_path):
     assert ImageChecks.from_options(None).enabled  # keywords by default
 
 
-@pytest.mark.skipif(not COCO.exists(), reason="real COCO photos not available (../shared/data/real)")
+@needs_coco
 def test_real_coco_index_catches_transformed_copies_through_the_pipeline_hash(tmp_path):
     from aligndata.images.process import ImageConfig, process_image
 
@@ -230,6 +223,6 @@ def test_real_coco_index_catches_transformed_copies_through_the_pipeline_hash(tm
         image = Image.open(photo).convert("RGB")
         if photo.name.startswith("00000000"):
             for copy in (ImageOps.mirror(image), image.resize((image.width // 2 + 1, image.height // 2 + 1))):
-                outcome = process_image(jpeg_bytes(copy), ImageConfig(min_side=100))  # what curate stores
+                outcome = process_image(encode(copy, "JPEG", quality=95), ImageConfig(min_side=100))  # what curate stores
                 reason, detail = checks.check_image(copy, outcome.phash)
                 assert reason == reasons.EVAL_SET_DUPLICATE and detail.startswith(f"coco/{photo.name} d=")

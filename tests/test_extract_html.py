@@ -6,15 +6,14 @@ import gzip
 import json
 import random
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from extract_reference import reference_pairs
+from helpers import REAL
 
 from aligndata.extract import html as rules
 from aligndata.extract.pages import ExtractStats, iter_html_rows
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 PAGES = REAL / "html" / "pages"
 PAGE = "https://news.example.com/2020/story.html"
 

@@ -6,18 +6,16 @@ from __future__ import annotations
 import json
 import shutil
 import tarfile
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from helpers import REAL, needs_real
 
 from aligndata.commands.extract import main as extract_main
 from aligndata.pipeline.extract_job import ExtractConfig, detect_format, plan_units
 from aligndata.extract.pages import read_page_url_list
 from aligndata.pipeline.sources import InputError
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
-needs_real = pytest.mark.skipif(not REAL.exists(), reason="needs ../shared/data/real")
 COLUMNS = ["url", "caption", "page_url", "img_width", "img_height", "title"]
 
 
@@ -25,6 +23,7 @@ def run_extract(*args: str) -> int:
     return extract_main([*args, "--quiet"])
 
 
+@pytest.mark.e2e
 @needs_real
 def test_extract_html_pages(tmp_path, capsys):
     out = tmp_path / "pairs.parquet"
@@ -48,6 +47,7 @@ def test_extract_html_pages(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs.parquet", "pairs.report.json"]  # no leftovers
 
 
+@pytest.mark.e2e
 @needs_real
 def test_extract_warcs_with_damaged_and_unreadable_files(tmp_path):
     junk = tmp_path / "junk.warc"
@@ -108,6 +108,7 @@ def serve_site(server) -> list[str]:
     ]
 
 
+@pytest.mark.e2e
 def test_page_urls_extract_then_curate(tmp_path, http_server):
     pages = serve_site(http_server)
     listing = tmp_path / "pages.json"

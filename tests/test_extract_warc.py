@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 from extract_reference import reference_pairs
+from helpers import REAL, needs_real
 
 from aligndata.extract import html as rules
 from aligndata.extract.pages import ExtractStats, iter_warc_rows
 from aligndata.extract.warc import dechunk, decode_content, iter_records, parse_http_response
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "warc"
-needs_real = pytest.mark.skipif(not REAL.exists(), reason="needs ../shared/data/real")
+WARCS = REAL / "warc"
 
 
 # ------------------------------------------------------------------------------------------------ builders
@@ -109,11 +109,11 @@ def simple_responses(path: Path):
                                            ("clueweb09_quirk.warc.gz", 440)])
 def test_real_warcs_equal_the_independent_reference(name, n_pairs):
     want = []
-    for uri, body, charset in simple_responses(REAL / name):
+    for uri, body, charset in simple_responses(WARCS / name):
         text, _ = rules.decode_html(body, charset)  # decoding is tested on its own in test_extract_html
         want += [(url, alt, uri) for url, alt in reference_pairs(text, uri)]
     stats = ExtractStats()
-    got = [(r["url"], r["text"], r["extra"]["page_url"]) for r in iter_warc_rows(str(REAL / name), 0, stats)]
+    got = [(r["url"], r["text"], r["extra"]["page_url"]) for r in iter_warc_rows(str(WARCS / name), 0, stats)]
     assert got == want and len(got) == n_pairs
     assert stats.pages_skipped == Counter() and stats.damage == Counter() and stats.unreadable_files == []
 
@@ -121,14 +121,14 @@ def test_real_warcs_equal_the_independent_reference(name, n_pairs):
 @needs_real
 def test_real_common_crawl_counts():
     stats = ExtractStats()
-    rows = list(iter_warc_rows(str(REAL / "commoncrawl_2020_34_sample.warc.gz"), 7, stats))
+    rows = list(iter_warc_rows(str(WARCS / "commoncrawl_2020_34_sample.warc.gz"), 7, stats))
     assert (stats.records_read, stats.pages_parsed, stats.images_seen, stats.pairs) == (50, 16, 153, 30)
     assert [r["row"] for r in rows] == list(range(30)) and {r["src"] for r in rows} == {7}
 
 
 @needs_real
 def test_real_japanese_warc_0_18_decodes_euc_jp():
-    rows = list(iter_warc_rows(str(REAL / "clueweb09_quirk.warc.gz"), 0))
+    rows = list(iter_warc_rows(str(WARCS / "clueweb09_quirk.warc.gz"), 0))
     assert any("財布" in r["text"] for r in rows)  # EUC-JP, with a gzip header on an already-decoded body
     assert not any("\ufffd" in r["text"] for r in rows)
 
@@ -141,7 +141,7 @@ def test_real_japanese_warc_0_18_decodes_euc_jp():
 ])
 def test_real_malformed_warcs(name, records, skipped):
     stats = ExtractStats()
-    assert list(iter_warc_rows(str(REAL / name), 0, stats)) == []  # example.com has no <img>
+    assert list(iter_warc_rows(str(WARCS / name), 0, stats)) == []  # example.com has no <img>
     assert stats.records_read == records and dict(stats.pages_skipped) == skipped
     assert stats.unreadable_files == []
 

@@ -443,18 +443,8 @@ def test_blocked_private_literals_never_connect() -> None:
             assert result.reason == reasons.BLOCKED_ADDRESS and result.attempts == 0, url
 
 
-@pytest.fixture
-def trusted_source() -> Iterator[LocalServer]:
-    """A server on 127.0.0.2, which the guarded fetcher below trusts while 127.0.0.1 stays blocked."""
-    try:
-        server = LocalServer(host="127.0.0.2").start()
-    except OSError:
-        pytest.skip("this system cannot bind 127.0.0.2")
-    yield server
-    server.stop()
-
-
-def test_redirect_to_a_blocked_literal_is_refused(http_server: LocalServer, trusted_source: LocalServer) -> None:
+def test_redirect_to_a_blocked_literal_is_refused(http_server: LocalServer, other_loopback_server: LocalServer) -> None:
+    trusted_source = other_loopback_server  # 127.0.0.2: the guarded fetcher trusts it, 127.0.0.1 stays blocked
     target = unique("/target")
     http_server.add(target, b"secret")
     with Fetcher(FetchConfig(allowed_networks=("127.0.0.2/32",))) as f:
@@ -466,8 +456,9 @@ def test_redirect_to_a_blocked_literal_is_refused(http_server: LocalServer, trus
 
 
 def test_redirect_to_a_name_resolving_to_a_blocked_address_is_refused(
-    http_server: LocalServer, trusted_source: LocalServer
+    http_server: LocalServer, other_loopback_server: LocalServer
 ) -> None:
+    trusted_source = other_loopback_server
     target = unique("/target")
     http_server.add(target, b"secret")
     hop = unique("/hop")

@@ -9,9 +9,9 @@ import subprocess
 import sys
 from collections import Counter
 from hashlib import blake2b
-from pathlib import Path
 
 import pytest
+from helpers import REAL
 
 from aligndata.filters import reasons
 from aligndata.filters.frequency import (
@@ -30,7 +30,6 @@ from aligndata.filters.frequency import (
 )
 from aligndata.filters.text import normalize_text, tokenize, word_ngrams
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 LAION = REAL / "captions" / "laion_alt_10k.parquet"
 
 

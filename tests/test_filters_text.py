@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import unicodedata
-from pathlib import Path
 
 import pytest
+from helpers import REAL
 
 from aligndata.filters import reasons
 from aligndata.filters.registry import row_rules, rule_options
@@ -20,7 +20,6 @@ from aligndata.filters.text import (
     word_ngrams,
 )
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 LAION = REAL / "captions" / "laion_alt_10k.parquet"
 CC3M = REAL / "captions" / "cc3m_validation.tsv"
 

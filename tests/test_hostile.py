@@ -7,17 +7,17 @@ distinct URLs, so every row is a real download (or a real refusal).
 from __future__ import annotations
 
 import io
-import json
-import struct
 import subprocess
 import sys
 import zlib
 from collections import Counter
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers import png_chunk, png_header_only, read_report, write_pairs
 from PIL import Image
+
+pytestmark = pytest.mark.e2e
 
 # The run's own peak RSS, read by the child itself: a forked child's ru_maxrss starts at the parent's (Linux keeps
 # the pre-exec high-water mark), which here is pytest with torch loaded.
@@ -34,22 +34,11 @@ MAX_DOWNLOAD = 2_000_000
 PEAK_RSS_BOUND_MB = 800  # measured 262 MB here; 32 threads x a 2 MB cap could add at most ~64 MB of bodies
 
 
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-
-def pixel_bomb_png(width: int = 60_000, height: int = 60_000) -> bytes:
-    """A valid PNG header claiming 3.6 gigapixels, with a tiny IDAT: decoding it would need ~10 GB."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) \
-        + _png_chunk(b"IEND", b"")
-
-
 def png_with_huge_text_chunk(mb: int = 8) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (300, 300), (10, 20, 30)).save(buffer, "PNG")
     png = buffer.getvalue()
-    text = _png_chunk(b"zTXt", b"Comment\0\0" + zlib.compress(b"A" * (mb << 20)))
+    text = png_chunk(b"zTXt", b"Comment\0\0" + zlib.compress(b"A" * (mb << 20)))
     return png[:33] + text + png[33:]  # after the IHDR chunk
 
 
@@ -83,7 +72,7 @@ HOSTILE = {
 def hostile_run(tmp_path_factory, http_server):
     http_server.add("/hostile/empty.jpg", b"")
     http_server.add("/hostile/one-byte.jpg", b"\xff")
-    http_server.add("/hostile/bomb.png", pixel_bomb_png(), "image/png")
+    http_server.add("/hostile/bomb.png", png_header_only(60_000, 60_000), "image/png")  # 3.6 gigapixels: ~10 GB
     http_server.add("/hostile/text-chunk.png", png_with_huge_text_chunk(), "image/png")
     http_server.add("/hostile/image.svg", b'<svg xmlns="http://www.w3.org/2000/svg" width="900" height="900">'
                     b'<rect width="900" height="900" fill="red"/></svg>', "image/svg+xml")
@@ -96,13 +85,11 @@ def hostile_run(tmp_path_factory, http_server):
         url = http_server.url(path + ("&" if "?" in path else "?") + f"row={i}")
         rows.append((url, f"hostile response number {i} of kind {kind.replace('_', ' ')}", kind))
     directory = tmp_path_factory.mktemp("hostile")
-    pairs = directory / "pairs.parquet"
-    pq.write_table(pa.table({"url": [r[0] for r in rows], "caption": [r[1] for r in rows],
-                             "kind": [r[2] for r in rows]}), pairs)
+    pairs = write_pairs(directory / "pairs.parquet", rows, kind=[r[2] for r in rows])
     out = directory / "out"
     hwm = directory / "peak_rss_kb"
     subprocess.run(
-        [sys.executable, "-c", MEASURED_CLI, str(hwm), "curate", "--input", str(pairs), "--output", str(out),
+        [sys.executable, "-c", MEASURED_CLI, str(hwm), "curate", "--input", pairs, "--output", str(out),
          "--allow-private-networks", "--quiet", "--extra-cols", "kind", "--timeout", "10", "--retries", "2",
          "--max-download-bytes", str(MAX_DOWNLOAD), "--samples-per-shard", "500"],
         check=True,
@@ -112,7 +99,7 @@ def hostile_run(tmp_path_factory, http_server):
 
 def test_every_hostile_row_is_accounted_for_with_its_reason(hostile_run):
     out, rows, _ = hostile_run
-    report = json.loads((out / "report.json").read_text())
+    report = read_report(out)
     assert report["input_rows"] == N_ROWS and report["accounting_ok"]
     rejected = pq.read_table(out / "rejected.parquet").to_pylist()
     by_row = {r["source_row"]: r for r in rejected}

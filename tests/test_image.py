@@ -5,14 +5,13 @@ from __future__ import annotations
 import hashlib
 import io
 import random
-import struct
+import re
 import warnings
-import zlib
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import imagehash
 import pytest
+from helpers import COCO, encode, png_header_only
 from PIL import Image, ImageOps
 
 from aligndata.filters import reasons
@@ -31,15 +30,6 @@ from aligndata.images.process import (
     resize_image,
 )
 
-REAL_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "photos" / "coco_val2017"
-
-
-def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
-    out = io.BytesIO()
-    image.save(out, fmt, **kwargs)
-    return out.getvalue()
-
-
 def photo(width: int, height: int, seed: int = 0) -> Image.Image:
     """A photo-like RGB image: gradient plus noise blocks, so JPEG has real content to code."""
     rng = random.Random(seed)
@@ -51,16 +41,6 @@ def photo(width: int, height: int, seed: int = 0) -> Image.Image:
         block = Image.new("RGB", (max(1, width // 5), max(1, height // 5)), tuple(rng.randrange(256) for _ in range(3)))
         image.paste(block, (x, y))
     return image
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG claiming width x height with a tiny IDAT: costs nothing unless someone decodes it."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
 
 
 def close_to(pixel, expected, tolerance: int = 12) -> bool:
@@ -378,7 +358,8 @@ def test_rule_thresholds_are_configurable():
 def test_perceptual_hash_is_stable_and_survives_recompression():
     image = photo(400, 300, seed=3)
     digest = perceptual_hash(image)
-    assert len(digest) == 16 and int(digest, 16) >= 0
+    assert re.fullmatch(r"[0-9a-f]{16}", digest), digest  # 64 bits as lowercase hex
+    assert bin(int(digest, 16)).count("1") == 32  # bits are "above the median" of 64 distinct DCT coefficients
     assert perceptual_hash(image) == digest
     recompressed = decode_image(encode(image.resize((200, 150)), "JPEG", quality=60)).image
     distance = imagehash.hex_to_hash(digest) - imagehash.hex_to_hash(perceptual_hash(recompressed))
@@ -565,9 +546,9 @@ def test_image_config_rejects_bad_options(kwargs):
 
 
 def test_real_coco_photos_go_through_the_chain():
-    if not REAL_PHOTOS.exists():
-        pytest.skip(f"real data not present at {REAL_PHOTOS}")
-    paths = sorted(REAL_PHOTOS.glob("*.jpg"))[:20]
+    if not COCO.exists():
+        pytest.skip(f"real data not present at {COCO}")
+    paths = sorted(COCO.glob("*.jpg"))[:20]
     assert paths
     for path in paths:
         data = path.read_bytes()

@@ -13,7 +13,6 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageFont
 
-from aligndata.cli import main as aligndata_main
 from aligndata.commands import inspect as commands
 from aligndata.inspect.grid import choose, wrap
 from aligndata.shards.reader import iter_samples
@@ -22,10 +21,9 @@ from aligndata.inspect.show import printable
 
 
 @pytest.fixture(scope="module")
-def curated(tmp_path_factory):
-    """A real curate output (3 shards, 18 samples) made by `aligndata example`."""
-    out = tmp_path_factory.mktemp("inspect") / "example"
-    assert aligndata_main(["example", "--output", str(out), "--quiet"]) == 0
+def curated(example_output):
+    """A real curate output (3 shards, 18 samples) made by `aligndata example`; shared, so only read it."""
+    out = example_output
     # 22 rows to fetch at 10 per shard -> 3 shards; the corpus is fixed, only the server's port varies
     report = (out / "report.json").read_text() if (out / "report.json").exists() else "no report.json"
     assert sorted(p.name for p in out.glob("*.tar")) == ["00000.tar", "00001.tar", "00002.tar"], report

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -55,6 +57,7 @@ def trained(shards):
     return run
 
 
+@pytest.mark.e2e
 def test_training_writes_metrics_checkpoint_and_a_loadable_model(trained, shards):
     from transformers import AlignModel, AutoImageProcessor, AutoTokenizer
     from PIL import Image
@@ -83,9 +86,11 @@ def test_training_writes_metrics_checkpoint_and_a_loadable_model(trained, shards
     our_txt = embed_texts(ours, tok2, [sample.text], "cpu")
     assert torch.allclose(torch.nn.functional.normalize(hf_img, dim=-1), our_img, atol=1e-5)
     assert torch.allclose(torch.nn.functional.normalize(hf_txt, dim=-1), our_txt, atol=1e-5)
-    assert isinstance(Image.open(__import__("io").BytesIO(sample.image)), Image.Image)
+    with Image.open(io.BytesIO(sample.image)) as decoded:
+        assert (decoded.format, decoded.size) == ("JPEG", (40, 40))  # synthetic.make_samples' default size
 
 
+@pytest.mark.e2e
 def test_evaluate_beats_chance_on_the_synthetic_world(trained, shards, tmp_path):
     out = tmp_path / "eval.json"
     assert commands.main(["evaluate", "--model", str(trained / "final"), "--data", shards["val"],
@@ -113,11 +118,15 @@ def _weights(run):
     return load_file(os.path.join(run, "final", "model.safetensors"))
 
 
+@pytest.mark.e2e
 def test_interrupted_and_resumed_run_reaches_the_same_weights(shards, tmp_path, capsys):
     args = ["--data", shards["train"], "--tokenizer", shards["tok"], "--steps", "6", "--batch-size", "8",
             "--optimizer", "lamb", "--save-every", "3", "--log-every", "1", "--shuffle-buffer", "16", *TINY]
     straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
-    assert commands.main(["train", "--output", straight, *args]) == 0
+    capsys.readouterr()
+    assert commands.main(["train", "--output", straight, *[a for a in args if a != "--no-progress"]]) == 0
+    err = capsys.readouterr().err  # captured, not a terminal: plain progress lines, no tqdm bar
+    assert "\r" not in err and re.search(r"^train: 6/6 step \(100%\) \| .*loss=", err, re.M), err
     assert commands.main(["train", "--output", split, "--stop-after", "3", *args]) == 0
     assert not os.path.exists(os.path.join(split, "final"))
     # a second start without --resume must not silently overwrite the run

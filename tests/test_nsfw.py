@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
+from helpers import COCO, REAL, needs_real
 from PIL import Image
 
 from aligndata.filters.nsfw import (
@@ -21,8 +21,6 @@ from aligndata.filters.nsfw import (
     parse_modes,
     url_keyword,
 )
-
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 
 
 # Plugins used below, imported by name ("test_nsfw:redness") like a user's module would be.
@@ -116,7 +114,7 @@ def test_keyword_list_entries_are_single_lowercase_tokens():
 # ------------------------------------------------------------------------------------ real captions (rate)
 
 
-@pytest.mark.skipif(not REAL.exists(), reason="real captions not available (../shared/data/real)")
+@needs_real
 def test_flag_rate_on_real_laion_and_cc3m_captions():
     f = NsfwFilter("keywords")
     laion = pq.read_table(REAL / "captions" / "laion_alt_10k.parquet").to_pydict()
@@ -188,7 +186,7 @@ def test_nudenet_without_the_extra_says_how_to_install_it():
 
 @pytest.mark.skipif(importlib.util.find_spec("nudenet") is None, reason="the optional nudenet extra is not installed")
 def test_nudenet_scores_real_photos_low():
-    photos = sorted((REAL / "photos" / "coco_val2017").glob("*.jpg"))[:5]
+    photos = sorted(COCO.glob("*.jpg"))[:5]
     if not photos:
         pytest.skip("real COCO photos not available")
     f = NsfwFilter("nudenet")

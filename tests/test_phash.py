@@ -3,18 +3,17 @@ with that function have to keep matching, so not one bit may change. ``reference
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import imagehash
 import numpy as np
 import pytest
 import scipy.fftpack
+from helpers import COCO, needs_coco
 from PIL import Image
 
 from aligndata.filters import image as image_module
 from aligndata.filters.image import _PHASH_PRESHRINK, perceptual_hash
 
-COCO = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "photos" / "coco_val2017"
 LANCZOS = Image.Resampling.LANCZOS
 
 
@@ -152,7 +151,7 @@ def test_errors_are_the_same():
         assert str(new.value) == str(old.value)
 
 
-@pytest.mark.skipif(not COCO.exists(), reason="real COCO photos not available (../shared/data/real)")
+@needs_coco
 def test_real_photos_hash_exactly_as_before():
     paths = sorted(COCO.glob("*.jpg"))
     assert paths

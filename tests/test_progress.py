@@ -3,6 +3,9 @@
 import json
 import os
 
+import pytest
+from helpers import read_report
+
 from aligndata.cli import main
 from aligndata.pipeline.progress import ProgressReporter, ProgressWriter, read_totals
 
@@ -30,12 +33,13 @@ def test_writer_without_directory_does_nothing():
     assert writer.counts == {}
 
 
+@pytest.mark.e2e
 def test_curate_prints_json_progress_whose_last_line_matches_the_report(tmp_path, capsys):
     out = tmp_path / "example"
     assert main(["example", "--output", str(out), "--progress-json", "--progress-interval", "0.2"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
     assert lines and lines[-1]["final"] is True
-    report = json.loads((out / "report.json").read_text())
+    report = read_report(out)
     last = lines[-1]
     assert last["rows_read"] == report["input_rows"]
     assert last["kept"] == report["kept"]
@@ -43,6 +47,7 @@ def test_curate_prints_json_progress_whose_last_line_matches_the_report(tmp_path
     assert last["urls_fetched"] == last["urls_to_fetch"] == report["fetch"]["urls_fetched"]
 
 
+@pytest.mark.e2e
 def test_quiet_prints_nothing(tmp_path, capsys):
     assert main(["example", "--output", str(tmp_path / "q"), "--quiet"]) == 0
     assert capsys.readouterr().err == ""

@@ -10,6 +10,7 @@ import tarfile
 from html.parser import HTMLParser
 
 import pytest
+from helpers import write_pairs
 from PIL import Image
 
 from aligndata.cli import main as aligndata_main
@@ -19,18 +20,18 @@ from aligndata.inspect.report_page import Histogram, render_report_html, write_r
 
 
 @pytest.fixture(scope="module")
-def curated(tmp_path_factory):
+def curated(tmp_path_factory, example_output):
+    """A copy of the shared `aligndata example` output: these tests write report.html into it."""
     out = tmp_path_factory.mktemp("report") / "example"
-    assert aligndata_main(["example", "--output", str(out), "--quiet"]) == 0
+    shutil.copytree(example_output, out)
     return out
 
 
 def _curate(tmp_path_factory, name, rows, *extra):
     base = tmp_path_factory.mktemp(name)
-    pairs = base / "pairs.jsonl"
-    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pairs = write_pairs(base / "pairs.jsonl", rows)
     out = base / "out"
-    assert aligndata_main(["curate", "--input", str(pairs), "--output", str(out), "--quiet", *extra]) == 0
+    assert aligndata_main(["curate", "--input", pairs, "--output", str(out), "--quiet", *extra]) == 0
     return out
 
 
@@ -41,16 +42,15 @@ HOSTILE = '<script>alert(1)</script> <img src="http://evil.example/x.png"> and m
 def nothing_kept(tmp_path_factory):
     """A real run where no row survives: one too short, one to a refused (loopback) address."""
     return _curate(tmp_path_factory, "zero", [
-        {"url": "http://127.0.0.1:9/a.jpg", "caption": HOSTILE},
-        {"url": "http://127.0.0.1:9/b.jpg", "caption": "ab"},
+        ("http://127.0.0.1:9/a.jpg", HOSTILE),
+        ("http://127.0.0.1:9/b.jpg", "ab"),
     ])
 
 
 @pytest.fixture(scope="module")
 def dry_run(tmp_path_factory):
-    rows = [{"url": f"http://example.invalid/{i}.jpg", "caption": f"a photo of a red circle number {i}"}
-            for i in range(12)]
-    rows += [{"url": "http://example.invalid/x.jpg", "caption": "hi"}]
+    rows = [(f"http://example.invalid/{i}.jpg", f"a photo of a red circle number {i}") for i in range(12)]
+    rows += [("http://example.invalid/x.jpg", "hi")]
     return _curate(tmp_path_factory, "dry", rows, "--dry-run")
 
 
@@ -140,6 +140,7 @@ def test_page_structure_and_numbers_match_report_json(curated):
     assert len(figure_keys) == len(images) == len(set(figure_keys)) and set(figure_keys) <= kept_keys
 
 
+@pytest.mark.e2e
 def test_nothing_kept_and_untrusted_captions_are_escaped(nothing_kept):
     html = render_report_html(str(nothing_kept))
     page = Page(html)
@@ -151,6 +152,7 @@ def test_nothing_kept_and_untrusted_captions_are_escaped(nothing_kept):
     assert stats["kept"] == 0 and stats["input_rows"] == 2 and stats["shards"] == 0
 
 
+@pytest.mark.e2e
 def test_dry_run_uses_candidates(dry_run):
     page = Page(render_report_html(str(dry_run)))
     _assert_offline(page)

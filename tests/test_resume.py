@@ -10,9 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
+from helpers import read_report, write_pairs
 
 from aligndata.cli import main
 from aligndata.fetch.cache import FetchCache
@@ -41,11 +40,11 @@ def pairs(tmp_path_factory, http_server):
     directory = tmp_path_factory.mktemp("resume")
     urls = [http_server.url(f"/sleep/{DELAY_S}?resume={i}") for i in range(N_URLS)]
     path = directory / "pairs.parquet"
-    pq.write_table(pa.table({"url": urls, "caption": [f"a slowly served photo number {i}" for i in range(N_URLS)]}),
-                   path)
+    write_pairs(path, [(url, f"a slowly served photo number {i}") for i, url in enumerate(urls)])
     return path, directory, urls
 
 
+@pytest.mark.e2e
 def test_killed_run_resumes_without_refetching_and_matches_an_unbroken_run(pairs, http_server):
     path, directory, urls = pairs
     unbroken = directory / "unbroken"
@@ -75,7 +74,7 @@ def test_killed_run_resumes_without_refetching_and_matches_an_unbroken_run(pairs
     # Only what had not finished is fetched again: at most the downloads in flight when it was killed.
     assert hits_resumed == N_URLS - done
     assert hits_killed <= done + THREADS
-    report = json.loads((resumed / "report.json").read_text())
+    report = read_report(resumed)
     assert report["fetch"]["urls_from_cache"] == done
     assert report["kept"] == N_URLS
     assert output_files(resumed) == output_files(unbroken)

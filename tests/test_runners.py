@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers import read_report, write_pairs
 
 from aligndata.cli import main
+
+pytestmark = pytest.mark.e2e  # every test runs curate, on each runner
 
 
 @pytest.fixture(scope="module")
@@ -19,13 +21,11 @@ def pairs(tmp_path_factory, http_server):
             for i in range(6)]
     rows.append((http_server.url("/status/404?runners"), "a photo that is gone now"))
     rows.append((http_server.url("/image/100x100.jpg?runners=small"), "a photo that is far too small"))
-    path = directory / "pairs.parquet"
-    pq.write_table(pa.table({"url": [r[0] for r in rows], "caption": [r[1] for r in rows]}), path)
-    return str(path), directory
+    return write_pairs(directory / "pairs.parquet", rows), directory
 
 
 def outcome(out: Path) -> tuple[dict, dict[str, bytes]]:
-    report = json.loads((out / "report.json").read_text())
+    report = read_report(out)
     files = {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.suffix in (".tar", ".parquet")}
     return report, files
 
@@ -77,7 +77,7 @@ def test_private_addresses_are_refused_by_default(pairs, http_server):
     path, directory = pairs
     out = directory / "guarded"
     assert main(["curate", "--input", path, "--output", str(out)]) == 0
-    report = json.loads((out / "report.json").read_text())
+    report = read_report(out)
     assert report["kept"] == 0
     assert report["rejected_by_reason"]["blocked_address"] == 8
     details = {r["detail"] for r in pq.read_table(out / "rejected.parquet").to_pylist()}

@@ -6,6 +6,7 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers import write_pairs
 
 from aligndata.pipeline.sources import (
     InputError,
@@ -44,9 +45,8 @@ def test_match_inputs_expands_globs_sorted_and_deduplicated(tmp_path):
 def test_parquet_rows_stream_with_extras(tmp_path):
     path = tmp_path / "p.parquet"
     n = 20_000  # more than one read batch
-    pq.write_table(pa.table({"url": [f"http://x/{i}.jpg" for i in range(n)],
-                             "caption": [f"caption {i}" for i in range(n)],
-                             "license": ["cc-by"] * n, "score": list(range(n))}), path)
+    write_pairs(path, [(f"http://x/{i}.jpg", f"caption {i}") for i in range(n)], license=["cc-by"] * n,
+                score=list(range(n)))
     s = spec(path, "parquet", extra=("license", "score"))
     check_input(s)
     rows = list(iter_rows(s))

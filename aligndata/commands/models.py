@@ -175,6 +175,7 @@ def cmd_evaluate(args, beam_args=None) -> int:
     if unknown or not tasks:
         return _fail("evaluate", f"--tasks: unknown task(s) {unknown} (choose from {', '.join(TASKS)})")
     device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    _no_library_bars_off_a_terminal()
     try:
         classnames = _read_lines(args.classnames, "--classnames")
         templates = _read_lines(args.templates, "--templates") or DEFAULT_TEMPLATES
@@ -193,6 +194,16 @@ def cmd_evaluate(args, beam_args=None) -> int:
         with open(args.json, "w", encoding="utf-8") as handle:
             handle.write(text + "\n")
     return 0
+
+
+def _no_library_bars_off_a_terminal() -> None:
+    """transformers' own tqdm bars ("Loading weights") fill a log file with carriage returns: off there."""
+    from aligndata.progress_bar import is_terminal
+
+    if not is_terminal(sys.stderr):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
 
 def _fail(command: str, err) -> int:

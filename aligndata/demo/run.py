@@ -29,6 +29,7 @@ from aligndata.demo.world import class_names
 from aligndata.filters.frequency import hash64
 from aligndata.filters.text import normalize_text, tokenize, word_ngrams
 from aligndata.localweb import StaticWeb
+from aligndata.progress_bar import is_terminal
 from aligndata.shards.writer import Sample, write_shard, write_sizes
 
 # A fixed port keeps every URL, hence every sample key and the training order, the same from run to run.
@@ -248,7 +249,7 @@ def run_demo(cfg: DemoConfig, beam_args: list[str] | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     progress = "off" if cfg.quiet else "text"
-    if cfg.quiet:  # transformers' own bars ("Loading weights") too
+    if cfg.quiet or not is_terminal(sys.stderr):  # transformers' own bars ("Loading weights"): none in a log file
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()

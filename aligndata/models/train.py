@@ -25,6 +25,7 @@ import torch
 
 from aligndata.models import checkpoint, data, optim, presets, shardlist, transforms
 from aligndata.models.losses import MIN_TEMPERATURE, build_loss
+from aligndata.progress_bar import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -361,11 +362,10 @@ def train(cfg: TrainConfig) -> dict:
 
 
 def _progress(cfg: TrainConfig, dist: Dist, step: int, total: int):
+    """A tqdm bar on a terminal; in a log file or pipe, a plain line every 30 s (no carriage returns)."""
     if not (cfg.progress and dist.main):
         return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=step, unit="step", dynamic_ncols=True, file=sys.stderr, desc="train")
+    return progress_bar(total, initial=step, unit="step", desc="train", stream=sys.stderr)
 
 
 def _save(cfg, step, model, optimizer, scheduler, scaler, loader, dist, resolved) -> None:
