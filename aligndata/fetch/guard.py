@@ -33,7 +33,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
@@ -395,24 +394,42 @@ def guarded_pool_classes(policy: AddressPolicy) -> dict[str, type[HTTPConnection
     }
 
 
-class GuardedHTTPAdapter(HTTPAdapter):
-    """A ``requests`` adapter that refuses blocked addresses after DNS resolution, on every connection.
+@functools.cache
+def _guarded_http_adapter_class() -> type:
+    """The requests adapter class, built on first use so that importing this module never imports requests."""
+    from requests.adapters import HTTPAdapter
 
-    Mount it for both ``http://`` and ``https://``. A refused connection raises :class:`BlockedAddressError`
-    out of ``Session.request``.
-    """
+    class GuardedHTTPAdapter(HTTPAdapter):
+        """A ``requests`` adapter that refuses blocked addresses after DNS resolution, on every connection.
 
-    __attrs__ = [*HTTPAdapter.__attrs__, "policy"]
+        Mount it for both ``http://`` and ``https://``. A refused connection raises :class:`BlockedAddressError`
+        out of ``Session.request``.
+        """
 
-    def __init__(self, policy: AddressPolicy | None = None, **kwargs: Any):
-        self.policy = policy or AddressPolicy()
-        super().__init__(**kwargs)
+        __attrs__ = [*HTTPAdapter.__attrs__, "policy"]
 
-    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
-        super().init_poolmanager(connections, maxsize, block=block, **pool_kwargs)
-        self.poolmanager.pool_classes_by_scheme = guarded_pool_classes(self.policy)
+        def __init__(self, policy: AddressPolicy | None = None, **kwargs: Any):
+            self.policy = policy or AddressPolicy()
+            super().__init__(**kwargs)
 
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        raise ValueError(
-            f"proxy {proxy!r} refused: through a proxy the address guard would only see the proxy's address"
-        )
+        def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
+                             ) -> None:
+            super().init_poolmanager(connections, maxsize, block=block, **pool_kwargs)
+            self.poolmanager.pool_classes_by_scheme = guarded_pool_classes(self.policy)
+
+        def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+            raise ValueError(
+                f"proxy {proxy!r} refused: through a proxy the address guard would only see the proxy's address"
+            )
+
+    GuardedHTTPAdapter.__module__ = __name__
+    GuardedHTTPAdapter.__qualname__ = "GuardedHTTPAdapter"  # found by name, through __getattr__ below
+    return GuardedHTTPAdapter
+
+
+def __getattr__(name: str):
+    """``GuardedHTTPAdapter`` (for code that wants requests) is made on first access: requests is not imported
+    by this module, nor by anything that imports it."""
+    if name == "GuardedHTTPAdapter":
+        return _guarded_http_adapter_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

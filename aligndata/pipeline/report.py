@@ -8,7 +8,8 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from aligndata.filters import reasons
-from aligndata.shards.writer import compact_shards, write_json_atomic, write_sizes
+from aligndata.io.atomic import write_json_atomic
+from aligndata.shards.writer import compact_shards, write_sizes
 
 # Funnel stages: each holds the rows that survive every reason up to and including its last one.
 STAGES = (
