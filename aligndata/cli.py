@@ -292,8 +292,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         force=True,
     )
+    from aligndata.io.inputs import InputError
     from aligndata.shards.writer import OutputDirNotEmpty
-    from aligndata.pipeline.sources import InputError
 
     try:
         return args.func(args, beam_args)

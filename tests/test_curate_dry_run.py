@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from aligndata.cli import main
-from aligndata.pipeline.sources import InputSpec, iter_rows
+from aligndata.io.inputs import InputSpec
+from aligndata.pipeline.sources import iter_rows
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from floor import plain_text_stage  # noqa: E402  (the plain-Python oracle lives with the benchmarks)

@@ -18,7 +18,7 @@ from aligndata.filters.image import perceptual_hash
 from aligndata.commands.eval_index import main as eval_main
 from aligndata.images.eval_index import EvalIndexError, build_index, load_index, read_index, write_index
 from aligndata.images.content_checks import DEFAULT_EVAL_HAMMING, ImageChecks, ImageChecksError
-from aligndata.pipeline.sources import InputError
+from aligndata.io.inputs import InputError
 
 COCO = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "photos" / "coco_val2017"
 

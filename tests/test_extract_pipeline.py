@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from aligndata.commands.extract import main as extract_main
-from aligndata.pipeline.extract_job import ExtractConfig, detect_format, plan_units
+from aligndata.pipeline.extract_job import ExtractConfig, plan_units
 from aligndata.extract.pages import read_page_url_list
-from aligndata.pipeline.sources import InputError
+from aligndata.io.inputs import WEB_FORMATS, InputError, detect_format
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 needs_real = pytest.mark.skipif(not REAL.exists(), reason="needs ../shared/data/real")
@@ -68,8 +68,9 @@ def test_input_errors_are_messages(tmp_path):
     with pytest.raises(InputError, match="mix formats"):
         plan_units(ExtractConfig(inputs=(str(tmp_path / "*"),), output=str(tmp_path / "o.parquet")))
     with pytest.raises(InputError, match="pass --input-format"):
-        detect_format("urls.txt")
-    assert detect_format("x/CC-MAIN-1.warc.gz") == "warc" and detect_format("p.HTM") == "html"
+        detect_format("urls.txt", formats=WEB_FORMATS)
+    assert detect_format("x/CC-MAIN-1.warc.gz", formats=WEB_FORMATS) == "warc"
+    assert detect_format("p.HTM", formats=WEB_FORMATS) == "html"
     with pytest.raises(InputError, match="--page-urls"):
         plan_units(ExtractConfig(inputs=(str(tmp_path / "b.warc"),), output="o.parquet", page_urls="m.json"))
 

@@ -92,7 +92,7 @@ def register(subparsers) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m aligndata.commands.extract ...``: the same command before it is wired into the CLI."""
-    from aligndata.pipeline.sources import InputError
+    from aligndata.io.inputs import InputError
 
     parser = argparse.ArgumentParser(prog="aligndata")
     register(parser.add_subparsers(dest="command", required=True))

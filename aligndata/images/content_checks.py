@@ -17,7 +17,7 @@ from aligndata.filters import reasons
 from aligndata.filters.dedup import EvalHashes, HashSpec
 from aligndata.filters.nsfw import DEFAULT_MODE, DEFAULT_THRESHOLD, NsfwError, NsfwFilter
 from aligndata.images.eval_index import EvalIndexError, load_index
-from aligndata.pipeline.sources import InputError
+from aligndata.io.inputs import InputError
 
 # Chosen from the accuracy table in docs/dedup.md: pHash within 6 bits finds >= 99.4% of half-size, JPEG q30,
 # flipped and +-10% brightness copies of real photos; 0 of 25,122 unrelated real photo pairs match, and the

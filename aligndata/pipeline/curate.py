@@ -40,7 +40,8 @@ from aligndata.pipeline.outputs import EXTRACTION, FETCH_STATS, NAMESPACE, NGRAM
 from aligndata.fetch.client import Fetcher
 from aligndata.pipeline.progress import ProgressWriter
 from aligndata.pipeline.candidates import prepare_row
-from aligndata.pipeline.sources import WEB_FORMATS, InputSpec, iter_rows
+from aligndata.io.inputs import WEB_FORMATS, InputSpec
+from aligndata.pipeline.sources import iter_rows
 
 # Bounded per-bundle pre-aggregation: flush before a bundle's dict holds more than this many keys.
 NGRAM_FLUSH_KEYS = 200_000

@@ -33,11 +33,10 @@ from aligndata.extract.pages import (
     pairs_from_page,
     read_page_url_list,
 )
-from aligndata.shards.writer import write_bytes_atomic, write_json_atomic
-from aligndata.pipeline.sources import InputError, match_inputs
+from aligndata.io.atomic import write_bytes_atomic, write_json_atomic
+from aligndata.io.inputs import WEB_FORMATS, InputError, detect_format, match_inputs
 
 _log = logging.getLogger(__name__)
-FORMATS = ("html", "warc", "page-urls")
 HTML_FILES_PER_UNIT = 256
 PAGES_PER_UNIT = 256
 
@@ -98,21 +97,6 @@ class ExtractConfig:
         )
 
 
-def detect_format(path: str, requested: str = "auto") -> str:
-    if requested != "auto":
-        if requested not in FORMATS:
-            raise InputError(f"unknown --input-format {requested!r}; choose from {', '.join(FORMATS)}")
-        return requested
-    name = path.lower()
-    for suffix in (".gz", ".bz2"):
-        name = name.removesuffix(suffix)
-    if name.endswith((".warc", ".arc")):
-        return "warc"
-    if name.endswith((".html", ".htm", ".xhtml")):
-        return "html"
-    raise InputError(f"cannot tell whether {path!r} is html, warc or a page-URL list; pass --input-format")
-
-
 # ------------------------------------------------------------------------------------------------- units
 
 
@@ -128,7 +112,7 @@ class Unit:
 def plan_units(cfg: ExtractConfig) -> tuple[list[str], list[Unit], ExtractStats]:
     """Match inputs and cut the job into units. Returns (input paths, units, driver-side counters)."""
     paths = match_inputs(list(cfg.inputs))
-    fmts = {detect_format(p, cfg.input_format) for p in paths}
+    fmts = {detect_format(p, cfg.input_format, WEB_FORMATS) for p in paths}
     if len(fmts) > 1:
         raise InputError(f"inputs mix formats ({', '.join(sorted(fmts))}); run one format at a time or pass "
                          "--input-format")
@@ -265,7 +249,7 @@ def run_extract(cfg: ExtractConfig, beam_args: list[str] | None = None) -> dict:
         if FileSystems.exists(path) and not cfg.overwrite:
             raise InputError(f"{path} exists; pass --overwrite to replace it")
     paths, units, driver_stats = plan_units(cfg)
-    fmt = units[0].fmt if units else detect_format(paths[0], cfg.input_format)
+    fmt = units[0].fmt if units else detect_format(paths[0], cfg.input_format, WEB_FORMATS)
     cfg = dataclasses.replace(cfg, input_format=fmt)
     page_url_map = None
     if cfg.page_urls:

@@ -16,18 +16,13 @@ from aligndata.pipeline.config import CurateConfig
 from aligndata.pipeline.curate import build_curate
 from aligndata.fetch.cache import FetchCache, default_cache_dir
 from aligndata.images.content_checks import ImageChecks
-from aligndata.shards.writer import OutputDirNotEmpty, prepare_output_dir, write_json_atomic
+from aligndata.io.atomic import write_json_atomic
+from aligndata.shards.writer import OutputDirNotEmpty, prepare_output_dir
 from aligndata.pipeline.progress import ProgressReporter
 from aligndata.inspect.report_page import write_report_html
 from aligndata.extract.pages import load_page_url_map, page_url_for
-from aligndata.pipeline.sources import (
-    WEB_FORMATS,
-    InputSpec,
-    check_input,
-    detect_format,
-    known_row_count,
-    match_inputs,
-)
+from aligndata.io.inputs import WEB_FORMATS, InputSpec, detect_format, match_inputs
+from aligndata.io.tables import check_input, known_row_count
 
 DEFAULT_RUNNER = "FnApiRunner"  # Beam's bare default first tries to download the Prism binary
 # Runners whose workers share this machine's disk, so DoFns can leave progress files for the command line.
