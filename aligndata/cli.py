@@ -34,7 +34,8 @@ def progress_mode(args) -> str:
 def add_curate_arguments(parser: argparse.ArgumentParser) -> None:
     io_ = parser.add_argument_group("input and output")
     io_.add_argument("--input", nargs="+", required=True, metavar="PATH",
-                     help="files or globs (local, gs://, s3://, ...); .gz is read transparently")
+                     help="files, directories or globs (local, gs://, s3://, ...); .gz is read transparently. "
+                          "A directory means its files with the format's extensions (web formats: recursively)")
     io_.add_argument("--output", required=True, metavar="DIR", help="directory for shards, ledger and report")
     io_.add_argument("--input-format", default="auto",
                      choices=["auto", "parquet", "csv", "tsv", "jsonl", "html", "warc", "page-urls"],
@@ -44,6 +45,11 @@ def add_curate_arguments(parser: argparse.ArgumentParser) -> None:
                      help="html inputs: JSON mapping each file (name or path) to the URL it was fetched from")
     io_.add_argument("--max-page-bytes", type=_positive_int, default=10_000_000,
                      help="html/warc/page-urls: skip larger pages")
+    io_.add_argument("--skip-unreadable", action="store_true",
+                     help="html/warc/page-urls: name files that cannot be read in report.json and go on "
+                          "(default: such a file stops the run)")
+    io_.add_argument("--allow-empty", action="store_true",
+                     help="exit 0 when the inputs hold no row at all (default: exit 2)")
     io_.add_argument("--url-col", default="url")
     io_.add_argument("--caption-col", default="caption")
     io_.add_argument("--extra-cols", type=_columns, default=(), metavar="A,B",
@@ -132,6 +138,8 @@ def curate_config(args: argparse.Namespace):
         no_header=args.no_header,
         page_urls_file=args.page_urls_file,
         max_page_bytes=args.max_page_bytes,
+        skip_unreadable=args.skip_unreadable,
+        allow_empty=args.allow_empty,
         min_words=args.min_words,
         max_words=args.max_words,
         vocab_size=args.vocab_size,
@@ -184,18 +192,28 @@ def print_summary(report: dict, output: str, stream=None) -> None:
           f"(count >= {freq['allowlist_threshold']})", file=stream)
     if not report["dry_run"]:
         print(f"{report['shards']} shard(s) in {output}", file=stream)
+    unreadable = (report.get("extraction") or {}).get("unreadable_files") or []
+    if unreadable:
+        names = ", ".join(u["file"] for u in unreadable[:5])
+        more = f" and {len(unreadable) - 5} more (report.json lists them)" if len(unreadable) > 5 else ""
+        print(f"{len(unreadable)} unreadable input file(s) skipped: {names}{more}", file=stream)
 
 
 def cmd_curate(args, beam_args) -> int:
     from aligndata.pipeline.run import run_curate
 
-    report = run_curate(curate_config(args), beam_args, progress_mode(args), args.progress_interval)
+    cfg = curate_config(args)
+    report = run_curate(cfg, beam_args, progress_mode(args), args.progress_interval)
     if not args.quiet:
         print_summary(report, args.output)
     if not report["accounting_ok"]:
         print("aligndata curate: accounting mismatch (input rows != kept + rejected); this is a bug, please report it",
               file=sys.stderr)
         return 3
+    if report["input_rows"] == 0 and not cfg.allow_empty:
+        print(f"aligndata curate: error: the inputs hold no rows at all (see {args.output}/report.json); "
+              "pass --allow-empty if that is expected", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -276,6 +294,16 @@ def _quiet_import_noise(record: logging.LogRecord) -> bool:
     return "apitools not found" not in record.getMessage()
 
 
+def _not_an_input_error(record: logging.LogRecord) -> bool:
+    # A worker that finds an unreadable input raises InputError; Beam logs it with its traceback (or relays a
+    # worker process's log of it) before the run fails, and main() prints its message once, on one line.
+    from aligndata.io.inputs import InputError
+
+    if record.exc_info and isinstance(record.exc_info[1], InputError):
+        return False
+    return not (record.name.startswith("apache_beam") and "InputError: " in record.getMessage())
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.getLogger().addFilter(_quiet_import_noise)
     parser = build_parser()
@@ -292,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         force=True,
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_not_an_input_error)
     from aligndata.io.inputs import InputError
     from aligndata.shards.writer import OutputDirNotEmpty
 

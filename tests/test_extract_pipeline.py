@@ -53,7 +53,8 @@ def test_extract_warcs_with_damaged_and_unreadable_files(tmp_path):
     junk = tmp_path / "junk.warc"
     junk.write_bytes(b"<html>not a warc</html>")
     out = tmp_path / "warc.parquet"
-    assert run_extract("--input", str(REAL / "warc" / "*.warc*"), str(junk), "--output", str(out)) == 0
+    assert run_extract("--input", str(REAL / "warc" / "*.warc*"), str(junk), "--output", str(out),
+                       "--skip-unreadable") == 0
     assert pq.read_table(out).num_rows == 470  # 30 Common Crawl + 440 ClueWeb pairs; example.com has no <img>
     ex = json.loads((tmp_path / "warc.report.json").read_text())["extraction"]
     assert ex["files"] == 6 and ex["pages_skipped"] == {"bad_content_length": 1}

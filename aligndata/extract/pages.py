@@ -1,8 +1,9 @@
 """Pairs from HTML files, WARC/ARC files and fetched pages, as rows in the pipeline's raw-row format.
 
 Each row is ``{"src": file_index, "row": ordinal, "url": image_url, "text": alt_text, "extra": {...}}``, where
-``extra`` holds ``page_url``, ``img_width``, ``img_height`` and ``title``. Nothing here raises on bad input: every page or record that gives no pairs is counted in an
-`ExtractStats` with a reason, and a file that cannot be read at all is named in ``unreadable_files``.
+``extra`` holds ``page_url``, ``img_width``, ``img_height`` and ``title``. Nothing here raises on bad input:
+every page or record that gives no pairs is counted in an `ExtractStats` with a reason, and a file that cannot
+be read at all is named in ``unreadable_files`` (the pipeline decides whether that stops the run).
 """
 
 from __future__ import annotations

@@ -17,6 +17,8 @@ class CurateConfig:
     no_header: bool = False
     page_urls_file: str | None = None  # html inputs: JSON {file name or path: page URL}
     max_page_bytes: int = 10_000_000  # html/warc/page-urls: larger pages are skipped
+    skip_unreadable: bool = False  # web inputs that cannot be read are named in report.json, not fatal
+    allow_empty: bool = False  # a run whose inputs hold no row at all is not an error (the command exits 0)
     # ALIGN's text rules
     min_words: int = 3
     max_words: int = 20
@@ -63,8 +65,9 @@ class CurateConfig:
     extra: dict = field(default_factory=dict)
 
     # Options that do not change what a run produces: a run may resume under different values of these.
+    # skip_unreadable: a finished run read every file either way; allow_empty only decides the exit status.
     RUN_CONTROL = ("overwrite", "progress_dir", "keep_cache", "fetch_threads", "image_threads", "max_per_host",
-                   "host_rate")
+                   "host_rate", "skip_unreadable", "allow_empty")
 
     def to_json(self) -> dict:
         out = asdict(self)
