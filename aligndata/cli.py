@@ -85,6 +85,16 @@ def _quiet_import_noise(record: logging.LogRecord) -> bool:
     return "apitools not found" not in record.getMessage()
 
 
+def _not_an_input_error(record: logging.LogRecord) -> bool:
+    # A worker that finds an unreadable input raises InputError; Beam logs it with its traceback (or relays a
+    # worker process's log of it) before the run fails, and main() prints its message once, on one line.
+    from aligndata.io.inputs import InputError
+
+    if record.exc_info and isinstance(record.exc_info[1], InputError):
+        return False
+    return not (record.name.startswith("apache_beam") and "InputError: " in record.getMessage())
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.getLogger().addFilter(_quiet_import_noise)
     parser = build_parser()
@@ -101,8 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         force=True,
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_not_an_input_error)
+    from aligndata.io.inputs import InputError
     from aligndata.shards.writer import OutputDirNotEmpty
-    from aligndata.pipeline.sources import InputError
 
     try:
         return args.func(args, beam_args)

@@ -20,7 +20,8 @@ from aligndata.pipeline.reference import plain_text_stage
 
 from aligndata.pipeline.config import CurateConfig
 from aligndata.pipeline.run import run_curate
-from aligndata.pipeline.sources import InputSpec, iter_rows
+from aligndata.io.inputs import InputSpec
+from aligndata.pipeline.sources import iter_rows
 
 
 def main() -> None:

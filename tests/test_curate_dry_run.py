@@ -11,8 +11,9 @@ import pytest
 from helpers import REAL, needs_real, write_pairs
 
 from aligndata.cli import main
+from aligndata.io.inputs import InputSpec
 from aligndata.pipeline.reference import plain_text_stage  # the plain-Python oracle (also the bench floor)
-from aligndata.pipeline.sources import InputSpec, iter_rows
+from aligndata.pipeline.sources import iter_rows
 
 
 def dry_run(inputs: list[str], out: Path, *extra: str) -> tuple[dict, dict]:

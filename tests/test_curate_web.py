@@ -44,7 +44,8 @@ def test_unreadable_web_file_is_named_not_fatal(tmp_path):
     broken = tmp_path / "broken.warc.gz"
     broken.write_bytes(b"\x1f\x8b\x08\x00 this is not gzip at all")
     out = tmp_path / "out"
-    assert main(["curate", "--input", str(broken), "--output", str(out), "--dry-run", "--quiet"]) == 0
+    assert main(["curate", "--input", str(broken), "--output", str(out), "--dry-run", "--quiet",
+                 "--skip-unreadable", "--allow-empty"]) == 0
     report = read_report(out)
     assert report["input_rows"] == 0
     extraction = report["extraction"]

@@ -20,7 +20,7 @@ from aligndata.commands.eval_index import main as eval_main
 from aligndata.images.eval_index import EvalIndexError, build_index, load_index, read_index, write_index
 from aligndata.filters.dedup import DEFAULT_EVAL_HAMMING
 from aligndata.images.content_checks import ImageChecks, ImageChecksError
-from aligndata.pipeline.sources import InputError
+from aligndata.io.inputs import InputError
 
 
 def smooth_image(seed: int, size=(240, 180)) -> Image.Image:

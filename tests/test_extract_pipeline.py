@@ -12,9 +12,9 @@ import pytest
 from helpers import REAL, needs_real
 
 from aligndata.commands.extract import main as extract_main
-from aligndata.pipeline.extract_job import ExtractConfig, detect_format, plan_units
+from aligndata.pipeline.extract_job import ExtractConfig, plan_units
 from aligndata.extract.pages import read_page_url_list
-from aligndata.pipeline.sources import InputError
+from aligndata.io.inputs import WEB_FORMATS, InputError, detect_format
 
 COLUMNS = ["url", "caption", "page_url", "img_width", "img_height", "title"]
 
@@ -53,7 +53,8 @@ def test_extract_warcs_with_damaged_and_unreadable_files(tmp_path):
     junk = tmp_path / "junk.warc"
     junk.write_bytes(b"<html>not a warc</html>")
     out = tmp_path / "warc.parquet"
-    assert run_extract("--input", str(REAL / "warc" / "*.warc*"), str(junk), "--output", str(out)) == 0
+    assert run_extract("--input", str(REAL / "warc" / "*.warc*"), str(junk), "--output", str(out),
+                       "--skip-unreadable") == 0
     assert pq.read_table(out).num_rows == 470  # 30 Common Crawl + 440 ClueWeb pairs; example.com has no <img>
     ex = json.loads((tmp_path / "warc.report.json").read_text())["extraction"]
     assert ex["files"] == 6 and ex["pages_skipped"] == {"bad_content_length": 1}
@@ -68,8 +69,9 @@ def test_input_errors_are_messages(tmp_path):
     with pytest.raises(InputError, match="mix formats"):
         plan_units(ExtractConfig(inputs=(str(tmp_path / "*"),), output=str(tmp_path / "o.parquet")))
     with pytest.raises(InputError, match="pass --input-format"):
-        detect_format("urls.txt")
-    assert detect_format("x/CC-MAIN-1.warc.gz") == "warc" and detect_format("p.HTM") == "html"
+        detect_format("urls.txt", formats=WEB_FORMATS)
+    assert detect_format("x/CC-MAIN-1.warc.gz", formats=WEB_FORMATS) == "warc"
+    assert detect_format("p.HTM", formats=WEB_FORMATS) == "html"
     with pytest.raises(InputError, match="--page-urls"):
         plan_units(ExtractConfig(inputs=(str(tmp_path / "b.warc"),), output="o.parquet", page_urls="m.json"))
 

@@ -10,7 +10,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from aligndata.pipeline.config import CurateConfig
 from aligndata.pipeline.curate import build_curate
-from aligndata.pipeline.sources import InputSpec
+from aligndata.io.inputs import InputSpec
 
 RUNNER_ARGS = {
     "DataflowRunner": ["--project=aligndata-test", "--region=us-central1",

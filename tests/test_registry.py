@@ -126,3 +126,27 @@ def test_rules_command_rewrites_a_stale_readme_table(tmp_path):
     assert main(["rules", "--write-readme", str(readme)]) == 0
     assert readme.read_text() == ("intro\n<!-- rules-table:start -->\n" + registry.markdown_table()
                                   + "<!-- rules-table:end -->\nrest\n")
+
+
+def test_fetch_options_reach_curate_and_extract_configs():
+    """One declaration of the fetch options: both commands offer every one, and every value reaches the config."""
+    from aligndata.commands.curate import curate_config
+    from aligndata.commands.extract import extract_config
+    from aligndata.fetch.options import FETCH_OPTIONS
+
+    given = ["--timeout", "3", "--total-timeout", "9", "--retries", "1", "--fetch-threads", "4", "--max-per-host",
+             "2", "--host-rate", "5", "--respect-robots-txt", "--robots-timeout", "2", "--allow-private-networks",
+             "--user-agent", "bot/1", "--contact", "ops@example.com"]
+    assert sorted(given[i] for i in range(len(given)) if given[i].startswith("--")) == sorted(
+        o.flag for o in FETCH_OPTIONS)
+    parser = build_parser()
+    curate = curate_config(parser.parse_args(["curate", "--input", "x", "--output", "o", *given]))
+    extract = extract_config(parser.parse_args(["extract", "--input", "x", "--output", "p.parquet", *given]))
+    expected = {"timeout": 3.0, "total_timeout": 9.0, "retries": 1, "fetch_threads": 4, "max_per_host": 2,
+                "host_rate": 5.0, "respect_robots_txt": True, "robots_timeout": 2.0, "allow_private_networks": True,
+                "user_agent": "bot/1", "contact": "ops@example.com"}
+    for cfg in (curate, extract):
+        assert {k: getattr(cfg, k) for k in expected} == expected
+        fetch = cfg.fetch_config() if hasattr(cfg, "fetch_config") else None
+        if fetch is not None:
+            assert (fetch.max_per_host, fetch.host_min_interval, fetch.respect_robots_txt) == (2, 0.2, True)

@@ -14,6 +14,7 @@ import pytest
 import webdataset
 from PIL import Image
 
+from aligndata.io.atomic import write_bytes_atomic, write_json_atomic
 from aligndata.shards.writer import (
     compact_shards,
     OutputDirNotEmpty,
@@ -21,8 +22,6 @@ from aligndata.shards.writer import (
     prepare_output_dir,
     shard_name,
     tar_bytes,
-    write_bytes_atomic,
-    write_json_atomic,
     write_shard,
     write_sizes,
 )

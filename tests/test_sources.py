@@ -8,14 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import write_pairs
 
-from aligndata.pipeline.sources import (
-    InputError,
-    InputSpec,
-    check_input,
-    detect_format,
-    iter_rows,
-    match_inputs,
-)
+from aligndata.io.inputs import InputError, InputSpec, detect_format, match_inputs
+from aligndata.io.tables import check_input
+from aligndata.pipeline.sources import iter_rows
 
 
 def spec(path, fmt, url_col="url", caption_col="caption", extra=(), header=True):

@@ -33,7 +33,8 @@ def add_curate_arguments(parser: argparse.ArgumentParser) -> None:
 
     io_ = parser.add_argument_group("input and output")
     io_.add_argument("--input", nargs="+", required=True, metavar="PATH",
-                     help="files or globs (local, gs://, s3://, ...); .gz is read transparently")
+                     help="files, directories or globs (local, gs://, s3://, ...); .gz is read transparently. "
+                          "A directory means its files with the format's extensions (web formats: recursively)")
     io_.add_argument("--output", required=True, metavar="DIR", help="directory for shards, ledger and report")
     for option in INPUT_OPTIONS:
         option.add_to(io_)
@@ -76,18 +77,28 @@ def print_summary(report: dict, output: str, stream=None) -> None:
           f"(count >= {freq['allowlist_threshold']})", file=stream)
     if not report["dry_run"]:
         print(f"{report['shards']} shard(s) in {output}", file=stream)
+    unreadable = (report.get("extraction") or {}).get("unreadable_files") or []
+    if unreadable:
+        names = ", ".join(u["file"] for u in unreadable[:5])
+        more = f" and {len(unreadable) - 5} more (report.json lists them)" if len(unreadable) > 5 else ""
+        print(f"{len(unreadable)} unreadable input file(s) skipped: {names}{more}", file=stream)
 
 
 def cmd_curate(args, beam_args) -> int:
     from aligndata.pipeline.run import run_curate
 
-    report = run_curate(curate_config(args), beam_args, progress_mode(args), args.progress_interval)
+    cfg = curate_config(args)
+    report = run_curate(cfg, beam_args, progress_mode(args), args.progress_interval)
     if not args.quiet:
         print_summary(report, args.output)
     if not report["accounting_ok"]:
         print("aligndata curate: accounting mismatch (input rows != kept + rejected); this is a bug, please report it",
               file=sys.stderr)
         return 3
+    if report["input_rows"] == 0 and not cfg.allow_empty:
+        print(f"aligndata curate: error: the inputs hold no rows at all (see {args.output}/report.json); "
+              "pass --allow-empty if that is expected", file=sys.stderr)
+        return 2
     return 0
 
 

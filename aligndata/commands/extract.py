@@ -9,12 +9,15 @@ from aligndata.fetch.options import FETCH_OPTIONS
 from aligndata.filters.options import positive_int as _positive_int
 
 EXTRACT_EPILOG = """\
-Inputs: local .html/.html.gz files (--input-format html; page URLs from --page-urls FILE.json, else <base href>),
+Inputs: .html/.html.gz files (--input-format html; page URLs from --page-urls FILE.json, else <base href>),
 WARC/ARC files, gzipped or not (--input-format warc), or lists of page URLs to fetch (--input-format page-urls:
-a JSON array, a JSON object whose values are URLs, or one URL per line). The output parquet has the columns
+a JSON array, a JSON object whose values are URLs, or one URL per line); files, globs, or directories (every
+file below them with the format's extensions). The output parquet has the columns
 url, caption, page_url, img_width, img_height, title; curate it with
   aligndata curate --input pairs.parquet --page-url-col page_url --extra-cols img_width,img_height,title ...
-Counters (pages and <img> skipped by reason, damaged records, unreadable files) go to OUTPUT.report.json.
+Counters (pages and <img> skipped by reason, damaged records) go to OUTPUT.report.json. A file that cannot be
+read stops the run (exit 2) unless --skip-unreadable, which names it there instead; no pair at all exits 2
+unless --allow-empty.
 Any Apache Beam pipeline option may follow; the default runner is FnApiRunner.
 """
 
@@ -22,7 +25,9 @@ Any Apache Beam pipeline option may follow; the default runner is FnApiRunner.
 def add_extract_arguments(parser: argparse.ArgumentParser) -> None:
     from aligndata.extract.pages import DEFAULT_MAX_PAGE_BYTES
 
-    parser.add_argument("--input", nargs="+", required=True, metavar="PATH", help="files or globs")
+    parser.add_argument("--input", nargs="+", required=True, metavar="PATH",
+                        help="files, directories or globs; a directory means the files below it (recursively) with "
+                             "the format's extensions, .gz included")
     parser.add_argument("--input-format", default="auto", choices=["auto", "html", "warc", "page-urls"],
                         help="auto: .warc/.arc[.gz] -> warc, .html/.htm[.gz] -> html")
     parser.add_argument("--output", required=True, metavar="PAIRS.parquet")
@@ -33,6 +38,11 @@ def add_extract_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-page-bytes", type=_positive_int, default=DEFAULT_MAX_PAGE_BYTES,
                         help="pages (and WARC records) larger than this are skipped as page_too_large")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output and report")
+    parser.add_argument("--skip-unreadable", action="store_true",
+                        help="name files that cannot be read in the report and go on (default: such a file "
+                             "stops the run)")
+    parser.add_argument("--allow-empty", action="store_true",
+                        help="exit 0 when the inputs give no pair at all (default: exit 2)")
     parser.add_argument("--quiet", action="store_true", help="print no summary")
     fetch = parser.add_argument_group("fetching pages (--input-format page-urls; the same options as curate)")
     for option in FETCH_OPTIONS:
@@ -45,6 +55,7 @@ def extract_config(args: argparse.Namespace):
     return ExtractConfig(
         inputs=tuple(args.input), output=args.output, input_format=args.input_format, page_urls=args.page_urls,
         report=args.report, max_page_bytes=args.max_page_bytes, overwrite=args.overwrite,
+        skip_unreadable=args.skip_unreadable, allow_empty=args.allow_empty,
         **{o.dest: getattr(args, o.dest) for o in FETCH_OPTIONS},
     )
 
@@ -65,9 +76,14 @@ def print_summary(report: dict, stream=None) -> None:
 def cmd_extract(args, beam_args) -> int:
     from aligndata.pipeline.extract_job import run_extract
 
-    report = run_extract(extract_config(args), beam_args)
+    cfg = extract_config(args)
+    report = run_extract(cfg, beam_args)
     if not args.quiet:
         print_summary(report)
+    if report["rows"] == 0 and not cfg.allow_empty:
+        print(f"aligndata extract: error: the inputs gave no pairs at all (counters in {cfg.report_path}); "
+              "pass --allow-empty if that is expected", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -84,7 +100,7 @@ def register(subparsers) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m aligndata.commands.extract ...``: the same command before it is wired into the CLI."""
-    from aligndata.pipeline.sources import InputError
+    from aligndata.io.inputs import InputError
 
     parser = argparse.ArgumentParser(prog="aligndata")
     register(parser.add_subparsers(dest="command", required=True))

@@ -1,14 +1,17 @@
 """Pairs from HTML files, WARC/ARC files and fetched pages, as rows in the pipeline's raw-row format.
 
-Each row is ``{"src": file_index, "row": ordinal, "url": image_url, "text": alt_text, "extra": {...}}`` (the
-format of ``aligndata.pipeline.sources``), where ``extra`` holds ``page_url``, ``img_width``, ``img_height``
-and ``title``. Nothing here raises on bad input: every page or record that gives no pairs is counted in an
-`ExtractStats` with a reason, and a file that cannot be read at all is named in ``unreadable_files``.
+Each row is ``{"src": file_index, "row": ordinal, "url": image_url, "text": alt_text, "extra": {...}}``, where
+``extra`` holds ``page_url``, ``img_width``, ``img_height`` and ``title``. Nothing here raises on bad input:
+every page or record that gives no pairs is counted in an `ExtractStats` with a reason, and a file that cannot
+be read at all is named in ``unreadable_files`` (the pipeline decides whether that stops the run).
 """
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import json
+import lzma
 import os
 import zlib
 from collections import Counter
@@ -16,11 +19,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
-
 from aligndata.extract import html as rules
 from aligndata.extract.warc import dechunk, decode_content, iter_records, parse_http_response
+from aligndata.io.storage import storage_for
 
 DEFAULT_MAX_PAGE_BYTES = 10_000_000  # Common Crawl itself truncates at 1 MiB; a 10 MB "page" is not a page
 ROW_STRIDE = 1 << 20  # page-urls rows: row = page_index * ROW_STRIDE + pair index (pairs per page are capped)
@@ -127,7 +128,7 @@ def _unreadable(stats: ExtractStats, path: str, exc: BaseException) -> None:
 def load_page_url_map(path: str) -> dict[str, str]:
     """A JSON object mapping HTML file names (base names or full paths) to the URLs they were fetched from."""
     try:
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        with storage_for(path).open_read(path) as f:
             data = json.load(f)
     except Exception as exc:
         raise ValueError(f"cannot read --page-urls {path}: {type(exc).__name__}: {exc}") from None
@@ -144,7 +145,7 @@ def page_url_for(path: str, page_url_map: dict[str, str] | None) -> str | None:
 
 def _read_capped(path: str, max_bytes: int) -> tuple[bytes, str | None]:
     """The file's bytes (gunzipped when it is gzip), at most max_bytes + 1; and a problem found, if any."""
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+    with storage_for(path).open_read(path) as f:
         head = f.read(max_bytes + 1)
         if not head.startswith(b"\x1f\x8b"):
             return head, PAGE_TOO_LARGE if len(head) > max_bytes else None
@@ -162,7 +163,7 @@ def _read_capped(path: str, max_bytes: int) -> tuple[bytes, str | None]:
 def iter_html_rows(path: str, index: int, page_url_map: dict[str, str] | None = None,
                    stats: ExtractStats | None = None, max_page_bytes: int = DEFAULT_MAX_PAGE_BYTES
                    ) -> Iterator[dict]:
-    """Rows from one local/Beam-filesystem .html or .html.gz file (gzip is recognised by its magic bytes).
+    """Rows from one .html or .html.gz file (local or a URL) (gzip is recognised by its magic bytes).
 
     The page URL is ``page_url_map[path]`` or ``page_url_map[basename]``, else the page's absolute
     ``<base href>``, else None (then only absolute image URLs can be kept).
@@ -243,7 +244,7 @@ def iter_warc_rows(path: str, index: int, stats: ExtractStats | None = None,
     stats.files += 1
     row = 0
     try:
-        f = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+        f = storage_for(path).open_read(path)
     except Exception as exc:  # noqa: BLE001
         _unreadable(stats, path, exc)
         return
@@ -298,8 +299,7 @@ def read_page_url_list(path: str) -> list[str]:
     """Page URLs from a file: a JSON array (of URLs or of {"url": ...} objects), a JSON object whose values are
     URLs (like page_urls.json), or plain text with one URL per line ('#' starts a comment line)."""
     try:
-        with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as f:
-            text = f.read().decode("utf-8-sig", errors="replace")
+        text = _decompress_by_name(path, _read_all(path)).decode("utf-8-sig", errors="replace")
     except Exception as exc:
         raise ValueError(f"cannot read page URL list {path}: {type(exc).__name__}: {exc}") from None
     stripped = text.lstrip()
@@ -312,6 +312,30 @@ def read_page_url_list(path: str) -> list[str]:
         urls = [item.get("url") if isinstance(item, dict) else item for item in items]
         return [u if isinstance(u, str) else "" for u in urls]
     return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _read_all(path: str) -> bytes:
+    with storage_for(path).open_read(path) as f:
+        return f.read()
+
+
+def _decompress_by_name(path: str, data: bytes) -> bytes:
+    """Decompress by the file's suffix, as Beam's ``CompressionTypes.AUTO`` did (.gz, .bz2, .xz/.lzma, .deflate,
+    .zst/.zstd)."""
+    name = path.lower()
+    if name.endswith(".gz"):
+        return gzip.decompress(data)
+    if name.endswith(".bz2"):
+        return bz2.decompress(data)
+    if name.endswith((".xz", ".lzma")):
+        return lzma.decompress(data)
+    if name.endswith(".deflate"):
+        return zlib.decompress(data)
+    if name.endswith((".zst", ".zstd")):
+        import zstandard  # optional; Beam depends on it
+
+        return zstandard.ZstdDecompressor().decompressobj().decompress(data)
+    return data
 
 
 def pairs_from_page(url: str, fetcher, src: int = 0, page_index: int = 0) -> tuple[list[dict], ExtractStats]:

@@ -12,17 +12,15 @@ append ~0.03 ms. Crash safety comes from the framing instead of the rename: a ru
 most one torn entry at the end of a log, which fails its length or CRC check and is ignored (fetched again).
 Each writer (one per shard attempt) has its own log, so concurrent or retried workers never interleave.
 
-Local directories are appended to with os calls and flushed after every entry. Object stores (gs://, s3://, via
-Beam's FileSystems) cannot append and show an object only once it is closed, so there a writer closes its
+Local directories are appended to and flushed after every entry. Object stores (gs://, s3://, through
+``aligndata.io.storage``) cannot append and show an object only once it is closed, so there a writer closes its
 segment every ``SEGMENT_ENTRIES`` entries or ``SEGMENT_SECONDS`` seconds: a killed worker fetches again at most
 that open segment.
 """
 
 from __future__ import annotations
 
-import glob
 import json
-import os
 import re
 import struct
 import threading
@@ -32,9 +30,8 @@ import zlib
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from apache_beam.io.filesystems import FileSystems
-
 from aligndata.fetch.client import FetchResult
+from aligndata.io.storage import storage_for
 
 CACHE_DIR_NAME = ".fetch-cache"
 _MAGIC = b"ADFC"
@@ -46,11 +43,7 @@ SEGMENT_SECONDS = 30.0
 
 
 def default_cache_dir(output_dir: str) -> str:
-    return FileSystems.join(output_dir, CACHE_DIR_NAME)
-
-
-def _is_local(directory: str) -> bool:
-    return "://" not in directory
+    return storage_for(output_dir).join(output_dir, CACHE_DIR_NAME)
 
 
 def encode_entry(result: FetchResult) -> bytes:
@@ -97,12 +90,12 @@ def decode_entries(stream: BinaryIO):
         pos = data_offset + data_len
 
 
-def _log_entries(path: str):
+def _log_entries(storage, path: str):
     """decode_entries over the log at ``path``; nothing if it cannot be opened (removed meanwhile)."""
     try:
-        with open(path, "rb") if _is_local(path) else FileSystems.open(path) as stream:
+        with storage.open_read(path) as stream:
             yield from decode_entries(stream)
-    except Exception:  # removed meanwhile, or unreadable (local: OSError; object stores: BeamIOError): no more
+    except Exception:  # removed meanwhile, or unreadable (local: OSError; object stores: their own): no more
         return
 
 
@@ -119,34 +112,39 @@ class FetchCache:
 
     def __init__(self, directory: str):
         self.directory = directory
+        self.storage = storage_for(directory)
 
     def for_shard(self, shard: int) -> ShardCache:
         return ShardCache(self, shard)
 
     def shard_directory(self, shard: int) -> str:
-        join = os.path.join if _is_local(self.directory) else FileSystems.join
-        return join(self.directory, f"{shard:05d}")
+        return self.storage.join(self.directory, f"{shard:05d}")
 
     def log_paths(self, shard: int | None = None) -> list[str]:
-        """The logs of one shard, or of all shards, in name order."""
-        shard_dir = "*" if shard is None else f"{shard:05d}"
-        if _is_local(self.directory):
-            paths = glob.glob(os.path.join(glob.escape(self.directory), shard_dir, "*.log"))
-        else:
-            try:
-                pattern = FileSystems.join(self.directory, shard_dir, "*.log")
-                paths = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
-            except Exception:  # no such directory (BeamIOError): nothing cached yet
-                return []
-        return sorted(p for p in paths if _LOG_NAME.match(os.path.basename(p)))
+        """The logs of one shard, or of all shards (``DIR/*/NAME.log``), in name order."""
+        storage = self.storage
+        directory, depth = (self.directory, 1) if shard is None else (self.shard_directory(shard), 0)
+        top = storage.parent(storage.join(directory, "x"))  # how the backend names `directory` as a parent
+
+        def wanted(path: str) -> bool:
+            if not _LOG_NAME.match(storage.basename(path)):
+                return False
+            parent = storage.parent(path)
+            for _ in range(depth):
+                parent = storage.parent(parent)
+            return parent == top
+
+        try:
+            return sorted(p for p in storage.list_files(directory) if wanted(p))
+        except Exception:  # no such directory: nothing cached yet
+            return []
 
     def count(self) -> int:
         """Whole entries in all logs (what a resumed run would not fetch again)."""
-        return sum(1 for path in self.log_paths() for _ in _log_entries(path))
+        return sum(1 for path in self.log_paths() for _ in _log_entries(self.storage, path))
 
     def clear(self) -> None:
-        if FileSystems.exists(self.directory):
-            FileSystems.delete([self.directory])
+        self.storage.delete_tree(self.directory)
 
 
 class ShardCache:
@@ -157,11 +155,11 @@ class ShardCache:
 
     def __init__(self, cache: FetchCache, shard: int):
         self.directory = cache.shard_directory(shard)
-        self._local = _is_local(self.directory)
+        self._storage = cache.storage
         self._writer_id = uuid.uuid4().hex
         self._entries: dict[str, _Entry] = {}
         for path in cache.log_paths(shard):
-            for header, offset, length in _log_entries(path):
+            for header, offset, length in _log_entries(self._storage, path):
                 self._entries.setdefault(header["url"], _Entry(path, header, offset, length))
         self._lock = threading.Lock()
         self._file = None
@@ -181,7 +179,7 @@ class ShardCache:
         if entry is None:
             return None
         header = entry.header
-        data = _read_range(entry.path, entry.offset, entry.length) if header["ok"] else None
+        data = _read_range(self._storage, entry.path, entry.offset, entry.length) if header["ok"] else None
         if header["ok"] and (data is None or len(data) != entry.length):
             return None  # the log vanished or shrank under us: fetch again
         return FetchResult(
@@ -204,7 +202,7 @@ class ShardCache:
             self._file.write(entry)
             self._file.flush()  # a SIGKILL now loses nothing: the bytes are in the OS
             self._segment_entries += 1
-            if not self._local and (self._segment_entries >= SEGMENT_ENTRIES
+            if not self._storage.appendable and (self._segment_entries >= SEGMENT_ENTRIES
                                     or time.monotonic() - self._segment_opened >= SEGMENT_SECONDS):
                 self._file.close()  # an object store publishes the segment on close
                 self._file = None
@@ -217,23 +215,17 @@ class ShardCache:
                 self._file = None
 
     def _open_segment(self) -> None:
-        name = f"{self._writer_id}-{self._segment:05d}.log"
-        if self._local:
-            os.makedirs(self.directory, exist_ok=True)
-            self._file = open(os.path.join(self.directory, name), "ab")
+        path = self._storage.join(self.directory, f"{self._writer_id}-{self._segment:05d}.log")
+        if self._storage.appendable:
+            self._file = self._storage.open_append(path)
         else:
-            self._file = FileSystems.create(FileSystems.join(self.directory, name))
+            self._file = self._storage.open_write(path)  # an object, published when closed
         self._segment_entries = 0
         self._segment_opened = time.monotonic()
 
 
-def _read_range(path: str, offset: int, length: int) -> bytes | None:
+def _read_range(storage, path: str, offset: int, length: int) -> bytes | None:
     try:
-        if _is_local(path):
-            with open(path, "rb") as f:
-                return os.pread(f.fileno(), length, offset)
-        with FileSystems.open(path) as f:
-            f.seek(offset)
-            return f.read(length)
+        return storage.read_range(path, offset, length)
     except Exception:
         return None

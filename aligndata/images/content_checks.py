@@ -17,7 +17,7 @@ from aligndata.filters import reasons
 from aligndata.filters.dedup import DEFAULT_EVAL_HAMMING, EvalHashes, HashSpec
 from aligndata.filters.nsfw import DEFAULT_MODE, DEFAULT_THRESHOLD, NsfwError, NsfwFilter
 from aligndata.images.eval_index import EvalIndexError, load_index
-from aligndata.pipeline.sources import InputError
+from aligndata.io.inputs import InputError
 
 # The pipeline's own hash (filters.image.perceptual_hash, 64-bit pHash): its hex can be used as is.
 PIPELINE_HASH = HashSpec("phash", 8)

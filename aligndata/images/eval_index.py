@@ -38,6 +38,8 @@ import numpy as np
 from aligndata import __version__
 from aligndata.filters.dedup import EvalHashes, HashSpec, encode_ids, hashes_to_array
 from aligndata.filters.image import DecodeError, decode_image
+from aligndata.io.atomic import write_bytes_atomic
+from aligndata.io.storage import storage_for
 
 FORMAT = b"aligndata-eval-index"
 VERSION = 1
@@ -203,18 +205,7 @@ def write_index(output: str, meta: dict, ids: list[str], hashes: np.ndarray, mir
         id_offsets=offsets,
     )
     data = buffer.getvalue()
-    if "://" in output:
-        from apache_beam.io.filesystems import FileSystems
-
-        with FileSystems.create(output) as f:
-            f.write(data)
-    else:
-        directory = os.path.dirname(os.path.abspath(output))
-        os.makedirs(directory, exist_ok=True)
-        tmp = f"{output}.tmp-{os.getpid()}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, output)  # never a half-written index under the final name
+    write_bytes_atomic(output, data)  # never a half-written index under the final name
     return len(data)
 
 
@@ -223,12 +214,7 @@ def write_index(output: str, meta: dict, ids: list[str], hashes: np.ndarray, mir
 
 def _read_bytes(path: str) -> bytes:
     try:
-        if "://" in path:
-            from apache_beam.io.filesystems import FileSystems
-
-            with FileSystems.open(path) as f:
-                return f.read()
-        with open(path, "rb") as f:
+        with storage_for(path).open_read(path) as f:
             return f.read()
     except Exception as err:  # FileNotFoundError, a cloud filesystem's own errors
         raise EvalIndexError(f"--eval-index {path}: cannot read: {err}") from err

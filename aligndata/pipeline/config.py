@@ -14,7 +14,7 @@ from aligndata.fetch.options import FETCH_OPTIONS, IMAGE_FETCH_OPTIONS
 from aligndata.filters import registry
 from aligndata.filters.options import Option, options_dataclass, positive_int
 from aligndata.images.process import OUTPUT_IMAGE_OPTIONS
-from aligndata.pipeline.sources import FORMATS
+from aligndata.io.inputs import FORMATS
 
 
 def columns(text: str) -> tuple[str, ...]:
@@ -29,6 +29,11 @@ INPUT_OPTIONS: tuple[Option, ...] = (
     Option("--page-urls", None, "html inputs: JSON mapping each file (name or path) to the URL it was fetched "
            "from", dest="page_urls_file", metavar="FILE.json"),
     Option("--max-page-bytes", DEFAULT_MAX_PAGE_BYTES, "html/warc/page-urls: skip larger pages", type=positive_int),
+    Option("--skip-unreadable", False, "html/warc/page-urls: name files that cannot be read in report.json and go "
+           "on (default: such a file stops the run; tables are always checked before the run)",
+           action="store_true"),
+    Option("--allow-empty", False, "exit 0 when the inputs hold no row at all (default: exit 2)",
+           action="store_true"),
     Option("--url-col", "url", "column holding the image URL"),
     Option("--caption-col", "caption", "column holding the alt-text"),
     Option("--extra-cols", (), "input columns copied into each sample's .json", type=columns, metavar="A,B"),
@@ -63,8 +68,9 @@ class _CurateRun:
     extra: dict = field(default_factory=dict)
 
     # Options that do not change what a run produces: a run may resume under different values of these.
+    # skip_unreadable: a finished run read every file either way; allow_empty only decides the exit status.
     RUN_CONTROL = ("overwrite", "progress_dir", "keep_cache", "fetch_threads", "image_threads", "max_per_host",
-                   "host_rate")
+                   "host_rate", "skip_unreadable", "allow_empty")
 
     def to_json(self) -> dict:
         out = asdict(self)

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from aligndata.extract.pages import ExtractStats, pairs_from_page, read_page_url_list
+from aligndata.extract.pages import ExtractStats, pairs_from_page
 from aligndata.filters import reasons, registry
 from aligndata.filters.frequency import (
     CappedDistinct,
@@ -39,7 +39,8 @@ from aligndata.pipeline.outputs import EXTRACTION, FETCH_STATS, NAMESPACE, NGRAM
 from aligndata.fetch.client import FetchConfig, Fetcher
 from aligndata.pipeline.progress import ProgressWriter
 from aligndata.pipeline.candidates import prepare_row
-from aligndata.pipeline.sources import WEB_FORMATS, InputSpec, iter_rows
+from aligndata.io.inputs import WEB_FORMATS, InputSpec
+from aligndata.pipeline.sources import iter_rows, page_urls
 
 # Bounded per-bundle pre-aggregation: flush before a bundle's dict holds more than this many keys.
 NGRAM_FLUSH_KEYS = 200_000
@@ -58,8 +59,11 @@ class ReadRows(beam.DoFn):
 
     def process(self, spec: InputSpec):
         if spec.fmt == "page-urls":  # the pages are fetched (and their rows made) by FetchPages
-            for page_index, url in enumerate(read_page_url_list(spec.path)):
+            stats = ExtractStats()
+            for page_index, url in enumerate(page_urls(spec, stats)):
                 yield emit(PAGE_URLS, (spec.index, page_index, url))
+            if stats.unreadable_files:  # skipped (--skip-unreadable): named in the report
+                yield emit(EXTRACTION, stats.to_json())
             return
         stats = ExtractStats() if spec.fmt in WEB_FORMATS else None
         n = 0

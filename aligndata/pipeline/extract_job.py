@@ -35,11 +35,11 @@ from aligndata.extract.pages import (
 )
 from aligndata.fetch.options import FETCH_OPTIONS
 from aligndata.filters.options import options_dataclass
-from aligndata.shards.writer import write_bytes_atomic, write_json_atomic
-from aligndata.pipeline.sources import InputError, match_inputs
+from aligndata.io.atomic import write_bytes_atomic, write_json_atomic
+from aligndata.io.inputs import WEB_FORMATS, InputError, detect_format, match_inputs
+from aligndata.pipeline.sources import check_readable
 
 _log = logging.getLogger(__name__)
-FORMATS = ("html", "warc", "page-urls")
 HTML_FILES_PER_UNIT = 256
 PAGES_PER_UNIT = 256
 
@@ -63,6 +63,8 @@ class _ExtractRun:
     report: str | None = None  # default: OUTPUT with .parquet replaced by .report.json
     max_page_bytes: int = DEFAULT_MAX_PAGE_BYTES
     overwrite: bool = False
+    skip_unreadable: bool = False  # files that cannot be read are named in the report instead of stopping the run
+    allow_empty: bool = False  # no pair at all is not an error (the command exits 0)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
     @property
@@ -87,21 +89,6 @@ class _ExtractRun:
 ExtractConfig = options_dataclass("ExtractConfig", _ExtractRun, FETCH_OPTIONS, module=__name__)
 
 
-def detect_format(path: str, requested: str = "auto") -> str:
-    if requested != "auto":
-        if requested not in FORMATS:
-            raise InputError(f"unknown --input-format {requested!r}; choose from {', '.join(FORMATS)}")
-        return requested
-    name = path.lower()
-    for suffix in (".gz", ".bz2"):
-        name = name.removesuffix(suffix)
-    if name.endswith((".warc", ".arc")):
-        return "warc"
-    if name.endswith((".html", ".htm", ".xhtml")):
-        return "html"
-    raise InputError(f"cannot tell whether {path!r} is html, warc or a page-URL list; pass --input-format")
-
-
 # ------------------------------------------------------------------------------------------------- units
 
 
@@ -116,8 +103,8 @@ class Unit:
 
 def plan_units(cfg: ExtractConfig) -> tuple[list[str], list[Unit], ExtractStats]:
     """Match inputs and cut the job into units. Returns (input paths, units, driver-side counters)."""
-    paths = match_inputs(list(cfg.inputs))
-    fmts = {detect_format(p, cfg.input_format) for p in paths}
+    paths = match_inputs(list(cfg.inputs), cfg.input_format, WEB_FORMATS)
+    fmts = {detect_format(p, cfg.input_format, WEB_FORMATS) for p in paths}
     if len(fmts) > 1:
         raise InputError(f"inputs mix formats ({', '.join(sorted(fmts))}); run one format at a time or pass "
                          "--input-format")
@@ -134,11 +121,14 @@ def plan_units(cfg: ExtractConfig) -> tuple[list[str], list[Unit], ExtractStats]
                  for n, k in enumerate(range(0, len(items), HTML_FILES_PER_UNIT))]
     else:
         for src, path in enumerate(paths):
+            driver_stats.files += 1
             try:
                 urls = read_page_url_list(path)
             except ValueError as exc:
-                raise InputError(str(exc)) from None
-            driver_stats.files += 1
+                if not cfg.skip_unreadable:
+                    raise InputError(f"{exc} (pass --skip-unreadable to skip such files)") from None
+                driver_stats.unreadable_files.append({"file": path, "error": str(exc)})
+                continue
             items = [(src, url, page) for page, url in enumerate(urls)]
             for k in range(0, len(items), PAGES_PER_UNIT):
                 units.append(Unit(len(units), fmt, tuple(items[k:k + PAGES_PER_UNIT])))
@@ -193,6 +183,7 @@ class ExtractUnit(beam.DoFn):
                 rows.extend(iter_html_rows(path, src, self.page_url_map, stats, self.cfg.max_page_bytes))
         else:
             rows = self._fetch_pages(unit, stats)
+        check_readable(stats, self.cfg.skip_unreadable)  # the whole job stops, naming the file
         buffer = io.BytesIO()
         pq.write_table(rows_to_table(rows), buffer)
         write_bytes_atomic(part_path(self.cfg.run_dir, unit.part, ".parquet"), buffer.getvalue())
@@ -248,13 +239,13 @@ def _remove_tree(path: str) -> None:
 
 def run_extract(cfg: ExtractConfig, beam_args: list[str] | None = None) -> dict:
     """Run the whole extract job; returns the report (also written to ``cfg.report_path``)."""
-    from aligndata.pipeline.run import pipeline_options
+    from aligndata.pipeline.run import pipeline_options, worker_input_errors
 
     for path in (cfg.output, cfg.report_path):
         if FileSystems.exists(path) and not cfg.overwrite:
             raise InputError(f"{path} exists; pass --overwrite to replace it")
     paths, units, driver_stats = plan_units(cfg)
-    fmt = units[0].fmt if units else detect_format(paths[0], cfg.input_format)
+    fmt = units[0].fmt if units else detect_format(paths[0], cfg.input_format, WEB_FORMATS)
     cfg = dataclasses.replace(cfg, input_format=fmt)
     page_url_map = None
     if cfg.page_urls:
@@ -265,7 +256,7 @@ def run_extract(cfg: ExtractConfig, beam_args: list[str] | None = None) -> dict:
     if not FileSystems.exists(cfg.run_dir):
         FileSystems.mkdirs(cfg.run_dir)
     try:
-        with beam.Pipeline(options=pipeline_options(beam_args or [])) as p:
+        with worker_input_errors(), beam.Pipeline(options=pipeline_options(beam_args or [])) as p:
             _ = (
                 p
                 | "Units" >> beam.Create(units)

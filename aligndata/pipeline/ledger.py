@@ -9,7 +9,8 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
-from aligndata.shards.writer import parquet_bytes, write_bytes_atomic
+from aligndata.io.atomic import write_bytes_atomic
+from aligndata.shards.writer import parquet_bytes
 
 REJECTED_FILE = "rejected.parquet"
 CANDIDATES_FILE = "candidates.parquet"

@@ -8,7 +8,8 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from aligndata.filters import registry
-from aligndata.shards.writer import compact_shards, write_json_atomic, write_sizes
+from aligndata.io.atomic import write_json_atomic
+from aligndata.shards.writer import compact_shards, write_sizes
 
 class SumCounts(beam.CombineFn):
     """Sum dicts of counters; the global totals stay as small as the set of counter names."""

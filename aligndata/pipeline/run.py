@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import platform
+import re
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -16,18 +18,13 @@ from aligndata.pipeline.config import CurateConfig
 from aligndata.pipeline.curate import build_curate
 from aligndata.fetch.cache import FetchCache, default_cache_dir
 from aligndata.images.content_checks import ImageChecks
-from aligndata.shards.writer import OutputDirNotEmpty, prepare_output_dir, write_json_atomic
+from aligndata.io.atomic import write_json_atomic
+from aligndata.shards.writer import OutputDirNotEmpty, prepare_output_dir
 from aligndata.pipeline.progress import ProgressReporter
 from aligndata.inspect.report_page import write_report_html
 from aligndata.extract.pages import load_page_url_map, page_url_for
-from aligndata.pipeline.sources import (
-    WEB_FORMATS,
-    InputSpec,
-    check_input,
-    detect_format,
-    known_row_count,
-    match_inputs,
-)
+from aligndata.io.inputs import WEB_FORMATS, InputError, InputSpec, detect_format, match_inputs
+from aligndata.io.tables import check_input, known_row_count
 
 DEFAULT_RUNNER = "FnApiRunner"  # Beam's bare default first tries to download the Prism binary
 # Runners whose workers share this machine's disk, so DoFns can leave progress files for the command line.
@@ -53,6 +50,26 @@ def pipeline_options(beam_args: list[str]) -> PipelineOptions:
     return options
 
 
+_STEP_SUFFIX = re.compile(r"\s*\[while running '[^']*'\]\s*$")
+_INPUT_ERROR_LINE = re.compile(r"^(?:[\w.]+\.)?InputError: (.+)$", re.MULTILINE)
+
+
+@contextlib.contextmanager
+def worker_input_errors():
+    """Turn an InputError raised inside the pipeline (a file that turned out unreadable) back into a plain
+    InputError, so the command line prints its message alone. In-process runners re-raise it with the step
+    name appended; runners with worker processes raise a RuntimeError holding the worker's traceback text."""
+    try:
+        yield
+    except InputError as exc:
+        raise InputError(_STEP_SUFFIX.sub("", str(exc))) from None
+    except Exception as exc:
+        found = _INPUT_ERROR_LINE.search(str(exc))
+        if found is None:
+            raise
+        raise InputError(_STEP_SUFFIX.sub("", found.group(1))) from None
+
+
 def input_specs(cfg: CurateConfig) -> list[InputSpec]:
     """Match the input patterns and check every file's columns before anything runs."""
     page_url_map = load_page_url_map(cfg.page_urls_file) if cfg.page_urls_file else None
@@ -69,8 +86,9 @@ def input_specs(cfg: CurateConfig) -> list[InputSpec]:
             extra_cols=tuple(extras),
             header=not cfg.no_header,
             page_url=page_url_for(path, page_url_map) if page_url_map else None,
+            skip_unreadable=cfg.skip_unreadable,
         )
-        for i, path in enumerate(match_inputs(list(cfg.inputs)))
+        for i, path in enumerate(match_inputs(list(cfg.inputs), cfg.input_format))
     ]
     for spec in specs:
         check_input(spec)
@@ -125,10 +143,10 @@ def run_curate(cfg: CurateConfig, beam_args: list[str] | None = None, progress: 
     )
     if progress != "off" and runner.split(".")[-1] in LOCAL_RUNNERS:
         with ProgressReporter(known_row_count(specs), progress_interval, as_json=progress == "json") as reporter:
-            with beam.Pipeline(options=options) as p:
+            with worker_input_errors(), beam.Pipeline(options=options) as p:
                 build_curate(p, dataclasses.replace(cfg, progress_dir=reporter.directory), specs)
     else:
-        with beam.Pipeline(options=options) as p:
+        with worker_input_errors(), beam.Pipeline(options=options) as p:
             build_curate(p, cfg, specs)
     if not cfg.keep_cache:
         cache.clear()

@@ -1,7 +1,8 @@
 """Deterministic WebDataset shard writer: ``NAME.tar`` + ``NAME.parquet`` + ``NAME_stats.json``.
 
-Every path goes through Beam's ``FileSystems``, so the same code writes local disk, gs:// and s3://. Every file is
-written under a temporary name in its final directory and renamed into place: a crash leaves at most a hidden
+Every path goes through ``aligndata.io.storage``, so the same code writes local disk, gs:// and s3://. Every file is
+written under a temporary name in its final directory and renamed into place (``aligndata.io.atomic``): a crash
+leaves at most a hidden
 ``.NAME.tmp-<hex>`` file (removed by ``prepare_output_dir(overwrite=True)``), never a partial shard, and a retried
 Beam bundle rewrites the same bytes over the same name. Within a shard, the stats file is written last, so its
 presence marks a complete shard.
@@ -12,22 +13,19 @@ image, ``.cls``, ``.json``, ``.txt``; mtime 0, uid/gid 0, empty user/group names
 
 from __future__ import annotations
 
-import contextlib
-import datetime
 import io
 import json
 import re
 import tarfile
-import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 
+from aligndata.io.atomic import atomic_writer, json_default, write_bytes_atomic, write_json_atomic
+from aligndata.io.storage import storage_for
 from aligndata.shards.contract import META_COLUMNS
 
 KNOWN_COLUMNS = META_COLUMNS  # the contract's typed fields (aligndata/shards/contract.py)
@@ -63,52 +61,6 @@ def shard_name(index: int) -> str:
     if index < 0:
         raise ValueError(f"shard index must be >= 0, got {index}")
     return f"{index:05d}"
-
-
-# ------------------------------------------------------------------------------------------- atomic writes
-
-
-@contextlib.contextmanager
-def _atomic_writer(path: str) -> Iterator[IO[bytes]]:
-    """Yield a writable file at a temporary sibling of ``path``; rename it onto ``path`` only on success."""
-    directory, name = FileSystems.split(path)
-    temp_path = FileSystems.join(directory, f".{name}.tmp-{uuid.uuid4().hex}")
-    try:
-        with FileSystems.create(temp_path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-            yield handle
-        FileSystems.rename([temp_path], [path])
-    except BaseException:
-        _delete_quietly(temp_path)
-        raise
-
-
-def _delete_quietly(path: str) -> None:
-    try:
-        if FileSystems.exists(path):
-            FileSystems.delete([path])
-    except Exception:  # cleanup must not hide the error that got us here
-        pass
-
-
-def write_bytes_atomic(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file + rename (readers never see a partial file)."""
-    with _atomic_writer(path) as handle:
-        handle.write(data)
-
-
-def write_json_atomic(path: str, obj: Any) -> None:
-    """Write JSON with sorted keys, indent 2 and a trailing newline (stable bytes for the same object)."""
-    text = json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False, default=_json_default) + "\n"
-    write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def _json_default(value: Any) -> Any:
-    """Serialise the non-JSON values extra input columns bring (timestamps, numpy/pyarrow scalars)."""
-    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
-        return value.isoformat()
-    if hasattr(value, "item"):  # numpy scalar
-        return value.item()
-    raise TypeError(f"metadata value {value!r} of type {type(value).__name__} is not JSON serialisable")
 
 
 # ---------------------------------------------------------------------------------------------------- tar
@@ -147,7 +99,7 @@ def _members(sample: Sample) -> list[tuple[str, bytes]]:
     members = [(f"{sample.key}.{sample.image_ext}", sample.image)]
     if sample.cls is not None:
         members.append((f"{sample.key}.cls", str(sample.cls).encode("ascii")))
-    meta_json = json.dumps(sample.meta, sort_keys=True, ensure_ascii=False, default=_json_default)
+    meta_json = json.dumps(sample.meta, sort_keys=True, ensure_ascii=False, default=json_default)
     members.append((f"{sample.key}.json", meta_json.encode("utf-8")))
     members.append((f"{sample.key}.txt", sample.text.encode("utf-8")))
     return members
@@ -241,10 +193,11 @@ def write_shard(output_dir: str, index: int, samples: Iterable[Sample]) -> dict:
     ordered = _sorted_checked(samples)
     table = samples_table(ordered)
     parquet = parquet_bytes(table)
-    with _atomic_writer(FileSystems.join(output_dir, f"{name}.tar")) as handle:
+    storage = storage_for(output_dir)
+    with atomic_writer(storage.join(output_dir, f"{name}.tar")) as handle:
         counter = _TellingWriter(handle)
         _write_tar(counter, ordered)
-    write_bytes_atomic(FileSystems.join(output_dir, f"{name}.parquet"), parquet)
+    write_bytes_atomic(storage.join(output_dir, f"{name}.parquet"), parquet)
     stats = {
         "shard": name,
         "count": len(ordered),
@@ -252,7 +205,7 @@ def write_shard(output_dir: str, index: int, samples: Iterable[Sample]) -> dict:
         "bytes": counter.tell(),
         "meta_columns": table.column_names,
     }
-    write_json_atomic(FileSystems.join(output_dir, f"{name}_stats.json"), stats)
+    write_json_atomic(storage.join(output_dir, f"{name}_stats.json"), stats)
     return stats
 
 
@@ -270,27 +223,29 @@ def compact_shards(output_dir: str, stats: list[dict]) -> list[dict]:
     ordered = sorted(stats, key=lambda s: s["shard"])
     if all(s["count"] for s in ordered):
         return ordered
+    storage = storage_for(output_dir)
     kept = []
     for s in ordered:
         if not s["count"]:
-            FileSystems.delete([FileSystems.join(output_dir, s["shard"] + suffix) for suffix in SHARD_SUFFIXES])
+            for suffix in SHARD_SUFFIXES:
+                storage.delete(storage.join(output_dir, s["shard"] + suffix))
     for new_index, s in enumerate(x for x in ordered if x["count"]):
         new_name = shard_name(new_index)
         if new_name != s["shard"]:
-            FileSystems.rename(
-                [FileSystems.join(output_dir, s["shard"] + suffix) for suffix in SHARD_SUFFIXES[:2]],
-                [FileSystems.join(output_dir, new_name + suffix) for suffix in SHARD_SUFFIXES[:2]],
-            )
-            FileSystems.delete([FileSystems.join(output_dir, s["shard"] + "_stats.json")])
+            for suffix in SHARD_SUFFIXES[:2]:
+                storage.replace(storage.join(output_dir, s["shard"] + suffix),
+                                storage.join(output_dir, new_name + suffix))
+            storage.delete(storage.join(output_dir, s["shard"] + "_stats.json"))
             s = dict(s, shard=new_name)
-            write_json_atomic(FileSystems.join(output_dir, f"{new_name}_stats.json"), s)
+            write_json_atomic(storage.join(output_dir, f"{new_name}_stats.json"), s)
         kept.append(s)
     return kept
 
 
 def write_sizes(output_dir: str, sizes: dict[str, int]) -> None:
     """``sizes.json`` as open_clip reads it: {"00000.tar": number of samples, ...}."""
-    write_json_atomic(FileSystems.join(output_dir, "sizes.json"), {name: int(n) for name, n in sizes.items()})
+    path = storage_for(output_dir).join(output_dir, "sizes.json")
+    write_json_atomic(path, {name: int(n) for name, n in sizes.items()})
 
 
 # ------------------------------------------------------------------------------------------ output folder
@@ -303,30 +258,19 @@ def prepare_output_dir(output_dir: str, overwrite: bool) -> list[str]:
     sizes/report/rejected/candidates/config files, leftover temp files) directly in ``output_dir`` are deleted;
     anything else a user keeps there stays.
     """
-    entries = _list_recursive(output_dir)
+    storage = storage_for(output_dir)
+    entries = storage.list_files(output_dir)  # dotfiles included (the fetch cache, temp files)
     if entries and not overwrite:
         raise OutputDirNotEmpty(
             f"output directory {output_dir} is not empty ({len(entries)} files); "
             "pass --overwrite to replace the files aligndata wrote there"
         )
-    parent = _parent_of_children(output_dir)
+    parent = storage.parent(storage.join(output_dir, "child"))  # how the backend names output_dir as a parent
     owned = sorted(
         path for path in entries
-        if FileSystems.split(path)[0] == parent and OWNED_FILE_RE.match(FileSystems.split(path)[1])
+        if storage.parent(path) == parent and OWNED_FILE_RE.match(storage.basename(path))
     )
-    if owned:
-        FileSystems.delete(owned)
-    if not FileSystems.exists(output_dir):
-        FileSystems.mkdirs(output_dir)  # a no-op on object stores, where "directories" are prefixes
+    for path in owned:
+        storage.delete(path)
+    storage.makedirs(output_dir)  # a no-op on object stores, where "directories" are prefixes
     return owned
-
-
-def _list_recursive(output_dir: str) -> list[str]:
-    """Every file under ``output_dir`` (dotfiles included: Beam's glob ``*`` matches them)."""
-    results = FileSystems.match([FileSystems.join(output_dir, "**")])
-    return [metadata.path for result in results for metadata in result.metadata_list]
-
-
-def _parent_of_children(output_dir: str) -> str:
-    """How FileSystems.split names ``output_dir`` as the parent of its children (local split is absolute)."""
-    return FileSystems.split(FileSystems.join(output_dir, "child"))[0]
