@@ -21,7 +21,7 @@ from common import emit
 
 from aligndata.demo.run import DemoConfig, _evaluate_unleaked, _train_and_evaluate
 from aligndata.models import tario
-from aligndata.models.shardlist import resolve_shards
+from aligndata.shards.spec import resolve
 from aligndata.shards.writer import Sample, write_shard, write_sizes
 
 GROUPS = {
@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=DemoConfig.train_steps)
     args = parser.parse_args()
     demo = Path(args.demo)
-    samples = [(json.loads(s["json"]), s) for s in tario.iter_shards(resolve_shards(str(demo / "unfiltered")))]
+    samples = [(json.loads(s["json"]), s) for s in tario.iter_shards(resolve(str(demo / "unfiltered")).paths)]
     results = {}
     with tempfile.TemporaryDirectory(prefix="aligndata-ablation-") as tmp:
         for i, (name, kinds) in enumerate(GROUPS.items()):

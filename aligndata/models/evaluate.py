@@ -23,7 +23,7 @@ import torch
 
 from aligndata.models import tario, transforms
 from aligndata.models.data import DEFAULT_TEMPLATES
-from aligndata.models.shardlist import resolve_shards
+from aligndata.shards.spec import resolve
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ def evaluate_model(model, tokenizer, data: str, image_size: int, resize_size: in
     was_training = model.training
     model.eval()
     try:
-        evalset = load_eval_set(resolve_shards(data), image_size, resize_size, limit)
+        evalset = load_eval_set(resolve(data).paths, image_size, resize_size, limit)
         if not evalset.pixels:
             raise EvalError(f"no decodable image in {data}")
         image_emb = embed_images(model, evalset.pixels, device)
@@ -203,7 +203,7 @@ def evaluate_model(model, tokenizer, data: str, image_size: int, resize_size: in
                 labels = torch.tensor([evalset.labels[i] for i in labelled])
                 bank = bank_labels = None
                 if knn_data:
-                    train_set = load_eval_set(resolve_shards(knn_data), image_size, resize_size)
+                    train_set = load_eval_set(resolve(knn_data).paths, image_size, resize_size)
                     keep = [i for i, label in enumerate(train_set.labels) if label is not None]
                     bank = embed_images(model, [train_set.pixels[i] for i in keep], device)
                     bank_labels = torch.tensor([train_set.labels[i] for i in keep])

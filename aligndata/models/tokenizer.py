@@ -17,7 +17,7 @@ import logging
 from collections.abc import Iterable, Iterator
 
 from aligndata.models import tario
-from aligndata.models.shardlist import resolve_shards
+from aligndata.shards.spec import resolve
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def _compact(vocab: dict[str, int], vocab_size: int) -> dict[str, int]:
 def train_tokenizer_on_shards(data: str, output: str | None, vocab_size: int = 100_000, min_frequency: int = 2,
                               max_captions: int | None = None):
     """Train on the captions of SHARDS ``data``; save to ``output`` (when given) and return the tokenizer."""
-    urls = resolve_shards(data)
+    urls = resolve(data).paths
     tokenizer = train_tokenizer(ShardCaptions(urls, max_captions), vocab_size=vocab_size,
                                 min_frequency=min_frequency)
     if output:
