@@ -261,3 +261,77 @@ def test_image_cache_gives_identical_batches_and_decodes_each_image_once(world, 
     assert len(loader.dataset.decode.cache) == 30
     # each good image decoded once; the corrupt one again every time it comes round (it is never cached)
     assert len(decodes) == 30 + loader.corrupt_counts()["bad_image"] and loader.corrupt_counts()["bad_image"] >= 2
+
+
+def _hostile_copy(source, target):
+    """``source``'s members with a '../escape.txt' member, a symlink and a hard link mixed in among them."""
+    import tarfile
+
+    with tarfile.open(source) as src, tarfile.open(target, "w") as out:
+        members = src.getmembers()
+        for i, member in enumerate(members):
+            if i == 3:
+                escape = tarfile.TarInfo("../escape.txt")
+                escape.size = 6
+                out.addfile(escape, io.BytesIO(b"escape"))
+                link = tarfile.TarInfo(f"{member.name.split('.')[0]}.txt")
+                link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+                out.addfile(link)
+            if i == 7:
+                hard = tarfile.TarInfo("zz.jpg")
+                hard.type, hard.linkname = tarfile.LNKTYPE, "../../outside.jpg"
+                out.addfile(hard)
+            out.addfile(member, src.extractfile(member))
+    return str(target)
+
+
+def test_reader_refuses_unsafe_members_and_reports_broken_shards(world, tmp_path):
+    from aligndata.shards import reader
+
+    _, paths = world
+    hostile = _hostile_copy(paths[0], tmp_path / "00000.tar")
+    truncated = tmp_path / "00001.tar"
+    truncated.write_bytes(open(paths[2], "rb").read()[:5000])
+    errors = []
+    samples = list(reader.iter_shards([hostile, str(tmp_path / "missing.tar"), f"file://{truncated}"],
+                                      on_error=lambda url, exn: errors.append((url, exn))))
+    clean = list(reader.iter_shards([paths[0]], on_error=lambda url, exn: errors.append((url, exn))))
+    hostile_samples = [s for s in samples if s.shard == hostile]
+    assert [(s.key, s.files) for s in hostile_samples] == [(s.key, s.files) for s in clean]  # good samples intact
+    problems = [(url, exn) for url, exn in errors if url == hostile]
+    assert all(isinstance(e, reader.ShardProblem) and not e.fatal for _, e in problems)
+    messages = " | ".join(str(e) for _, e in problems)
+    assert "'../escape.txt' has a '..' component" in messages
+    assert "symbolic link to '/etc/passwd'" in messages and "hard link to '../../outside.jpg'" in messages
+    missing = [e for url, e in errors if url.endswith("missing.tar")]
+    assert len(missing) == 1 and isinstance(missing[0], OSError)
+    cut = [e for url, e in errors if url == f"file://{truncated}"]
+    assert any(isinstance(e, reader.ShardProblem) and e.fatal and "truncated" in str(e) for e in cut)
+    assert all(s.shard == f"file://{truncated}" for s in samples[len(hostile_samples):])
+
+
+def test_training_skips_unsafe_members_and_still_loads_the_good_samples(world, tmp_path, tokenizer, caplog):
+    _, paths = world
+    hostile = _hostile_copy(paths[0], tmp_path / "00000.tar")
+    loader = data.Loader(_config([hostile], shuffle_buffer=0), tokenizer)
+    with caplog.at_level("WARNING", logger="aligndata.models.data"):
+        batches = _take(loader, 5)  # 10 samples per pass: two passes
+    clean = _take(data.Loader(_config([paths[0]], shuffle_buffer=0), tokenizer), 5)
+    assert [b["keys"] for b in batches] == [b["keys"] for b in clean]
+    assert all(torch.equal(a["pixel_values"], b["pixel_values"]) for a, b in zip(batches, clean))
+    assert loader.corrupt_counts() == {"bad_member": 6}  # 3 unsafe members, each pass
+    assert "'..' component" in caplog.text and "symbolic link" in caplog.text
+
+
+def test_the_trainer_imports_neither_beam_nor_layers_above_it():
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, sys, aligndata.models.train, aligndata.models.data, aligndata.models.evaluate, "
+            "aligndata.models.tokenizer; print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('apache_beam', 'aligndata'))))")
+    loaded = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                       check=True).stdout)
+    allowed = ("aligndata.models", "aligndata.filters", "aligndata.io", "aligndata.shards")
+    assert [m for m in loaded if m != "aligndata" and not m.startswith(allowed)] == []

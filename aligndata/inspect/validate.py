@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass
 
 from PIL import Image
 
-from aligndata.shards.reader import IMAGE_EXTS, Sample
+from aligndata.shards.contract import IMAGE_EXTS
+from aligndata.shards.reader import Sample
 from aligndata.inspect.scan import metadata_only, read_parquet, scan
 from aligndata.shards.spec import ShardSet
 

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from aligndata.models import tario, transforms
+from aligndata.models import transforms
 from aligndata.models.data import DEFAULT_TEMPLATES
+from aligndata.shards.reader import Sample, iter_shards
 from aligndata.shards.spec import resolve
 
 log = logging.getLogger(__name__)
@@ -45,15 +46,10 @@ class EvalSet:
     skipped: int = 0
 
 
-def _image_id(sample: dict, data: bytes) -> str:
-    meta = {}
-    if "json" in sample:
-        try:
-            meta = json.loads(sample["json"].decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            meta = {}
+def _image_id(sample: Sample, data: bytes) -> str:
+    meta = sample.meta or {}
     for field_name in ("url", "sha256"):
-        if isinstance(meta, dict) and meta.get(field_name):
+        if meta.get(field_name):
             return f"{field_name}:{meta[field_name]}"
     return "bytes:" + hashlib.sha256(data).hexdigest()
 
@@ -61,9 +57,9 @@ def _image_id(sample: dict, data: bytes) -> str:
 def load_eval_set(urls: Iterable[str], image_size: int, resize_size: int, limit: int | None = None) -> EvalSet:
     out = EvalSet()
     index: dict[str, int] = {}
-    for sample in tario.iter_shards(urls):
-        data = tario.image_bytes(sample)
-        text = tario.caption(sample)
+    for sample in iter_shards(urls):
+        data = sample.image
+        text = sample.strict_text
         if data is None:
             out.skipped += 1
             continue
@@ -78,7 +74,7 @@ def load_eval_set(urls: Iterable[str], image_size: int, resize_size: int, limit:
                 continue
             index[key] = len(out.pixels)
             out.pixels.append(transforms.eval_image(img, image_size, resize_size))
-            out.labels.append(tario.class_id(sample))
+            out.labels.append(sample.class_id)
         if text is not None:
             out.texts.append(text)
             out.text_image.append(index[key])

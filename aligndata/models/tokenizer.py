@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator
 
-from aligndata.models import tario
+from aligndata.shards.reader import iter_shards
 from aligndata.shards.spec import resolve
 
 log = logging.getLogger(__name__)
@@ -26,8 +26,8 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # [PAD] first: 
 
 def iter_captions(urls: Iterable[str], limit: int | None = None) -> Iterator[str]:
     n = 0
-    for sample in tario.iter_shards(urls):
-        text = tario.caption(sample)
+    for sample in iter_shards(urls, want=lambda ext: ext == "txt"):  # captions only: image bytes skipped unread
+        text = sample.strict_text
         if text is None:
             continue
         yield text
