@@ -12,7 +12,6 @@ a few points are run-to-run variation.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -20,8 +19,8 @@ from pathlib import Path
 from common import emit
 
 from aligndata.demo.run import DemoConfig, _evaluate_unleaked, _train_and_evaluate
-from aligndata.models import tario
-from aligndata.models.shardlist import resolve_shards
+from aligndata.shards.reader import iter_shards
+from aligndata.shards.spec import resolve
 from aligndata.shards.writer import Sample, write_shard, write_sizes
 
 GROUPS = {
@@ -40,11 +39,11 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=DemoConfig.train_steps)
     args = parser.parse_args()
     demo = Path(args.demo)
-    samples = [(json.loads(s["json"]), s) for s in tario.iter_shards(resolve_shards(str(demo / "unfiltered")))]
+    samples = [(s.meta, s) for s in iter_shards(resolve(str(demo / "unfiltered")).paths)]
     results = {}
     with tempfile.TemporaryDirectory(prefix="aligndata-ablation-") as tmp:
         for i, (name, kinds) in enumerate(GROUPS.items()):
-            keep = [Sample(key=s["__key__"], image=s["jpg"], image_ext="jpg", text=meta["caption"], meta=meta)
+            keep = [Sample(key=s.key, image=s.files["jpg"], image_ext="jpg", text=meta["caption"], meta=meta)
                     for meta, s in samples if meta["kind"] == "clean" or meta["kind"] in kinds]
             shards = Path(tmp) / f"data-{i}"
             shards.mkdir()

@@ -9,8 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from aligndata.models import data, optim, shardlist, synthetic, transforms
+from aligndata.models import data, optim, synthetic, transforms
 from aligndata.models.tokenizer import train_tokenizer
+from aligndata.shards import spec as shard_spec
 from aligndata.shards.writer import Sample
 
 
@@ -31,24 +32,77 @@ def tokenizer(world):
     return train_tokenizer(texts * 3, vocab_size=120, min_frequency=1)
 
 
+def _resolve(spec):
+    return shard_spec.resolve(spec).paths
+
+
 def test_shard_specs_resolve_the_same_shards(world):
     root, paths = world
-    assert shardlist.resolve_shards(str(root)) == paths
-    assert shardlist.resolve_shards(str(root / "*.tar")) == paths
-    assert shardlist.resolve_shards(str(root / "{00000..00002}.tar")) == paths
-    assert shardlist.resolve_shards(f"file://{root}/") == [f"file://{p}" for p in paths]
-    assert shardlist.resolve_shards(f"{paths[0]}::{paths[0]}::{paths[2]}") == [paths[0], paths[2]]
-    assert shardlist.total_samples(paths) == 32  # 30 + the 2 corrupt ones sizes.json counts
+    assert _resolve(str(root)) == paths
+    assert _resolve(str(root / "*.tar")) == paths
+    assert _resolve(str(root / "{00000..00002}.tar")) == paths
+    assert _resolve(f"file://{root}/") == paths  # file:// URLs resolve to plain local paths
+    assert _resolve(f"{paths[0]}::{paths[0]}::{paths[2]}") == [paths[0], paths[2]]
+    assert shard_spec.ShardSet("x", paths).total_samples() == 32  # 30 + the 2 corrupt ones sizes.json counts
+
+
+def test_joined_specs_keep_part_order_sort_within_parts_and_drop_repeats(world):
+    root, paths = world
+    assert _resolve(f"{paths[2]}::{root}") == [paths[2], paths[0], paths[1]]
+    assert _resolve(f"{root}/{{00002,00000}}.tar::file://{root}/*.tar") == [paths[2], paths[0], paths[1]]
+    shards = shard_spec.resolve(f"{paths[1]}::{root / '0000[02].tar'}")
+    assert shards.paths == [paths[1], paths[0], paths[2]]
+    assert shards.sizes() == {paths[1]: 12, paths[0]: 10, paths[2]: 10}
+
+
+def test_shard_sizes_need_a_well_formed_sizes_json(tmp_path, world):
+    _, paths = world
+    for i in range(2):
+        (tmp_path / f"0000{i}.tar").write_bytes(open(paths[0], "rb").read())
+    shards = shard_spec.resolve(str(tmp_path))
+    assert shards.sizes() == {str(tmp_path / "00000.tar"): None, str(tmp_path / "00001.tar"): None}
+    assert shards.total_samples() is None  # no sizes.json: unknown, not zero
+    (tmp_path / "sizes.json").write_text('{"00000.tar": 10}')
+    assert shard_spec.resolve(str(tmp_path)).total_samples() is None  # one shard unlisted
+    (tmp_path / "sizes.json").write_text('{"00000.tar": 10, "00001.tar": -1}')
+    with pytest.raises(shard_spec.ShardSetError, match="non-negative integer counts"):
+        shard_spec.resolve(str(tmp_path)).total_samples()
+    (tmp_path / "sizes.json").write_text('{"00000.tar": 10,')
+    with pytest.raises(shard_spec.ShardSetError, match="cannot read sizes"):
+        shard_spec.resolve(str(tmp_path)).sizes()
 
 
 def test_shard_spec_errors_name_the_problem(tmp_path, world):
-    root, _ = world
-    with pytest.raises(shardlist.ShardError, match="holds no .tar"):
-        shardlist.resolve_shards(str(tmp_path))
-    with pytest.raises(shardlist.ShardError, match="do not exist"):
-        shardlist.resolve_shards(str(root / "{00000..00005}.tar"))
-    with pytest.raises(shardlist.ShardError, match="matches no .tar"):
-        shardlist.resolve_shards(str(root / "zz*.tar"))
+    root, paths = world
+    with pytest.raises(shard_spec.ShardSetError, match="holds no .tar"):
+        _resolve(str(tmp_path))
+    with pytest.raises(shard_spec.ShardSetError, match="do not exist"):
+        _resolve(str(root / "{00000..00005}.tar"))
+    with pytest.raises(shard_spec.ShardSetError, match="matches no .tar"):
+        _resolve(str(root / "zz*.tar"))
+    with pytest.raises(shard_spec.ShardSetError, match="nope.*no such file"):  # names the part that failed
+        _resolve(f"{paths[0]}::{root / 'nope'}")
+    with pytest.raises(shard_spec.ShardSetError, match="empty"):
+        _resolve("  ")
+    with pytest.raises(shard_spec.ShardSetError, match="empty part"):
+        _resolve(f"{paths[0]}::")
+
+
+def test_fsspec_urls_resolve_and_read_sizes(world):
+    fsspec = pytest.importorskip("fsspec")
+    root, paths = world
+    fs = fsspec.filesystem("memory")
+    for name in ("00000.tar", "00001.tar", "sizes.json"):
+        fs.pipe(f"/specs/{name}", (root / name).read_bytes())
+    try:
+        urls = ["memory:///specs/00000.tar", "memory:///specs/00001.tar"]
+        assert _resolve("memory:///specs") == urls
+        assert _resolve("memory:///specs/*.tar") == urls
+        assert _resolve("memory:///specs/{00000..00001}.tar") == urls
+        assert _resolve(f"memory:///specs/00001.tar::{paths[2]}") == [urls[1], paths[2]]  # schemes may mix
+        assert shard_spec.resolve("memory:///specs").total_samples() == 22
+    finally:
+        fs.rm("/specs", recursive=True)
 
 
 def _config(paths, **kw):
@@ -207,3 +261,77 @@ def test_image_cache_gives_identical_batches_and_decodes_each_image_once(world, 
     assert len(loader.dataset.decode.cache) == 30
     # each good image decoded once; the corrupt one again every time it comes round (it is never cached)
     assert len(decodes) == 30 + loader.corrupt_counts()["bad_image"] and loader.corrupt_counts()["bad_image"] >= 2
+
+
+def _hostile_copy(source, target):
+    """``source``'s members with a '../escape.txt' member, a symlink and a hard link mixed in among them."""
+    import tarfile
+
+    with tarfile.open(source) as src, tarfile.open(target, "w") as out:
+        members = src.getmembers()
+        for i, member in enumerate(members):
+            if i == 3:
+                escape = tarfile.TarInfo("../escape.txt")
+                escape.size = 6
+                out.addfile(escape, io.BytesIO(b"escape"))
+                link = tarfile.TarInfo(f"{member.name.split('.')[0]}.txt")
+                link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+                out.addfile(link)
+            if i == 7:
+                hard = tarfile.TarInfo("zz.jpg")
+                hard.type, hard.linkname = tarfile.LNKTYPE, "../../outside.jpg"
+                out.addfile(hard)
+            out.addfile(member, src.extractfile(member))
+    return str(target)
+
+
+def test_reader_refuses_unsafe_members_and_reports_broken_shards(world, tmp_path):
+    from aligndata.shards import reader
+
+    _, paths = world
+    hostile = _hostile_copy(paths[0], tmp_path / "00000.tar")
+    truncated = tmp_path / "00001.tar"
+    truncated.write_bytes(open(paths[2], "rb").read()[:5000])
+    errors = []
+    samples = list(reader.iter_shards([hostile, str(tmp_path / "missing.tar"), f"file://{truncated}"],
+                                      on_error=lambda url, exn: errors.append((url, exn))))
+    clean = list(reader.iter_shards([paths[0]], on_error=lambda url, exn: errors.append((url, exn))))
+    hostile_samples = [s for s in samples if s.shard == hostile]
+    assert [(s.key, s.files) for s in hostile_samples] == [(s.key, s.files) for s in clean]  # good samples intact
+    problems = [(url, exn) for url, exn in errors if url == hostile]
+    assert all(isinstance(e, reader.ShardProblem) and not e.fatal for _, e in problems)
+    messages = " | ".join(str(e) for _, e in problems)
+    assert "'../escape.txt' has a '..' component" in messages
+    assert "symbolic link to '/etc/passwd'" in messages and "hard link to '../../outside.jpg'" in messages
+    missing = [e for url, e in errors if url.endswith("missing.tar")]
+    assert len(missing) == 1 and isinstance(missing[0], OSError)
+    cut = [e for url, e in errors if url == f"file://{truncated}"]
+    assert any(isinstance(e, reader.ShardProblem) and e.fatal and "truncated" in str(e) for e in cut)
+    assert all(s.shard == f"file://{truncated}" for s in samples[len(hostile_samples):])
+
+
+def test_training_skips_unsafe_members_and_still_loads_the_good_samples(world, tmp_path, tokenizer, caplog):
+    _, paths = world
+    hostile = _hostile_copy(paths[0], tmp_path / "00000.tar")
+    loader = data.Loader(_config([hostile], shuffle_buffer=0), tokenizer)
+    with caplog.at_level("WARNING", logger="aligndata.models.data"):
+        batches = _take(loader, 5)  # 10 samples per pass: two passes
+    clean = _take(data.Loader(_config([paths[0]], shuffle_buffer=0), tokenizer), 5)
+    assert [b["keys"] for b in batches] == [b["keys"] for b in clean]
+    assert all(torch.equal(a["pixel_values"], b["pixel_values"]) for a, b in zip(batches, clean))
+    assert loader.corrupt_counts() == {"bad_member": 6}  # 3 unsafe members, each pass
+    assert "'..' component" in caplog.text and "symbolic link" in caplog.text
+
+
+def test_the_trainer_imports_neither_beam_nor_layers_above_it():
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, sys, aligndata.models.train, aligndata.models.data, aligndata.models.evaluate, "
+            "aligndata.models.tokenizer; print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('apache_beam', 'aligndata'))))")
+    loaded = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                       check=True).stdout)
+    allowed = ("aligndata.models", "aligndata.filters", "aligndata.io", "aligndata.shards", "aligndata.progress_bar")
+    assert [m for m in loaded if m != "aligndata" and not m.startswith(allowed)] == []

@@ -105,13 +105,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_tokenizer_train(args, beam_args=None) -> int:
-    from aligndata.models.shardlist import ShardError
+    from aligndata.shards.spec import ShardSetError
     from aligndata.models.tokenizer import train_tokenizer_on_shards
 
     try:
         tok = train_tokenizer_on_shards(args.data, args.output, args.vocab_size, args.min_frequency,
                                         args.max_captions)
-    except (ShardError, ValueError) as err:
+    except (ShardSetError, ValueError) as err:
         return _fail("tokenizer train", err)
     print(f"tokenizer with {len(tok)} tokens written to {args.output}", file=sys.stderr)
     return 0
@@ -136,14 +136,14 @@ def train_config(args):
 
 def cmd_train(args, beam_args=None) -> int:
     from aligndata.models.evaluate import EvalError
-    from aligndata.models.shardlist import ShardError
+    from aligndata.shards.spec import ShardSetError
     from aligndata.models.train import TrainError, train
 
     import torch
 
     try:
         summary = train(train_config(args))
-    except (TrainError, ShardError, EvalError) as err:
+    except (TrainError, ShardSetError, EvalError) as err:
         return _fail("train", err)
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -168,7 +168,7 @@ def cmd_evaluate(args, beam_args=None) -> int:
 
     from aligndata.models.data import DEFAULT_TEMPLATES
     from aligndata.models.evaluate import TASKS, EvalError, evaluate_model, load_trained
-    from aligndata.models.shardlist import ShardError
+    from aligndata.shards.spec import ShardSetError
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     unknown = [t for t in tasks if t not in TASKS]
@@ -186,7 +186,7 @@ def cmd_evaluate(args, beam_args=None) -> int:
                                 tasks=tasks, classnames=classnames, templates=templates, device=device,
                                 max_tokens=settings["max_tokens"], knn_data=args.knn_train_data, k=args.knn_k,
                                 limit=args.limit)
-    except (EvalError, ShardError, OSError, ValueError) as err:
+    except (EvalError, ShardSetError, OSError, ValueError) as err:
         return _fail("evaluate", err)
     text = json.dumps(result, indent=2, sort_keys=True)
     print(text)

@@ -179,7 +179,7 @@ def _examples_from(parquet, counts: dict[str, int], per_reason: int) -> dict[str
 # ------------------------------------------------------------------------------------------- thumbnails
 
 
-def sample_thumbnails(storage, tar_paths: list[str], limit: int = GRID_SAMPLES) -> list[dict]:
+def sample_thumbnails(tar_paths: list[str], limit: int = GRID_SAMPLES) -> list[dict]:
     """Up to ``limit`` kept samples with a base64 JPEG thumbnail, a few from each of up to GRID_SHARDS shards
     spread evenly over the set."""
     from aligndata.inspect.grid import thumbnail
@@ -189,7 +189,7 @@ def sample_thumbnails(storage, tar_paths: list[str], limit: int = GRID_SAMPLES) 
     step = max(1, len(tar_paths) // GRID_SHARDS)
     chosen = tar_paths[::step][:GRID_SHARDS]
     per_shard = math.ceil(limit / len(chosen))
-    shards = ShardSet("report", list(tar_paths), storage)
+    shards = ShardSet("report", list(tar_paths))
     out = []
     for path in chosen:
         taken = 0
@@ -254,7 +254,7 @@ def gather(output_dir: str) -> dict:
         "histogram_rows": histogram_rows,
         "examples": rejected_examples(storage, storage.join(output_dir, "rejected.parquet"),
                                       report.get("rejected_by_reason")),
-        "thumbnails": [] if dry_run else sample_thumbnails(storage, tars),
+        "thumbnails": [] if dry_run else sample_thumbnails(tars),
         "shard_count": len(tars),
     }
 

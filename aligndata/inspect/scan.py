@@ -7,7 +7,8 @@ from collections.abc import Callable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from aligndata.shards.reader import TEXT_EXTS, Problem, Sample, _ignore, iter_samples
+from aligndata.shards.contract import TEXT_EXTS
+from aligndata.shards.reader import Problem, Sample, _ignore, iter_samples
 from aligndata.shards.spec import ShardSet
 
 

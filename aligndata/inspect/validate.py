@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass
 
 from PIL import Image
 
-from aligndata.shards.reader import IMAGE_EXTS, Sample
+from aligndata.shards.contract import IMAGE_EXTS
+from aligndata.shards.reader import Sample
 from aligndata.inspect.scan import metadata_only, read_parquet, scan
 from aligndata.shards.spec import ShardSet
 from aligndata.filters.image import DEFAULT_MAX_PIXELS as MAX_PIXELS  # the curate default: refuse bombs here too
@@ -204,16 +205,16 @@ def _check_sizes(shards: ShardSet, facts: dict[str, _ShardFacts], report) -> Non
         if not isinstance(sizes, dict):
             report("sizes.json", None, f"{sizes_path} is not a JSON object")
             continue
-        directory = shards.storage.parent(sizes_path)
+        directory = shards.parent(sizes_path)
         for path in shards.paths:
             if shards.sizes_json(path) != sizes_path:
                 continue
-            tar_name = shards.storage.basename(path)
+            tar_name = shards.basename(path)
             if tar_name not in sizes:
                 report(shards.name(path), None, f"sizes.json has no entry for {tar_name}")
             elif sizes[tar_name] != facts[path].count:
                 report(shards.name(path), None,
                        f"sizes.json says {sizes[tar_name]!r} samples, the tar has {facts[path].count}")
         for tar_name in sorted(sizes):
-            if not shards.exists(shards.storage.join(directory, str(tar_name))):
+            if not shards.exists(shards.join(directory, str(tar_name))):
                 report("sizes.json", None, f"sizes.json lists {tar_name}, which does not exist")

@@ -6,7 +6,8 @@ Stages (webdataset's, composed by hand so every random choice is seeded and the 
    then dealt round-robin to the ``world * workers`` consumers. In resampled mode each consumer instead draws
    shards with replacement forever (open_clip's ``--dataset-resampled``), so any number of shards feeds any number
    of consumers.
-2. Raw samples from the tars (webdataset's tar iterator), through a shuffle buffer seeded per (epoch, consumer).
+2. Raw samples from the tars (aligndata.shards.reader: unsafe members refused, problems counted and logged, a
+   broken shard skipped), through a shuffle buffer seeded per (epoch, consumer).
 3. Decode + ALIGN augmentation (per-sample RNG from seed, epoch and position, so augmentation does not depend on
    which worker handled a sample) + the caption (or, for ``.cls`` samples with class names, a prompt).
    Corrupt samples (undecodable image, no image, no caption) are skipped and counted, never fatal.
@@ -34,8 +35,10 @@ import torch
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
-from aligndata.models import tario, transforms
+from aligndata.models import transforms
 from aligndata.models.losses import caption_label, class_label
+from aligndata.shards import reader
+from aligndata.shards.reader import Sample, ShardProblem
 
 log = logging.getLogger(__name__)
 
@@ -133,12 +136,12 @@ def _resampled_shards(config: DataConfig, consumer: int, seen_samples) -> Iterat
         yield config.urls[rng.randrange(len(config.urls))]
 
 
-def shuffled(samples: Iterator[dict], buffer_size: int, rng: random.Random) -> Iterator[dict]:
+def shuffled(samples: Iterator[Sample], buffer_size: int, rng: random.Random) -> Iterator[Sample]:
     """webdataset-style shuffle buffer: fill, then emit a random element and refill its slot."""
     if buffer_size <= 1:
         yield from samples
         return
-    buffer: list[dict] = []
+    buffer: list[Sample] = []
     for sample in samples:
         if len(buffer) < buffer_size:
             buffer.append(sample)
@@ -157,20 +160,20 @@ class SampleDecoder:
         self.config = config
         self.cache: dict[tuple[str, str], Image.Image] | None = {} if config.cache_images else None
 
-    def __call__(self, raw: dict, rng: random.Random) -> tuple[torch.Tensor, str, int] | str:
+    def __call__(self, raw: Sample, rng: random.Random) -> tuple[torch.Tensor, str, int] | str:
         c = self.config
-        data = tario.image_bytes(raw)
+        data = raw.image
         if data is None:
             return "missing_image"
-        cls = tario.class_id(raw)
-        if "cls" in raw and cls is None:
+        cls = raw.class_id
+        if "cls" in raw.files and cls is None:
             return "bad_class"
         if cls is not None and c.classnames is not None:
             if cls >= len(c.classnames):
                 return "class_out_of_range"
             text = rng.choice(c.templates).format(c.classnames[cls])
         else:
-            text = tario.caption(raw)
+            text = raw.strict_text
             if text is None:
                 return "missing_caption"
         try:
@@ -180,17 +183,31 @@ class SampleDecoder:
         label = class_label(cls) if cls is not None else caption_label(text)
         return pixels, text, label
 
-    def _pixels(self, raw: dict, data: bytes, rng: random.Random) -> torch.Tensor:
+    def _pixels(self, raw: Sample, data: bytes, rng: random.Random) -> torch.Tensor:
         c = self.config
         if not c.augment:
             return transforms.eval_image(transforms.decode(data), c.image_size, c.resize_size)
-        key = (raw.get("__url__", ""), raw.get("__key__", ""))
+        key = (raw.shard, raw.key)
         img = self.cache.get(key) if self.cache is not None else None
         if img is None:
             img = transforms.resized(transforms.decode(data, draft_size=c.resize_size), c.resize_size)
             if self.cache is not None:
                 self.cache[key] = img
         return transforms.augment(img, rng, c.image_size)
+
+
+def _shard_error(corrupt: Counter, url: str, exn: Exception) -> None:
+    """Count a reader problem at once (resampled streams never end a pass) and log it: every unreadable shard,
+    the first ten member-level problems (unsafe or oversized members skipped, odd keys), then the 100th, 1000th
+    and every 10000th."""
+    if isinstance(exn, ShardProblem) and not exn.fatal:
+        corrupt["bad_member"] += 1
+        n = corrupt["bad_member"]
+        if n <= 10 or n in (100, 1000) or n % 10000 == 0:
+            log.warning("shard problem in %s: %s; %d so far", url, exn, n)
+        return
+    corrupt["bad_shard"] += 1
+    log.warning("unreadable shard (rest skipped): %s: %s", url, exn)
 
 
 class ShardStream(IterableDataset):
@@ -225,8 +242,7 @@ class ShardStream(IterableDataset):
                 shard_iter: Iterator[str] = _resampled_shards(c, consumer, lambda: consumed > 0)
             else:
                 shard_iter = iter(epoch_shards(c, epoch, consumer))
-            errors: list[str] = []
-            raw = tario.iter_shards(shard_iter, on_error=lambda url, exn: errors.append(f"{url}: {exn}"))
+            raw = reader.iter_shards(shard_iter, on_error=lambda url, exn: _shard_error(corrupt, url, exn))
             consumed = 0
             produced = 0
             for sample in shuffled(raw, c.shuffle_buffer, random.Random(_mix("buffer", c.seed, epoch, consumer))):
@@ -242,16 +258,13 @@ class ShardStream(IterableDataset):
                     corrupt[result] += 1
                     if sum(corrupt.values()) in (1, 10, 100, 1000) or sum(corrupt.values()) % 10000 == 0:
                         log.warning("skipping corrupt sample %s in %s (%s); %d skipped so far",
-                                    sample.get("__key__"), sample.get("__url__"), result, sum(corrupt.values()))
+                                    sample.key, sample.shard, result, sum(corrupt.values()))
                     continue
                 produced += 1
-                pending.append((*result, sample["__key__"]))
+                pending.append((*result, sample.key))
                 if len(pending) == c.batch_size:
                     yield self._collate(pending, worker, Position(epoch, consumed), corrupt)
                     pending = []
-            for message in errors:
-                corrupt["bad_shard"] += 1
-                log.warning("unreadable shard (skipped): %s", message)
             if produced == 0 and skip == 0:
                 raise DataError(f"reader {consumer} got no decodable sample in a whole pass over its shards "
                                 f"{epoch_shards(c, epoch, consumer) if not c.resampled else c.urls}")

@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from aligndata.models import tario, transforms
+from aligndata.models import transforms
 from aligndata.models.data import DEFAULT_TEMPLATES
-from aligndata.models.shardlist import resolve_shards
+from aligndata.shards.reader import Sample, iter_shards
+from aligndata.shards.spec import resolve
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +46,10 @@ class EvalSet:
     skipped: int = 0
 
 
-def _image_id(sample: dict, data: bytes) -> str:
-    meta = {}
-    if "json" in sample:
-        try:
-            meta = json.loads(sample["json"].decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            meta = {}
+def _image_id(sample: Sample, data: bytes) -> str:
+    meta = sample.meta or {}
     for field_name in ("url", "sha256"):
-        if isinstance(meta, dict) and meta.get(field_name):
+        if meta.get(field_name):
             return f"{field_name}:{meta[field_name]}"
     return "bytes:" + hashlib.sha256(data).hexdigest()
 
@@ -61,9 +57,9 @@ def _image_id(sample: dict, data: bytes) -> str:
 def load_eval_set(urls: Iterable[str], image_size: int, resize_size: int, limit: int | None = None) -> EvalSet:
     out = EvalSet()
     index: dict[str, int] = {}
-    for sample in tario.iter_shards(urls):
-        data = tario.image_bytes(sample)
-        text = tario.caption(sample)
+    for sample in iter_shards(urls):
+        data = sample.image
+        text = sample.strict_text
         if data is None:
             out.skipped += 1
             continue
@@ -78,7 +74,7 @@ def load_eval_set(urls: Iterable[str], image_size: int, resize_size: int, limit:
                 continue
             index[key] = len(out.pixels)
             out.pixels.append(transforms.eval_image(img, image_size, resize_size))
-            out.labels.append(tario.class_id(sample))
+            out.labels.append(sample.class_id)
         if text is not None:
             out.texts.append(text)
             out.text_image.append(index[key])
@@ -173,7 +169,7 @@ def evaluate_model(model, tokenizer, data: str, image_size: int, resize_size: in
     was_training = model.training
     model.eval()
     try:
-        evalset = load_eval_set(resolve_shards(data), image_size, resize_size, limit)
+        evalset = load_eval_set(resolve(data).paths, image_size, resize_size, limit)
         if not evalset.pixels:
             raise EvalError(f"no decodable image in {data}")
         image_emb = embed_images(model, evalset.pixels, device)
@@ -203,7 +199,7 @@ def evaluate_model(model, tokenizer, data: str, image_size: int, resize_size: in
                 labels = torch.tensor([evalset.labels[i] for i in labelled])
                 bank = bank_labels = None
                 if knn_data:
-                    train_set = load_eval_set(resolve_shards(knn_data), image_size, resize_size)
+                    train_set = load_eval_set(resolve(knn_data).paths, image_size, resize_size)
                     keep = [i for i, label in enumerate(train_set.labels) if label is not None]
                     bank = embed_images(model, [train_set.pixels[i] for i in keep], device)
                     bank_labels = torch.tensor([train_set.labels[i] for i in keep])

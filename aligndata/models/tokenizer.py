@@ -16,8 +16,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator
 
-from aligndata.models import tario
-from aligndata.models.shardlist import resolve_shards
+from aligndata.shards.reader import iter_shards
+from aligndata.shards.spec import resolve
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +26,8 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # [PAD] first: 
 
 def iter_captions(urls: Iterable[str], limit: int | None = None) -> Iterator[str]:
     n = 0
-    for sample in tario.iter_shards(urls):
-        text = tario.caption(sample)
+    for sample in iter_shards(urls, want=lambda ext: ext == "txt"):  # captions only: image bytes skipped unread
+        text = sample.strict_text
         if text is None:
             continue
         yield text
@@ -103,7 +103,7 @@ def _compact(vocab: dict[str, int], vocab_size: int) -> dict[str, int]:
 def train_tokenizer_on_shards(data: str, output: str | None, vocab_size: int = 100_000, min_frequency: int = 2,
                               max_captions: int | None = None):
     """Train on the captions of SHARDS ``data``; save to ``output`` (when given) and return the tokenizer."""
-    urls = resolve_shards(data)
+    urls = resolve(data).paths
     tokenizer = train_tokenizer(ShardCaptions(urls, max_captions), vocab_size=vocab_size,
                                 min_frequency=min_frequency)
     if output:

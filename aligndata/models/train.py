@@ -23,9 +23,10 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from aligndata.models import checkpoint, data, optim, presets, shardlist, transforms
+from aligndata.models import checkpoint, data, optim, presets, transforms
 from aligndata.models.losses import MIN_TEMPERATURE, build_loss
 from aligndata.progress_bar import progress_bar
+from aligndata.shards import spec
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +159,7 @@ def resolve_tokenizer(cfg: TrainConfig, dist: Dist, urls: list[str]):
 
 def plan_steps(cfg: TrainConfig, urls: list[str], dist: Dist) -> tuple[int, int | None]:
     """(total steps, steps per epoch or None). Epochs need sizes.json to know the data set size."""
-    total = shardlist.total_samples(urls)
+    total = spec.ShardSet(cfg.data, urls).total_samples()
     global_batch = cfg.batch_size * dist.world_size
     per_epoch = total // global_batch if total else None
     if total is not None and per_epoch == 0:
@@ -234,7 +235,7 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.precision == "bf16" and device.type == "cpu":
         log.info("bf16 autocast on CPU: speed depends on the CPU's bf16 support")
 
-    urls = shardlist.resolve_shards(cfg.data)
+    urls = spec.resolve(cfg.data).paths
     if os.path.isdir(cfg.output) and checkpoint.has_checkpoint(cfg.output) and not cfg.resume:
         raise TrainError(f"{cfg.output} already holds checkpoints: pass --resume to continue it, or choose a new "
                          "--output")

@@ -1,4 +1,5 @@
-"""The output contract's typed sample metadata, shared by the shard writer and the shard tools.
+"""The output contract's member extensions and typed sample metadata, shared by the shard writer and every reader
+(``aligndata inspect``, the report page, the trainer).
 
 Beam-free on purpose: `aligndata inspect` reads shards without importing Apache Beam.
 """
@@ -6,6 +7,13 @@ Beam-free on purpose: `aligndata inspect` reads shards without importing Apache 
 from __future__ import annotations
 
 import pyarrow as pa
+
+# Extensions of a sample's image member, in the order readers pick one when a sample has several (lower case;
+# readers lower-case the members' extensions). Our writer writes jpg, webp or png (images/process.py); the others
+# are what other WebDataset tools write and Pillow decodes.
+IMAGE_EXTS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
+# The other members of a sample: the caption, the metadata (META_COLUMNS and extra columns), the optional class.
+TEXT_EXTS: tuple[str, ...] = ("txt", "json", "cls")
 
 # The .json fields every sample carries, with their parquet types. Typed so every shard of a run has the same
 # schema even when a column is all-null in one shard.

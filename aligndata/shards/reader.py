@@ -1,5 +1,8 @@
 """Read WebDataset tars as untrusted input: stream members into memory, group them into samples, never extract.
 
+The one shard reader: `aligndata inspect` and the report page (``iter_samples`` on an open file) and the trainer,
+tokenizer and evaluation (``iter_shards`` over URLs, each opened through ``aligndata.io.storage``).
+
 Nothing here touches the filesystem except reading the tar. Members that could escape a directory if someone
 extracted them (absolute names, ``..`` components), links, devices and FIFOs are reported and skipped, never
 followed. Oddities that make a shard differ from our output contract (dotted keys, members of a sample that are
@@ -8,31 +11,52 @@ reading goes on as far as it safely can.
 
 Keys follow webdataset: the key is the member path up to the first dot of its last component, the extension
 is the rest (``abc.def.jpg`` -> key ``abc``, extension ``def.jpg``).
+
+For training (``iter_shards``), a shard that cannot be opened or ends early, and every member-level problem, go
+to ``on_error(url, exc)`` (``ShardProblem``, or the storage's own exception) and reading moves on: one bad file
+must not kill a long training run.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import posixpath
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
-TEXT_EXTS = ("txt", "json", "cls")
+from aligndata.io.storage import storage_for, strip_file_scheme
+from aligndata.shards.contract import IMAGE_EXTS, TEXT_EXTS
+
+log = logging.getLogger(__name__)
+
 MAX_MEMBER_BYTES = 256 * 1024 * 1024  # a larger "image" or caption is hostile or broken; don't hold it in memory
 _TAIL_KEEP = 64 * 1024
 
 Problem = Callable[[str, "str | None", str], None]
+_Report = Callable[["str | None", str, bool], None]  # (key, problem, fatal: the rest of the shard is unreadable)
 
 
 def _ignore(shard: str, key: str | None, problem: str) -> None:
     pass
 
 
+class ShardProblem(Exception):
+    """What ``iter_shards`` hands to ``on_error``: ``fatal`` when the rest of the shard could not be read (not a
+    tar, truncated, corrupt), else a member-level problem (an unsafe or oversized member skipped, a dotted key,
+    members of a sample not adjacent, ...) after which reading went on."""
+
+    def __init__(self, problem: str, key: str | None = None, fatal: bool = False):
+        super().__init__(f"{key}: {problem}" if key else problem)
+        self.problem, self.key, self.fatal = problem, key, fatal
+
+
 @dataclass
 class Sample:
-    """One sample: ``files`` maps extension -> payload (None when the caller did not ask for that payload)."""
+    """One sample as read: ``files`` maps extension -> payload (None when the caller did not ask for that payload,
+    or the member was too large to hold). Untrusted, so anything may be missing or extra; ``shards.writer.Sample``
+    is the other side, a complete sample about to be written (one image, a caption, its metadata)."""
 
     shard: str
     key: str
@@ -67,11 +91,36 @@ class Sample:
 
     @property
     def caption(self) -> str | None:
+        """What a person is shown: the .txt (undecodable bytes replaced), else the .json's caption."""
         text = self.text
         if text is None and self.meta:
             value = self.meta.get("caption")
             text = value if isinstance(value, str) else None
         return text
+
+    @property
+    def strict_text(self) -> str | None:
+        """What a model trains on: the .txt as strict UTF-8, stripped; None when missing, undecodable or empty."""
+        raw = self.files.get("txt")
+        if raw is None:
+            return None
+        try:
+            text = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            return None
+        return text or None
+
+    @property
+    def class_id(self) -> int | None:
+        """The .cls as a non-negative integer; None when missing or not one."""
+        raw = self.files.get("cls")
+        if raw is None:
+            return None
+        try:
+            value = int(raw.decode("ascii").strip())
+        except (UnicodeDecodeError, ValueError):
+            return None
+        return value if value >= 0 else None
 
 
 def split_member_name(name: str) -> tuple[str, str] | None:
@@ -142,6 +191,41 @@ def iter_samples(fileobj, shard: str, want: Callable[[str], bool] | None = None,
                  on_problem: Problem = _ignore, check_end: bool = False) -> Iterator[Sample]:
     """Samples of one tar in file order. ``want(ext)`` says whose payloads to load (default all); the others
     are recorded with payload None (so "has an image" still works) and their bytes are skipped unread."""
+    return _read(fileobj, shard, want, lambda key, problem, fatal: on_problem(shard, key, problem), check_end)
+
+
+def _log_error(url: str, exn: Exception) -> None:
+    log.warning("shard %s: %s", url, exn)
+
+
+def iter_shard(url: str, on_error: Callable[[str, Exception], None] | None = None,
+               want: Callable[[str], bool] | None = None) -> Iterator[Sample]:
+    """Samples of the shard at ``url`` (a path or URL, opened through ``aligndata.io.storage``; ``Sample.shard``
+    is ``url``). Problems go to ``on_error(url, exc)`` (default: a logged warning) and never stop the caller."""
+    report = on_error or _log_error
+    try:
+        path = strip_file_scheme(url)
+        handle = storage_for(path).open_read(path)
+    except Exception as exn:  # any backend's error (missing file, permissions, network): skip this shard
+        report(url, exn)
+        return
+    try:
+        with handle:
+            yield from _read(handle, url, want,
+                             lambda key, problem, fatal: report(url, ShardProblem(problem, key, fatal)), True)
+    except Exception as exn:  # a backend error mid-stream that is not an OSError: the rest of this shard is lost
+        report(url, exn)
+
+
+def iter_shards(urls: Iterable[str], on_error: Callable[[str, Exception], None] | None = None,
+                want: Callable[[str], bool] | None = None) -> Iterator[Sample]:
+    """``iter_shard`` over each url in turn (``urls`` may be endless)."""
+    for url in urls:
+        yield from iter_shard(url, on_error, want)
+
+
+def _read(fileobj, shard: str, want: Callable[[str], bool] | None, report: _Report,
+          check_end: bool) -> Iterator[Sample]:
     reader = _TailReader(fileobj)
     current: Sample | None = None
     finished: set[str] = set()
@@ -150,41 +234,41 @@ def iter_samples(fileobj, shard: str, want: Callable[[str], bool] | None = None,
     try:
         tar = tarfile.open(fileobj=reader, mode="r|*")
     except (tarfile.TarError, OSError, EOFError) as err:
-        on_problem(shard, None, f"not a readable tar: {err}")
+        report(None, f"not a readable tar: {err}", True)
         return
     try:
         for member in tar:
             members += 1
+            tar.members = []  # a stream-mode TarFile keeps every header it has read: memory would grow per member
             if member.isdir():
                 continue
             reason = unsafe_reason(member)
             if reason:
-                on_problem(shard, None, reason)
+                report(None, reason, False)
                 continue
             parsed = split_member_name(member.name)
             if parsed is None:
-                on_problem(shard, None, f"member {member.name!r} has no extension: not part of any sample")
+                report(None, f"member {member.name!r} has no extension: not part of any sample", False)
                 continue
             key, ext = parsed
             if "." in ext:  # our members are exactly KEY.<ext>: a dotted rest means the key had a dot
-                on_problem(shard, key, f"dotted key: member {member.name!r} reads as key {key!r} + extension "
-                                       f"{ext!r} (webdataset splits at the first dot)")
+                report(key, f"dotted key: member {member.name!r} reads as key {key!r} + extension {ext!r} "
+                            f"(webdataset splits at the first dot)", False)
             if current is None or current.key != key:
                 if current is not None:
                     finished.add(current.key)
                     yield current
                     index += 1
                 if key in finished:
-                    on_problem(shard, key, "members of this sample are not adjacent (webdataset would read two "
-                                           "samples with the same key)")
+                    report(key, "members of this sample are not adjacent (webdataset would read two samples with "
+                                "the same key)", False)
                 current = Sample(shard, key, index)
             if ext.lower() in IMAGE_EXTS + TEXT_EXTS:
                 ext = ext.lower()  # "JPG" is still the image
             if ext in current.files:
-                on_problem(shard, key, f"member {member.name!r} appears twice in the sample")
+                report(key, f"member {member.name!r} appears twice in the sample", False)
             if member.size > MAX_MEMBER_BYTES:
-                on_problem(shard, key, f"member {member.name!r} is {member.size} bytes (> {MAX_MEMBER_BYTES}): "
-                                       f"skipped")
+                report(key, f"member {member.name!r} is {member.size} bytes (> {MAX_MEMBER_BYTES}): skipped", False)
                 current.files.setdefault(ext, None)
                 continue
             payload = None
@@ -198,9 +282,9 @@ def iter_samples(fileobj, shard: str, want: Callable[[str], bool] | None = None,
         if check_end:
             problem = _end_problem(tar, reader)
             if problem:
-                on_problem(shard, None, problem)
+                report(None, problem, True)
     except (tarfile.TarError, OSError, EOFError, ValueError) as err:
         if current is not None:
-            on_problem(shard, current.key, "sample cut off by the read error below: not returned")
-        on_problem(shard, None, f"tar unreadable after {members} members: {err} (truncated or corrupt)")
+            report(current.key, "sample cut off by the read error below: not returned", False)
+        report(None, f"tar unreadable after {members} members: {err} (truncated or corrupt)", True)
 
