@@ -30,7 +30,8 @@ def is_terminal(stream: Any) -> bool:
         return False
 
 
-def _duration(seconds: float) -> str:
+def duration_text(seconds: float) -> str:
+    """3725 -> "1h02m", 125 -> "2m05s", 42 -> "42s"."""
     seconds = int(seconds)
     if seconds >= 3600:
         return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
@@ -79,11 +80,11 @@ class LineProgress:
         count = f"{self.n}/{self.total}" if self.total else f"{self.n}"
         parts = [f"{self.desc + ': ' if self.desc else ''}{count} {self.unit}"
                  + (f" ({100 * self.n / self.total:.0f}%)" if self.total else "")]
-        parts.append(f"{_duration(elapsed)} elapsed")
+        parts.append(f"{duration_text(elapsed)} elapsed")
         if rate > 0:
             parts.append(f"{rate:.2f} {self.unit}/s" if rate < 10 else f"{rate:.0f} {self.unit}/s")
             if self.total and self.total > self.n:
-                parts.append(f"ETA {_duration((self.total - self.n) / rate)}")
+                parts.append(f"ETA {duration_text((self.total - self.n) / rate)}")
         if self._postfix:
             parts.append(self._postfix)
         return " | ".join(parts)

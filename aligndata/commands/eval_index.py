@@ -13,10 +13,10 @@ import os
 import sys
 from pathlib import Path
 
-from aligndata.filters.dedup import HASH_KINDS, HashSpec
+from aligndata.commands import standalone_main
+from aligndata.filters.dedup import DEFAULT_EVAL_HAMMING, HASH_KINDS, HashSpec
 from aligndata.filters.image import DecodeError, decode_image
 from aligndata.images.eval_index import EvalIndexError, build_index, load_index, read_index
-from aligndata.filters.dedup import DEFAULT_EVAL_HAMMING
 
 _SHOW_SKIPPED = 10
 
@@ -113,11 +113,7 @@ def cmd_query(args, beam_args=()) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="aligndata")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args, [])
-
+    return standalone_main(register, argv)
 
 if __name__ == "__main__":
     sys.exit(main())

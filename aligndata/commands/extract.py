@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from aligndata.commands import standalone_main
 from aligndata.fetch.options import FETCH_OPTIONS
 from aligndata.filters.options import positive_int as _positive_int
 
@@ -99,18 +100,7 @@ def register(subparsers) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m aligndata.commands.extract ...``: the same command before it is wired into the CLI."""
-    from aligndata.io.inputs import InputError
-
-    parser = argparse.ArgumentParser(prog="aligndata")
-    register(parser.add_subparsers(dest="command", required=True))
-    args, beam_args = parser.parse_known_args(["extract", *(argv if argv is not None else sys.argv[1:])])
-    try:
-        return args.func(args, beam_args)
-    except InputError as exc:
-        print(f"aligndata extract: error: {exc}", file=sys.stderr)
-        return 2
-
+    return standalone_main(register, argv, prefix=("extract",))
 
 if __name__ == "__main__":
     sys.exit(main())

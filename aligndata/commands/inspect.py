@@ -15,6 +15,7 @@ import os
 import re
 import sys
 
+from aligndata.commands import standalone_main
 from aligndata.filters.options import non_negative_int as _non_negative
 from aligndata.filters.options import positive_int as _positive
 
@@ -238,12 +239,7 @@ def register(subparsers) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m aligndata.commands.inspect ...`: the same commands without the rest of the CLI."""
-    parser = argparse.ArgumentParser(prog="aligndata")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args, [])
-
+    return standalone_main(register, argv)
 
 if __name__ == "__main__":
     sys.exit(main())

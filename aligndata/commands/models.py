@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 
+from aligndata.commands import standalone_main
 from aligndata.filters.options import fraction as _fraction
 from aligndata.filters.options import non_negative_int as _non_negative_int
 from aligndata.filters.options import positive_float as _positive_float
@@ -212,12 +213,7 @@ def _fail(command: str, err) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="aligndata", description="aligndata trainer commands")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return args.func(args, [])
-
+    return standalone_main(register, argv)
 
 if __name__ == "__main__":
     sys.exit(main())

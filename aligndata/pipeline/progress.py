@@ -17,6 +17,8 @@ import threading
 import time
 import uuid
 
+from aligndata.progress_bar import duration_text
+
 FLUSH_EVERY_S = 1.0
 
 
@@ -73,15 +75,6 @@ def read_totals(directory: str) -> dict[str, int]:
     return totals
 
 
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    if seconds >= 60:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds}s"
-
-
 def _bytes(n: float) -> str:
     for unit in ("B", "kB", "MB", "GB", "TB"):
         if n < 1000:
@@ -136,7 +129,7 @@ class ProgressReporter:
 
     def format(self, s: dict) -> str:
         rows = f"{s['rows_read']:,}" + (f"/{s['rows_total']:,}" if s["rows_total"] else "")
-        parts = [f"[{_duration(s['elapsed_s'])}] rows {rows}"]
+        parts = [f"[{duration_text(s['elapsed_s'])}] rows {rows}"]
         if s["urls_to_fetch"]:
             parts.append(f"fetched {s['urls_fetched']:,}/{s['urls_to_fetch']:,} urls ({s['fetches_per_s']:.1f}/s)")
         parts.append(f"kept {s['kept']:,}")
@@ -144,7 +137,7 @@ class ProgressReporter:
         if s["bytes_downloaded"]:
             parts.append(_bytes(s["bytes_downloaded"]))
         if s["eta_s"] is not None:
-            parts.append(f"ETA {_duration(s['eta_s'])}")
+            parts.append(f"ETA {duration_text(s['eta_s'])}")
         return " | ".join(parts)
 
     def report(self, final: bool = False) -> None:
