@@ -5,7 +5,7 @@ PIP := $(PY) -m pip
 # A CPU build of torch shipped on disk (these machines have one); elsewhere pip resolves torch normally.
 TORCH_CPU_WHEEL := $(firstword $(wildcard /opt/wheels/torch-*+cpu-*.whl))
 
-.PHONY: install test test-fast demo example benchmark clean browser rules-table
+.PHONY: install test test-fast demo example benchmark clean browser rules-table flink spark
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -34,6 +34,15 @@ demo: $(VENV)/.installed
 
 example: $(VENV)/.installed
 	$(VENV)/bin/aligndata example --output example_output --overwrite
+
+# Beam's job servers for --runner FlinkRunner / SparkRunner, from Maven Central into .cache/job-servers (git
+# ignores it); curate finds them there. FLINK_MINOR must match the cluster's Flink.
+FLINK_MINOR ?= 1.19
+flink: $(VENV)/.installed
+	$(PY) -m aligndata.pipeline.job_servers flink $(FLINK_MINOR)
+
+spark: $(VENV)/.installed
+	$(PY) -m aligndata.pipeline.job_servers spark
 
 # README's rule table is made from the rule registry (tests/test_registry.py fails when it is stale).
 rules-table: $(VENV)/.installed

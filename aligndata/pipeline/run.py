@@ -16,6 +16,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from aligndata import __version__
 from aligndata.pipeline.config import CurateConfig
 from aligndata.pipeline.curate import build_curate
+from aligndata.pipeline.job_servers import with_cached_job_server
 from aligndata.fetch.cache import FetchCache, default_cache_dir
 from aligndata.images.content_checks import ImageChecks
 from aligndata.io.atomic import write_json_atomic
@@ -43,7 +44,8 @@ def unknown_beam_args(beam_args: list[str]) -> list[str]:
 
 
 def pipeline_options(beam_args: list[str]) -> PipelineOptions:
-    options = PipelineOptions(beam_args)
+    runner = PipelineOptions(beam_args).view_as(StandardOptions).runner
+    options = PipelineOptions(with_cached_job_server(beam_args, runner))  # `make flink` / `make spark` jars
     standard = options.view_as(StandardOptions)
     if not standard.runner:
         standard.runner = DEFAULT_RUNNER
