@@ -4,8 +4,8 @@
 
 Both read the same parquet file and apply the same rules (validation, normalization, word count, boilerplate,
 n-gram counting and the allowlist threshold, texts per image, images per text, duplicates). The floor is
-single-process and in memory (aligndata/pipeline/reference.py); the pipeline additionally writes candidates.parquet and
-rejected.parquet and runs through Beam's FnApiRunner.
+single-process and in memory (aligndata/pipeline/reference.py); the pipeline additionally writes the candidates and
+rejected ledgers and runs through Beam's FnApiRunner.
 """
 
 from __future__ import annotations

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import io
 
-import pyarrow.parquet as pq
 import pytest
 from helpers import encode, read_report, write_pairs
 from httpserver import make_image_bytes
 from PIL import Image
 
+from aligndata.inspect.ledger import read_ledger
 from aligndata.cli import main
 
 
@@ -63,7 +63,7 @@ def _solid(colour):
 @pytest.mark.e2e
 def test_reasons_follow_the_documented_order(checked_run):
     out, rows, _ = checked_run
-    ledger = {r["source_row"]: r for r in pq.read_table(out / "rejected.parquet").to_pylist()}
+    ledger = {r["source_row"]: r for r in read_ledger(out, "rejected").to_pylist()}
     assert {i: ledger[i]["reason"] if i in ledger else None for i in range(len(rows))} == \
         {i: expected for i, (_, _, expected) in enumerate(rows)}
     assert ledger[0]["detail"].startswith("val-1.jpg d=")  # the eval image's id and the distance

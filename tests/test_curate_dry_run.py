@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from helpers import REAL, needs_real, write_pairs
 
+from aligndata.inspect.ledger import read_ledger
 from aligndata.cli import main
 from aligndata.io.inputs import InputSpec
 from aligndata.pipeline.reference import plain_text_stage  # the plain-Python oracle (also the bench floor)
@@ -21,11 +21,11 @@ def dry_run(inputs: list[str], out: Path, *extra: str) -> tuple[dict, dict]:
     assert main(["curate", "--input", *inputs, "--output", str(out), "--dry-run", *extra]) == 0
     report = json.loads((out / "report.json").read_text())
     verdicts = {}
-    for r in pq.read_table(out / "rejected.parquet").to_pylist():
+    for r in read_ledger(out, "rejected").to_pylist():
         key = (Path(r["source_file"]).name, r["source_row"])
         assert key not in verdicts, f"row {key} has two ledger entries"
         verdicts[key] = r["reason"]
-    for r in pq.read_table(out / "candidates.parquet").to_pylist():
+    for r in read_ledger(out, "candidates").to_pylist():
         key = (Path(r["source_file"]).name, r["source_row"])
         assert key not in verdicts, f"row {key} both kept and rejected"
         verdicts[key] = None
@@ -68,7 +68,7 @@ def test_boundaries_of_every_text_and_frequency_rule(tmp_path):
     report, verdicts = dry_run([path], tmp_path / "out")
     assert [verdicts[("pairs.parquet", i)] for i in range(len(rows))] == expected
     assert report["candidates"] == expected.count(None)
-    details = {r["caption"][:20]: r["detail"] for r in pq.read_table(tmp_path / "out" / "rejected.parquet").to_pylist()
+    details = {r["caption"][:20]: r["detail"] for r in read_ledger(tmp_path / "out", "rejected").to_pylist()
                if r["reason"] == "invalid_row"}
     assert details["a caf\ufffd with a broken"] == "broken_encoding:caption"
     assert details["a script instead of "].startswith("unsupported_scheme")
@@ -87,7 +87,7 @@ def test_allowlist_ties_are_excluded(tmp_path):
     assert report["frequency"] == {"vocab_size": 7, "distinct_ngrams": 15, "allowlist_threshold": 3,
                                    "allowlist_size": 5}
     assert [verdicts[("pairs.parquet", i)] for i in range(6)] == [None] * 3 + ["text_rare_token"] * 3
-    details = {r["caption"]: r["detail"] for r in pq.read_table(tmp_path / "out" / "rejected.parquet").to_pylist()}
+    details = {r["caption"]: r["detail"] for r in read_ledger(tmp_path / "out", "rejected").to_pylist()}
     assert "seen 1x < 3" in details["eta theta iota"] and "seen 2x < 3" in details["delta epsilon zeta"]
 
 
@@ -135,3 +135,38 @@ def test_missing_input_and_unknown_option_are_clear_errors(tmp_path, capsys):
         main(["curate", "--input", "x.parquet", "--output", "o", "--min-sidee", "3"])
     assert exit_.value.code == 2
     assert "--min-sidee" in capsys.readouterr().err
+
+
+@pytest.mark.e2e
+def test_ledgers_are_written_in_bounded_parts_by_input_position(tmp_path, monkeypatch):
+    """No single worker gathers the ledger: rows go to parts by input position, at most LEDGER_PART_ROWS each;
+    names and bytes repeat; an overwrite with fewer parts leaves no stale part behind."""
+    import pyarrow.parquet as pq
+
+    from aligndata.pipeline import ledger
+
+    rows = [(f"http://a.test/{i}.jpg", f"w{i}") for i in range(10)]  # one word each: all text_too_short
+    path = write_pairs(tmp_path / "pairs.parquet", rows)
+    monkeypatch.setattr(ledger, "LEDGER_PART_ROWS", 3)
+    out = tmp_path / "out"
+    assert main(["curate", "--input", path, "--output", str(out), "--dry-run", "--quiet", "--allow-empty"]) == 0
+    parts = sorted(p.name for p in (out / "rejected").iterdir())
+    assert parts == [f"part-{i:05d}-of-00004.parquet" for i in range(4)]
+    sizes = [pq.read_metadata(out / "rejected" / p).num_rows for p in parts]
+    assert sizes == [3, 3, 3, 1]
+    assert read_ledger(out, "rejected").column("source_row").to_pylist() == list(range(10))
+    assert [p.name for p in (out / "candidates").iterdir()] == ["part-00000-of-00001.parquet"]  # empty, typed
+    assert read_ledger(out, "candidates").num_rows == 0
+    first = {p: (out / "rejected" / p).read_bytes() for p in parts}
+
+    again = tmp_path / "again"
+    assert main(["curate", "--input", path, "--output", str(again), "--dry-run", "--quiet", "--allow-empty"]) == 0
+    assert {p: (again / "rejected" / p).read_bytes() for p in parts} == first
+
+    monkeypatch.setattr(ledger, "LEDGER_PART_ROWS", 5)
+    assert main(["curate", "--input", path, "--output", str(out), "--dry-run", "--quiet", "--allow-empty",
+                 "--overwrite"]) == 0
+    assert sorted(p.name for p in (out / "rejected").iterdir()) == ["part-00000-of-00002.parquet",
+                                                                     "part-00001-of-00002.parquet"]
+    assert main(["inspect", "rejected", str(out), "--output", str(tmp_path / "one.parquet")]) == 0
+    assert pq.read_table(tmp_path / "one.parquet").column("source_row").to_pylist() == list(range(10))

@@ -16,6 +16,7 @@ import pytest
 from helpers import shard_samples, write_pairs
 from PIL import Image
 
+from aligndata.inspect.ledger import read_ledger
 from aligndata.cli import main
 from aligndata.filters.registry import REASONS
 from aligndata.pipeline.candidates import make_uid
@@ -97,7 +98,7 @@ def test_exact_survivors(run):
 
 
 def test_every_rejected_row_has_its_reason(run):
-    table = pq.read_table(run["dir"] / "rejected.parquet").to_pylist()
+    table = read_ledger(run["dir"], "rejected").to_pylist()
     got = sorted((r["source_file"].rsplit("/", 1)[1], r["source_row"], r["reason"]) for r in table)
     expected = []
     files = ["part-0.parquet", "part-1.jsonl"]
@@ -193,9 +194,13 @@ def test_second_run_gives_identical_bytes(run):
     # config.json names the output dir; report.json's fetch section (and report.html, which shows it) counts
     # retries, which depend on the server (the flaky endpoints succeed at once the second time). Everything
     # else is byte-identical.
-    names = sorted(p.name for p in run["dir"].iterdir() if p.name not in VARYING)
-    assert names == sorted(p.name for p in again.iterdir() if p.name not in VARYING)
-    assert any(name.endswith(".tar") for name in names)
+    def files(out):
+        return sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()
+                      and p.name not in VARYING and not p.relative_to(out).as_posix().startswith("."))
+
+    names = files(run["dir"])
+    assert names == files(again)
+    assert any(name.endswith(".tar") for name in names) and any(n.startswith("rejected/part-") for n in names)
     for name in names:
         assert (run["dir"] / name).read_bytes() == (again / name).read_bytes(), name
     first, second = read_json(run["dir"] / "report.json"), read_json(again / "report.json")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-import pyarrow.parquet as pq
 import pytest
 from helpers import REAL, needs_real, read_report, shard_metas
 
+from aligndata.inspect.ledger import read_ledger
 from aligndata.cli import main
 
 pytestmark = pytest.mark.e2e  # every test runs curate
@@ -23,7 +23,7 @@ def test_html_pages_through_dry_run(tmp_path):
     assert extraction["files"] == extraction["pages_parsed"] == 181
     assert report["input_rows"] == extraction["pairs"] > 1000 and report["accounting_ok"]
     page_urls = set(json.loads((REAL / "html" / "page_urls.json").read_text()).values())
-    candidates = pq.read_table(out / "candidates.parquet").to_pylist()
+    candidates = read_ledger(out, "candidates").to_pylist()
     assert candidates and all(c["page_url"] in page_urls for c in candidates)
     assert all(c["url"].startswith(("http://", "https://")) for c in candidates)
 

@@ -3,10 +3,10 @@
 from collections import defaultdict
 from urllib.parse import urlsplit
 
-import pyarrow.parquet as pq
 import pytest
 from helpers import read_report, shard_metas
 
+from aligndata.inspect.ledger import read_ledger
 from aligndata.cli import main
 from aligndata.example import build_corpus
 from aligndata.localweb import StaticWeb
@@ -31,7 +31,7 @@ def test_example_rows_end_as_labelled(tmp_path, capsys):
 
     kept = shard_metas(out)
     assert kept and all(meta["kind"] == "good" for meta in kept)
-    rejected = pq.read_table(out / "rejected.parquet").to_pylist()
+    rejected = read_ledger(out, "rejected").to_pylist()
     for r in rejected:
         assert r["reason"] in labels[_key(r["url"], r["caption"])], r
     report = read_report(out)

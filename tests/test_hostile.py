@@ -12,10 +12,11 @@ import sys
 import zlib
 from collections import Counter
 
-import pyarrow.parquet as pq
 import pytest
 from helpers import png_chunk, png_header_only, read_report, write_pairs
 from PIL import Image
+
+from aligndata.inspect.ledger import read_ledger
 
 pytestmark = pytest.mark.e2e
 
@@ -101,7 +102,7 @@ def test_every_hostile_row_is_accounted_for_with_its_reason(hostile_run):
     out, rows, _ = hostile_run
     report = read_report(out)
     assert report["input_rows"] == N_ROWS and report["accounting_ok"]
-    rejected = pq.read_table(out / "rejected.parquet").to_pylist()
+    rejected = read_ledger(out, "rejected").to_pylist()
     by_row = {r["source_row"]: r for r in rejected}
     wrong = Counter()
     for i, (_, _, kind) in enumerate(rows):

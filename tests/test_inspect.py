@@ -94,8 +94,9 @@ def test_shards_spec_forms_resolve_to_the_same_tars(curated):
 def test_fsspec_url_reads_like_a_local_directory(curated, capsys):
     fsspec = pytest.importorskip("fsspec")
     fs = fsspec.filesystem("memory")
-    for path in curated.iterdir():
-        fs.pipe(f"/insp/{path.name}", path.read_bytes())
+    for path in curated.rglob("*"):
+        if path.is_file():
+            fs.pipe(f"/insp/{path.relative_to(curated).as_posix()}", path.read_bytes())
     try:
         rc, out_url, _ = run(capsys, "summary", "memory://insp", "--json")
         assert rc == 0

@@ -157,7 +157,7 @@ def test_dry_run_uses_candidates(dry_run):
     page = Page(render_report_html(str(dry_run)))
     _assert_offline(page)
     hists = {a["data-hist"]: int(a["data-total"]) for a in page.with_attr("data-hist")}
-    assert hists == {"caption_words": 12, "caption_chars": 12}  # from candidates.parquet; no image histograms
+    assert hists == {"caption_words": 12, "caption_chars": 12}  # from the candidates ledger; no image histograms
     stats = {a["data-stat"]: int(a["data-value"]) for a in page.with_attr("data-stat")}
     assert stats == {"input_rows": 13, "kept": 12, "rejected": 1}
     assert "Dry run: no images were fetched." in " ".join(page.text)

@@ -27,8 +27,9 @@ def command(pairs: Path, out: Path) -> list[str]:
 
 
 def output_files(out: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(out.iterdir())
-            if p.is_file() and p.name not in ("config.json", "report.json", "report.html")}
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and p.name not in ("config.json", "report.json", "report.html")
+            and not p.relative_to(out).as_posix().startswith(".")}
 
 
 def cache_entries(out: Path) -> int:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 from helpers import read_report, write_pairs
 
+from aligndata.inspect.ledger import read_ledger
 from aligndata.cli import main
 
 pytestmark = pytest.mark.e2e  # every test runs curate, on each runner
@@ -26,7 +26,8 @@ def pairs(tmp_path_factory, http_server):
 
 def outcome(out: Path) -> tuple[dict, dict[str, bytes]]:
     report = read_report(out)
-    files = {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.suffix in (".tar", ".parquet")}
+    files = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
+             if p.suffix in (".tar", ".parquet") and not p.relative_to(out).as_posix().startswith(".")}
     return report, files
 
 
@@ -45,6 +46,7 @@ def test_reference_run(reference):
     assert report["rejected_by_reason"]["image_too_small"] == 1
     # 8 rows reach the fetch stage: ceil(8 / 3) = 3 URL-hash ranges, empty ranges skipped
     assert 1 <= sum(name.endswith(".tar") for name in files) == report["shards"] <= 3
+    assert [name for name in files if name.startswith("rejected/")] == ["rejected/part-00000-of-00001.parquet"]
 
 
 def test_portable_runner_gives_the_same_bytes(pairs, reference):
@@ -80,5 +82,5 @@ def test_private_addresses_are_refused_by_default(pairs, http_server):
     report = read_report(out)
     assert report["kept"] == 0
     assert report["rejected_by_reason"]["blocked_address"] == 8
-    details = {r["detail"] for r in pq.read_table(out / "rejected.parquet").to_pylist()}
+    details = {r["detail"] for r in read_ledger(out, "rejected").to_pylist()}
     assert all("127.0.0.1" in d for d in details), details

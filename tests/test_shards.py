@@ -322,14 +322,16 @@ def test_overwrite_deletes_only_what_aligndata_owns(tmp_path):
     write_shard(str(tmp_path), 100000, make_samples(1))
     write_sizes(str(tmp_path), {"00000.tar": 2})
     owned = ["report.json", "rejected.parquet", "candidates.parquet", "config.json", "report.html",
-             ".00001.tar.tmp-" + "0" * 32]
-    kept = ["notes.txt", "holiday.tar", "data.parquet", "sub/00000.tar"]
+             ".00001.tar.tmp-" + "0" * 32, "rejected/part-00000-of-00002.parquet",
+             "rejected/part-00001-of-00002.parquet", "candidates/.part-00000-of-00001.parquet.tmp-" + "1" * 32]
+    kept = ["notes.txt", "holiday.tar", "data.parquet", "sub/00000.tar", "rejected/mine.txt"]
     for name in owned + kept:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("x")
     deleted = prepare_output_dir(str(tmp_path), overwrite=True)
     assert len(deleted) == 6 + 1 + len(owned)  # two shards x 3 files, sizes.json, the rest
-    assert files_in(tmp_path) == ["data.parquet", "holiday.tar", "notes.txt", "sub"]
+    assert files_in(tmp_path) == ["candidates", "data.parquet", "holiday.tar", "notes.txt", "rejected", "sub"]
+    assert files_in(tmp_path / "rejected") == ["mine.txt"] and files_in(tmp_path / "candidates") == []
     assert (tmp_path / "sub" / "00000.tar").exists()
 
 

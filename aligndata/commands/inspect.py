@@ -181,6 +181,33 @@ def cmd_report(args) -> int:
     return 0
 
 
+@_handler
+def cmd_rejected(args) -> int:
+    """The rejected ledger (DIR/rejected/part-*.parquet) as one file, or its rows as JSON lines on stdout."""
+    from aligndata.inspect import ledger
+    from aligndata.shards.contract import CANDIDATES, REJECTED
+
+    name = CANDIDATES if args.candidates else REJECTED
+    if not ledger.ledger_parts(args.dir, name):
+        raise UsageError(f"{args.dir} holds no {name} ledger ({name}/part-*.parquet)")
+    if args.output:
+        if os.path.isdir(args.output):
+            raise UsageError(f"--output {args.output} is a directory; give a file name")
+        rows = ledger.write_one_file(args.dir, name, args.output)
+        print(f"wrote {rows} rows to {args.output}", file=sys.stderr)
+        return 0
+    shown = 0
+    for batch in ledger.iter_batches(args.dir, name):
+        for row in batch.to_pylist():
+            if args.reason and row.get("reason") != args.reason:
+                continue
+            if args.limit is not None and shown >= args.limit:
+                return 0
+            print(json.dumps(row, ensure_ascii=False))
+            shown += 1
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------ parser
 
 
@@ -231,8 +258,19 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="FILE")
     p.add_argument("--with-images", action="store_true", help="include the image bytes (base64 in jsonl)")
 
+    p = sub.add_parser("rejected", help="a curate output's rejected ledger (DIR/rejected/part-*.parquet): its rows "
+                                        "as JSON lines, or --output one parquet file",
+                       description="The rejected ledger is written in parts by many workers; this reads them in "
+                                   "order (pyarrow users: pyarrow.dataset.dataset('DIR/rejected')).")
+    p.add_argument("dir", metavar="DIR", help="a curate output directory")
+    p.add_argument("--output", metavar="FILE.parquet", help="write every row into one parquet file")
+    p.add_argument("--reason", metavar="CODE", help="only rows rejected for this reason (see aligndata rules)")
+    p.add_argument("--limit", type=_non_negative, metavar="N", help="print at most N rows")
+    p.add_argument("--candidates", action="store_true", help="the --dry-run candidates ledger instead")
+    p.set_defaults(func=cmd_rejected)
+
     report = subparsers.add_parser("report", help="(re)make report.html in a curate output directory",
-                                   description="(Re)make DIR/report.html from report.json, rejected.parquet and "
+                                   description="(Re)make DIR/report.html from report.json, the rejected ledger and "
                                                "the shards: one self-contained file that opens offline.")
     report.add_argument("dir", metavar="DIR")
     report.set_defaults(func=cmd_report)

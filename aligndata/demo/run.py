@@ -28,8 +28,10 @@ from aligndata.demo.web import CLEAN, build_web
 from aligndata.demo.world import class_names
 from aligndata.filters.frequency import hash64
 from aligndata.filters.text import normalize_text, tokenize, word_ngrams
+from aligndata.inspect.ledger import read_ledger
 from aligndata.localweb import StaticWeb
 from aligndata.progress_bar import is_terminal
+from aligndata.shards.contract import REJECTED
 from aligndata.shards.writer import Sample, write_shard, write_sizes
 
 # A fixed port keeps every URL, hence every sample key and the training order, the same from run to run.
@@ -106,7 +108,7 @@ def write_eval_set(web, directory: Path) -> tuple[str, str, str, str]:
 def filter_scores(pairs_path: str, curated: str) -> dict:
     """Precision/recall of the filters: a rejected row is a positive; noise rows are the truth."""
     kinds = pq.read_table(pairs_path, columns=["kind"]).column("kind").to_pylist()
-    rejected = pq.read_table(os.path.join(curated, "rejected.parquet"), columns=["source_row", "reason"]).to_pylist()
+    rejected = read_ledger(curated, REJECTED, columns=["source_row", "reason"]).to_pylist()
     rejected_rows = {r["source_row"]: r["reason"] for r in rejected}
     noise = {i for i, kind in enumerate(kinds) if kind != CLEAN}
     caught = noise & set(rejected_rows)

@@ -66,7 +66,7 @@ class NsfwError(Exception):
 
 @dataclass(frozen=True)
 class NsfwHit:
-    """Why an image was flagged: ``detail`` goes to rejected.parquet (score or matched word)."""
+    """Why an image was flagged: ``detail`` goes to the rejected ledger (score or matched word)."""
 
     score: float
     detail: str

@@ -1,6 +1,6 @@
 """Stable reason codes for rejected rows, named for the code that returns them.
 
-Every input row ends in a shard or in ``rejected.parquet`` with exactly one reason. The precedence order (when
+Every input row ends in a shard or in the rejected ledger with exactly one reason. The precedence order (when
 several rules apply to a row, the first is recorded) is the rule registry's: ``registry.REASONS``. A new rule
 needs no constant here: its registration holds its code.
 """

@@ -1,9 +1,9 @@
 """report.html: what curation did, as one self-contained page that opens offline.
 
 Made from the files a run leaves in its output directory, so ``aligndata report DIR`` can re-make it at any
-time: ``report.json`` (funnel, reasons), ``rejected.parquet`` (example captions per rule), the per-shard
+time: ``report.json`` (funnel, reasons), ``rejected/`` (example captions per rule), the per-shard
 ``NNNNN.parquet`` files (histograms of kept samples) and a few images from the tars (thumbnails). A ``--dry-run``
-directory has ``candidates.parquet`` instead of shards: the caption histograms come from it and the image parts
+directory has ``candidates/`` instead of shards: the caption histograms come from it and the image parts
 say why they are empty.
 
 Self-contained: charts are inline SVG, thumbnails are data: URIs, styles are inline, and a Content-Security-
@@ -29,7 +29,9 @@ import pyarrow.parquet as pq
 
 from aligndata.filters import registry
 from aligndata.filters.text import tokenize
+from aligndata.inspect import ledger
 from aligndata.inspect.scan import scan
+from aligndata.shards.contract import CANDIDATES, REJECTED
 from aligndata.shards.spec import ShardSet
 from aligndata.io.storage import storage_for, strip_file_scheme
 
@@ -145,25 +147,18 @@ def _fill_from(parquet, hists: dict[str, Histogram], with_images: bool) -> int:
 # -------------------------------------------------------------------------------------- rejected examples
 
 
-def rejected_examples(storage, path: str, counts: dict[str, int] | None = None,
+def rejected_examples(output_dir: str, counts: dict[str, int] | None = None,
                       per_reason: int = EXAMPLES_PER_REASON) -> dict[str, list[tuple]]:
     """{reason: [(caption, detail), ...]} with up to ``per_reason`` distinct captions each. The ledger can hold
-    millions of rows: it is read a batch at a time and reading stops once every reason that ``counts`` (from
-    report.json) says has rows holds ``per_reason`` examples."""
-    if not storage.exists(path):
-        return {}
-    with _parquet_file(storage, path) as parquet:
-        return _examples_from(parquet, counts or {}, per_reason)
-
-
-def _examples_from(parquet, counts: dict[str, int], per_reason: int) -> dict[str, list[tuple]]:
-    columns = [c for c in ("reason", "caption", "detail") if c in parquet.schema_arrow.names]
-    if "reason" not in columns:
-        return {}
+    millions of rows: its parts are read a batch at a time and reading stops once every reason that ``counts``
+    (from report.json) says has rows holds ``per_reason`` examples."""
+    counts = counts or {}
     examples: dict[str, list[tuple]] = {}
     seen: dict[str, set] = {}
-    for batch in parquet.iter_batches(columns=columns, batch_size=8192):
-        cols = {name: batch.column(name).to_pylist() for name in columns}
+    for batch in ledger.iter_batches(output_dir, REJECTED, columns=["reason", "caption", "detail"]):
+        cols = {name: batch.column(name).to_pylist() for name in batch.schema.names}
+        if "reason" not in cols:
+            return {}
         for i, reason in enumerate(cols["reason"]):
             caption = cols["caption"][i] if "caption" in cols else None
             detail = cols["detail"][i] if "detail" in cols else None
@@ -241,8 +236,7 @@ def gather(output_dir: str) -> dict:
     tars = [p for p in storage.glob(storage.join(output_dir, "*.tar")) if storage.basename(p)[:-4].isdigit()]
     hists = new_histograms()
     if dry_run:
-        candidates = storage.join(output_dir, "candidates.parquet")
-        sources = [candidates] if storage.exists(candidates) else []
+        sources = ledger.ledger_parts(output_dir, CANDIDATES)
     else:
         sources = [p[:-4] + ".parquet" for p in tars if storage.exists(p[:-4] + ".parquet")]
     histogram_rows = _fill_histograms(storage, sources, hists, with_images=not dry_run)
@@ -252,8 +246,7 @@ def gather(output_dir: str) -> dict:
         "dry_run": dry_run,
         "histograms": hists,
         "histogram_rows": histogram_rows,
-        "examples": rejected_examples(storage, storage.join(output_dir, "rejected.parquet"),
-                                      report.get("rejected_by_reason")),
+        "examples": rejected_examples(output_dir, report.get("rejected_by_reason")),
         "thumbnails": [] if dry_run else sample_thumbnails(tars),
         "shard_count": len(tars),
     }
@@ -438,7 +431,7 @@ def _examples_section(data: dict) -> str:
                       f'<h3>{esc(reason)} <span class="sub">({kind}, {n:,} row{"" if n == 1 else "s"})</span></h3>'
                       f'{body}</div>')
     return (f'<section id="rejected-examples"><h2>Example rejected captions</h2><p class="sub">Up to '
-            f'{EXAMPLES_PER_REASON} distinct captions per rule, from rejected.parquet.</p>{"".join(blocks)}'
+            f'{EXAMPLES_PER_REASON} distinct captions per rule, from the rejected ledger.</p>{"".join(blocks)}'
             f'</section>')
 
 

@@ -40,7 +40,7 @@ INPUT_OPTIONS: tuple[Option, ...] = (
     Option("--page-url-col", None, "column holding the page the image was found on"),
     Option("--no-header", False, "csv/tsv without a header row; name columns by position (--url-col 1 "
            "--caption-col 0)", action="store_true"),
-    Option("--dry-run", False, "no network: apply text and frequency rules, write candidates.parquet and "
+    Option("--dry-run", False, "no network: apply text and frequency rules, write the candidates ledger and "
            "report.json", action="store_true"),
     Option("--overwrite", False, "replace the outputs of an earlier run in DIR", action="store_true"),
 )

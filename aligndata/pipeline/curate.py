@@ -8,7 +8,7 @@ The flow, readable top to bottom in ``build_curate``:
   group by text  -> distinct image URLs per text (capped), rare flag
   group by URL   -> duplicate pairs, distinct texts per URL (capped), final text reason; one fetch per URL
   shards by URL-hash range, before fetching: one worker downloads (thread pool), decodes, checks, re-encodes
-  and writes each shard, so image bytes are never shuffled; rejected.parquet; report.json last
+  and writes each shard, so image bytes are never shuffled; the rejected ledger in parts; report.json last
 
 Every DoFn with side effects writes through a temporary name and renames, so a retried bundle is harmless.
 """

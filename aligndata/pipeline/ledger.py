@@ -1,20 +1,27 @@
-"""rejected.parquet (one row per rejected input row, with its reason) and candidates.parquet (--dry-run).
+"""The row ledgers, written in parts by many workers: DIR/rejected/ (one row per rejected input row, with its
+reason) and DIR/candidates/ (--dry-run: the rows a real run would fetch).
 
-Each is one file, written once by one worker, sorted by input position so two runs give identical bytes.
+No step gathers rows under one key. A row's part is fixed by its input position, ``(file, position // span)``,
+so a part holds at most LEDGER_PART_ROWS rows however large the corpus: one worker sorts one part by input
+position and writes it (bounded memory). The list of non-empty parts, one small key per part, is combined into
+a side input that numbers them, so names (``part-00003-of-00042.parquet``) and bytes are the same on every
+runner and every retry; each part is written under a temporary name and renamed. An empty ledger is one empty
+part, so readers always find the schema.
 """
 
 from __future__ import annotations
+
+import bisect
 
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
+from aligndata.extract.html import MAX_IMAGES_PER_PAGE
+from aligndata.extract.pages import ROW_STRIDE
 from aligndata.io.atomic import write_bytes_atomic
+from aligndata.shards.contract import CANDIDATES, LEDGER_PART_ROWS, REJECTED, ledger_part_name
 from aligndata.shards.writer import parquet_bytes
-
-REJECTED_FILE = "rejected.parquet"
-CANDIDATES_FILE = "candidates.parquet"
-_SENTINEL = "__aligndata_sentinel__"  # guarantees the single writer runs (and writes a file) for empty input
 
 REJECTED_SCHEMA = pa.schema(
     [
@@ -27,31 +34,52 @@ REJECTED_SCHEMA = pa.schema(
         ("source_row", pa.int64()),
     ]
 )
+# page-URL lists number rows page * ROW_STRIDE + i with at most MAX_IMAGES_PER_PAGE pairs a page: a part spans
+# this many pages so it too holds at most LEDGER_PART_ROWS rows.
+_PAGES_PER_PART = LEDGER_PART_ROWS // MAX_IMAGES_PER_PAGE
 
 
-class _WriteOnce(beam.PTransform):
-    """Gather a PCollection of row dicts into one sorted parquet file; outputs the number of rows written."""
+def part_spans(specs) -> dict[int, int]:
+    """{input file index: how many row numbers one part spans}."""
+    return {s.index: ROW_STRIDE * _PAGES_PER_PART if s.fmt == "page-urls" else LEDGER_PART_ROWS for s in specs}
 
-    def __init__(self, path: str, to_table, label: str):
+
+class _WriteParts(beam.PTransform):
+    """Rows -> DIR/NAME/part-I-of-N.parquet; outputs the number of rows written."""
+
+    def __init__(self, directory: str, to_table, spans: dict[int, int], label: str):
         super().__init__(label)
-        self.path = path
+        self.directory = directory
         self.to_table = to_table
+        self.spans = spans
 
     def expand(self, rows):
-        sentinel = rows.pipeline | "Sentinel" >> beam.Create([_SENTINEL])
-        return (
-            (rows, sentinel)
-            | "WithSentinel" >> beam.Flatten()
-            | "OneKey" >> beam.Map(lambda r: (None, r))
-            | "Gather" >> beam.GroupByKey()
-            | "Write" >> beam.Map(self._write)
+        parts = (
+            rows
+            | "PartKey" >> beam.Map(lambda r, spans: ((r["src"], r["row"] // spans[r["src"]]), r), spans=self.spans)
+            | "GroupPart" >> beam.GroupByKey()  # one key per part: at most LEDGER_PART_ROWS rows each
         )
+        names = beam.pvalue.AsSingleton(
+            parts | "PartKeys" >> beam.Keys() | "AllParts" >> beam.combiners.ToList()  # one key a part: small
+            | "Sorted" >> beam.Map(sorted)
+        )
+        written = parts | "WritePart" >> beam.Map(self._write, keys=names)
+        empty = rows.pipeline | "Once" >> beam.Create([None]) | "IfEmpty" >> beam.Map(self._write_empty, keys=names)
+        return (written, empty) | "AllWritten" >> beam.Flatten() | "Rows" >> beam.CombineGlobally(sum)
 
-    def _write(self, kv):
-        rows = sorted((r for r in kv[1] if isinstance(r, dict)),
-                      key=lambda r: (r["src"], r["row"], r["uid"]))
-        write_bytes_atomic(self.path, parquet_bytes(self.to_table(rows)))
+    def _path(self, index: int, total: int) -> str:
+        return FileSystems.join(self.directory, ledger_part_name(index, total))
+
+    def _write(self, kv, keys):
+        key, rows = kv
+        rows = sorted(rows, key=lambda r: (r["src"], r["row"], r["uid"]))  # bounded: one part
+        write_bytes_atomic(self._path(bisect.bisect_left(keys, key), len(keys)), parquet_bytes(self.to_table(rows)))
         return len(rows)
+
+    def _write_empty(self, _, keys):
+        if not keys:
+            write_bytes_atomic(self._path(0, 1), parquet_bytes(self.to_table([])))
+        return 0
 
 
 def _source_names(specs):
@@ -70,7 +98,7 @@ def WriteRejected(cfg, specs):
             columns["source_row"].append(r["row"])
         return pa.table(columns, schema=REJECTED_SCHEMA)
 
-    return _WriteOnce(FileSystems.join(cfg.output, REJECTED_FILE), to_table, "WriteRejectedOnce")
+    return _WriteParts(FileSystems.join(cfg.output, REJECTED), to_table, part_spans(specs), "WriteRejectedParts")
 
 
 def WriteCandidates(cfg, specs):
@@ -93,4 +121,4 @@ def WriteCandidates(cfg, specs):
                 for k, v in columns.items()}
         return pa.table(base)
 
-    return _WriteOnce(FileSystems.join(cfg.output, CANDIDATES_FILE), to_table, "WriteCandidatesOnce")
+    return _WriteParts(FileSystems.join(cfg.output, CANDIDATES), to_table, part_spans(specs), "WriteCandidatesParts")

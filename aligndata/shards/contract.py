@@ -6,6 +6,8 @@ Beam-free on purpose: `aligndata inspect` reads shards without importing Apache 
 
 from __future__ import annotations
 
+import re
+
 import pyarrow as pa
 
 # Extensions of a sample's image member, in the order readers pick one when a sample has several (lower case;
@@ -30,3 +32,16 @@ META_COLUMNS: dict[str, pa.DataType] = {
     "sha256": pa.string(),
     "phash": pa.string(),
 }
+
+# The row ledgers: DIR/rejected/ (every rejected input row with its reason) and, for --dry-run, DIR/candidates/
+# (the rows a real run would fetch). Each is written in parts by many workers, never gathered in one:
+# part-00000-of-00042.parquet, ..., rows sorted by input position within a part, at most LEDGER_PART_ROWS rows
+# a part. Outputs of versions before the parts were one file, DIR/rejected.parquet; readers still take it.
+REJECTED = "rejected"
+CANDIDATES = "candidates"
+LEDGER_PART_ROWS = 1_000_000
+LEDGER_PART_RE = re.compile(r"^part-(\d{5,})-of-(\d{5,})\.parquet$")
+
+
+def ledger_part_name(index: int, total: int) -> str:
+    return f"part-{index:05d}-of-{total:05d}.parquet"

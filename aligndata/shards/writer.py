@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from aligndata.io.atomic import atomic_writer, json_default, write_bytes_atomic, write_json_atomic
 from aligndata.io.storage import storage_for
-from aligndata.shards.contract import META_COLUMNS
+from aligndata.shards.contract import CANDIDATES, META_COLUMNS, REJECTED
 
 KNOWN_COLUMNS = META_COLUMNS  # the contract's typed fields (aligndata/shards/contract.py)
 
@@ -36,6 +36,9 @@ OWNED_FILE_RE = re.compile(
     r"|sizes\.json|report\.json|report\.html|rejected\.parquet|candidates\.parquet|config\.json"
     r"|\..+\.tmp-[0-9a-f]{32})$"
 )
+
+# ... and inside the ledger directories (DIR/rejected/, DIR/candidates/): their parts and temp files.
+OWNED_LEDGER_FILE_RE = re.compile(r"^(?:part-\d{5,}-of-\d{5,}\.parquet|\..+\.tmp-[0-9a-f]{32})$")
 
 _TAR_FORMAT = tarfile.GNU_FORMAT  # no PAX headers (which could carry varying metadata); long names still work
 
@@ -254,9 +257,10 @@ def write_sizes(output_dir: str, sizes: dict[str, int]) -> None:
 def prepare_output_dir(output_dir: str, overwrite: bool) -> list[str]:
     """Create ``output_dir``; refuse a non-empty one unless ``overwrite``. Returns the paths deleted.
 
-    With ``overwrite`` only files aligndata owns (``OWNED_FILE_RE``: numbered shards, their parquet/stats,
-    sizes/report/rejected/candidates/config files, leftover temp files) directly in ``output_dir`` are deleted;
-    anything else a user keeps there stays.
+    With ``overwrite`` only files aligndata owns are deleted: ``OWNED_FILE_RE`` directly in ``output_dir``
+    (numbered shards, their parquet/stats, sizes/report/config files, an older version's rejected.parquet,
+    leftover temp files) and ``OWNED_LEDGER_FILE_RE`` in its ledger directories; anything else a user keeps
+    there stays.
     """
     storage = storage_for(output_dir)
     entries = storage.list_files(output_dir)  # dotfiles included (the fetch cache, temp files)
@@ -266,9 +270,11 @@ def prepare_output_dir(output_dir: str, overwrite: bool) -> list[str]:
             "pass --overwrite to replace the files aligndata wrote there"
         )
     parent = storage.parent(storage.join(output_dir, "child"))  # how the backend names output_dir as a parent
+    ledgers = {storage.parent(storage.join(storage.join(output_dir, name), "child")) for name in (REJECTED, CANDIDATES)}
     owned = sorted(
         path for path in entries
-        if storage.parent(path) == parent and OWNED_FILE_RE.match(storage.basename(path))
+        if (storage.parent(path) == parent and OWNED_FILE_RE.match(storage.basename(path)))
+        or (storage.parent(path) in ledgers and OWNED_LEDGER_FILE_RE.match(storage.basename(path)))
     )
     for path in owned:
         storage.delete(path)
