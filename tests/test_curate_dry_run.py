@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -99,16 +100,30 @@ def _reference(spec: InputSpec, **limits) -> dict:
 
 @pytest.mark.e2e
 @needs_real
-def test_real_laion_matches_the_plain_python_reference(tmp_path):
+def test_real_laion_matches_the_plain_python_reference(tmp_path, monkeypatch):
+    """The rare-token rule active on real text, by its three lookups: the allowlist as a Python set (small), as a
+    sorted array (large), and the join (over --allowlist-memory-mb): the same verdicts as the reference, and
+    byte-identical ledgers with the same details ("'gram' seen Nx < c*")."""
+    from aligndata.pipeline import curate
+
     src = REAL / "captions" / "laion_alt_10k.parquet"
-    # A small allowlist so the rare-token join really runs on real text.
-    report, verdicts = dry_run([str(src)], tmp_path / "out", "--url-col", "URL", "--caption-col", "TEXT",
-                               "--vocab-size", "20000")
     spec = InputSpec(path=str(src), index=0, fmt="parquet", url_col="URL", caption_col="TEXT")
-    assert verdicts == _reference(spec, vocab_size=20000)
-    assert report["input_rows"] == 10_000
-    assert report["rejected_by_reason"]["text_rare_token"] > 1000
-    assert report["frequency"]["allowlist_size"] <= 20000
+    expected = _reference(spec, vocab_size=20000)
+    ledgers = []
+    for mode, extra in (("set", ()), ("array", ()), ("join", ("--allowlist-memory-mb", "0"))):
+        monkeypatch.setattr(curate, "SET_LOOKUP_MAX", 0 if mode == "array" else 2_000_000)
+        out = tmp_path / mode
+        report, verdicts = dry_run([str(src)], out, "--url-col", "URL", "--caption-col", "TEXT",
+                                   "--vocab-size", "20000", *extra)
+        assert verdicts == expected, mode
+        assert report["input_rows"] == 10_000
+        assert report["rejected_by_reason"]["text_rare_token"] > 1000
+        assert report["frequency"]["allowlist_size"] <= 20000
+        ledgers.append([p.read_bytes() for p in sorted((out / "rejected").iterdir())])
+    assert ledgers[0] == ledgers[1] == ledgers[2]
+    details = [r["detail"] for r in read_ledger(tmp_path / "set", "rejected").to_pylist()
+               if r["reason"] == "text_rare_token"]
+    assert details and all(re.fullmatch(r"""(['"]).+\1 seen \d+x < \d+""", d) for d in details)
 
 
 @pytest.mark.e2e

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from aligndata.extract.pages import DEFAULT_MAX_PAGE_BYTES
 from aligndata.fetch.options import FETCH_OPTIONS, IMAGE_FETCH_OPTIONS
 from aligndata.filters import registry
-from aligndata.filters.options import Option, options_dataclass, positive_int
+from aligndata.filters.options import Option, non_negative_int, options_dataclass, positive_int
 from aligndata.images.process import OUTPUT_IMAGE_OPTIONS
 from aligndata.io.inputs import FORMATS
 
@@ -54,6 +54,9 @@ RESUME_OPTIONS: tuple[Option, ...] = (
     Option("--cache-dir", None, "where downloads are cached so an interrupted run resumes (default "
            "OUTPUT/.fetch-cache)", metavar="DIR", shown_default="OUTPUT/.fetch-cache"),
     Option("--keep-cache", False, "keep the download cache after a successful run", action="store_true"),
+    Option("--allowlist-memory-mb", 1024, "largest allowlist (8 bytes an n-gram) broadcast to every worker for the "
+           "rare-token rule; a larger one is joined instead (same result, slower; 0: always join)",
+           type=non_negative_int),
 )
 # Every option a curate run has, in --help order.
 CURATE_OPTIONS: tuple[Option, ...] = (INPUT_OPTIONS + registry.OPTIONS + OUTPUT_IMAGE_OPTIONS + SHARD_OPTIONS
@@ -70,7 +73,7 @@ class _CurateRun:
     # Options that do not change what a run produces: a run may resume under different values of these.
     # skip_unreadable: a finished run read every file either way; allow_empty only decides the exit status.
     RUN_CONTROL = ("overwrite", "progress_dir", "keep_cache", "fetch_threads", "image_threads", "max_per_host",
-                   "host_rate", "skip_unreadable", "allow_empty")
+                   "host_rate", "skip_unreadable", "allow_empty", "allowlist_memory_mb")
 
     def to_json(self) -> dict:
         out = asdict(self)
