@@ -185,3 +185,36 @@ def test_ledgers_are_written_in_bounded_parts_by_input_position(tmp_path, monkey
                                                                      "part-00001-of-00002.parquet"]
     assert main(["inspect", "rejected", str(out), "--output", str(tmp_path / "one.parquet")]) == 0
     assert pq.read_table(tmp_path / "one.parquet").column("source_row").to_pylist() == list(range(10))
+
+
+def test_url_group_finds_first_rows_without_sorting_the_group():
+    """Rows of one URL arrive in any order: the earliest input position of a pair is its first, every other copy
+    is a duplicate naming it; survivors come out in input order."""
+    from aligndata.pipeline.config import CurateConfig
+    from aligndata.pipeline.curate import ResolveUrlGroup
+
+    def row(src, pos, caption, reason=None):
+        return {"uid": f"uid-{caption}", "url": "http://a.test/x.jpg", "caption": caption, "src": src, "row": pos,
+                "text_hash": hash(caption), "reason": reason, "detail": "d" if reason else ""}
+
+    rows = [row(1, 0, "b"), row(0, 9, "a"), row(0, 3, "a"), row(0, 5, "c", "text_too_short"), row(0, 7, "b"),
+            row(1, 2, "a")]
+    fn = ResolveUrlGroup(CurateConfig(inputs=("x",), output="o", dry_run=True))
+    fn.setup()
+    out = list(fn.process(("http://a.test/x.jpg", rows)))
+    rejects = sorted((o.value["row"], o.value["src"], o.value["reason"], o.value["detail"]) for o in out
+                     if hasattr(o, "tag"))
+    assert rejects == [(0, 1, "duplicate_pair", "same pair as file 0 row 7"),  # file 0 precedes file 1
+                       (2, 1, "duplicate_pair", "same pair as file 0 row 3"),
+                       (5, 0, "text_too_short", "d"),
+                       (9, 0, "duplicate_pair", "same pair as file 0 row 3")]
+    (url, survivors), = [o for o in out if not hasattr(o, "tag")]
+    assert [(r["src"], r["row"]) for r in survivors] == [(0, 3), (0, 7)]
+
+    capped = ResolveUrlGroup(CurateConfig(inputs=("x",), output="o", dry_run=True, max_texts_per_image=1))
+    capped.setup()
+    out = list(capped.process(("http://a.test/x.jpg", rows)))
+    assert not [o for o in out if not hasattr(o, "tag")]  # 3 distinct texts > 1: nothing survives
+    reasons_ = sorted(o.value["reason"] for o in out)
+    assert reasons_ == ["duplicate_pair", "duplicate_pair", "duplicate_pair", "image_too_many_texts",
+                        "image_too_many_texts", "text_too_short"]

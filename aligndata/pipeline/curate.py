@@ -330,18 +330,26 @@ class ResolveUrlGroup(beam.DoFn):
         self.progress.flush()
 
     def process(self, kv):
+        """Two streamed passes over the group, no sort of it: the first counts distinct texts (capped) and keeps
+        each uid's first input position (one pair of ints per distinct caption, not the rows); the second
+        decides every row. Only the survivors are held: at most --max-texts-per-image distinct captions."""
         url, rows = kv
-        rows = sorted(rows, key=lambda r: (r["src"], r["row"]))
         texts = CappedDistinct(self.cfg.max_texts_per_image)
+        first_at: dict[str, tuple[int, int]] = {}
         for row in rows:
             texts.add(row["text_hash"])
+            at = (row["src"], row["row"])
+            known = first_at.get(row["uid"])
+            if known is None or at < known:
+                first_at[row["uid"]] = at
         too_many = too_many_texts_reason(texts.count, self.cfg.max_texts_per_image)
-        first_seen = {}
         survivors = []
-        for row in rows:
-            first = first_seen.setdefault(row["uid"], row)
-            if first is not row:
-                detail = f"same pair as file {first['src']} row {first['row']}"
+        n = 0
+        for row in rows:  # a GroupByKey's values may be iterated again (runners re-read them; no list is made)
+            n += 1
+            first = first_at[row["uid"]]
+            if first != (row["src"], row["row"]):
+                detail = f"same pair as file {first[0]} row {first[1]}"
                 yield emit(REJECTS, reject(row, reasons.DUPLICATE_PAIR, detail))
             elif row["reason"]:
                 yield emit(REJECTS, reject(row, row["reason"], row["detail"]))
@@ -349,7 +357,8 @@ class ResolveUrlGroup(beam.DoFn):
                 yield emit(REJECTS, reject(row, too_many, f"> {self.cfg.max_texts_per_image} texts"))
             else:
                 survivors.append(row)
-        self.progress.add(rejected=len(rows) - len(survivors))
+        survivors.sort(key=lambda r: (r["src"], r["row"]))  # bounded: one row per distinct caption, <= the cap
+        self.progress.add(rejected=n - len(survivors))
         if survivors:
             Metrics.counter(NAMESPACE, "urls_to_fetch").inc()
             if self.cfg.dry_run:
