@@ -50,6 +50,7 @@ rules-table: $(VENV)/.installed
 
 benchmark: $(VENV)/.installed
 	$(PY) benchmarks/bench_text_stage.py
+	$(PY) benchmarks/bench_text_stage.py --rows 100000 --vocab-size 100000  # the rare-token rule active (c* = 4)
 	$(PY) benchmarks/bench_image_stage.py
 
 clean:

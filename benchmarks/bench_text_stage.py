@@ -57,8 +57,11 @@ def main() -> None:
             runs[name] = {"seconds": round(seconds, 2), "rows_per_s": round(args.rows / seconds),
                           "slowdown_vs_floor": round(seconds / floor_s, 2)}
 
-    emit("text_stage", {
+    # The default K and a K small enough for the rare-token rule to run are kept apart (issue 14 item 5).
+    name = "text_stage" if args.vocab_size == 100_000_000 else f"text_stage_k{args.vocab_size}"
+    emit(name, {
         "rows": args.rows,
+        "vocab_size": args.vocab_size,
         "kept": floor_kept,
         "allowlist_threshold": info["allowlist_threshold"],
         "distinct_ngrams": info["distinct_ngrams"],
