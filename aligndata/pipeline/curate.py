@@ -49,6 +49,7 @@ PAIR_FLUSH_KEYS = 200_000
 # An allowlist this small is looked up in a Python set (~50 ns a lookup); larger, in the sorted array itself
 # (a set costs ~60 bytes a hash, the array 8).
 SET_LOOKUP_MAX = 2_000_000
+_ROW, _RARE = 0, 1  # tags of a text group's values: a row, or the text's rarest n-gram (count, n-gram)
 
 
 class ReadRows(beam.DoFn):
@@ -295,23 +296,34 @@ def _rare_texts_of_ngram(kv):
 
 
 class AnnotateTextGroup(beam.DoFn):
-    """All rows sharing one lowercased text: count their distinct image URLs (capped) and mark rare tokens."""
+    """All rows sharing one lowercased text: count their distinct image URLs (capped) and mark rare tokens.
+
+    The group (a GroupByKey of rows and at most one rare-token marker, told apart by tag) is read in two streamed
+    passes and never listed, so a caption on millions of URLs costs this worker the URL counter only (at most
+    --max-images-per-text + 1 hashes): the first pass finds the marker and counts, the second decides.
+    """
 
     def __init__(self, cfg: CurateConfig):
         self.cfg = cfg
 
     def process(self, kv, freq):
-        _, grouped = kv
-        rows = grouped["rows"]
-        rare = min(grouped["rare"]) if grouped["rare"] else None
+        _, tagged = kv
+        rare = None
         urls = CappedDistinct(self.cfg.max_images_per_text)
-        for row in rows:
-            urls.add(hash64(row["url"]))
-        for row in rows:
-            if rare is not None and rare_token_reason(rare[0], freq["allowlist_threshold"]):
+        for tag, value in tagged:
+            if tag == _RARE:
+                rare = value if rare is None else min(rare, value)
+            else:
+                urls.add(hash64(value["url"]))
+        rare_reason = rare is not None and rare_token_reason(rare[0], freq["allowlist_threshold"])
+        shared = shared_text_reason(urls.count, self.cfg.max_images_per_text)
+        for tag, row in tagged:  # a GroupByKey's values may be iterated again (runners re-read them)
+            if tag == _RARE:
+                continue
+            if rare_reason:
                 row = dict(row, reason=reasons.TEXT_RARE_TOKEN,
                            detail=f"{rare[1]!r} seen {rare[0]}x < {freq['allowlist_threshold']}")
-            elif shared_text_reason(urls.count, self.cfg.max_images_per_text):
+            elif shared:
                 row = dict(row, reason=reasons.TEXT_SHARED_BY_TOO_MANY_IMAGES,
                            detail=f"> {self.cfg.max_images_per_text} images")
             yield row["url"], row
@@ -421,10 +433,13 @@ def build_curate(p: beam.Pipeline, cfg: CurateConfig, specs: list[InputSpec]):
     )
 
     # Group by text, then by URL.
-    by_text = passing | "KeyByText" >> beam.Map(lambda c: (c["text_hash"], c))
+    # Not a CoGroupByKey: Beam's Python CoGroupByKey builds a list of each side, the whole group in memory.
+    by_text = passing | "KeyByText" >> beam.Map(lambda c: (c["text_hash"], (_ROW, c)))
+    rare_marks = rare_texts | "TagRare" >> beam.Map(lambda kv: (kv[0], (_RARE, kv[1])))
     text_checked = (
-        {"rows": by_text, "rare": rare_texts}
-        | "GroupByText" >> beam.CoGroupByKey()
+        (by_text, rare_marks)
+        | "RowsAndMarks" >> beam.Flatten()
+        | "GroupByText" >> beam.GroupByKey()
         | "TextGroup" >> beam.ParDo(AnnotateTextGroup(cfg), freq_side)
     )
     failed_text = (
