@@ -8,6 +8,7 @@ directly: ``pyarrow.dataset.dataset("DIR/rejected")``.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from collections.abc import Iterator
@@ -33,22 +34,25 @@ def ledger_parts(output_dir: str, name: str) -> list[str]:
     return [legacy] if storage.exists(legacy) else []
 
 
-def _open(path: str) -> pq.ParquetFile:
-    storage = storage_for(path)
-    handle = storage.open_read(path)
-    try:
-        return pq.ParquetFile(handle)
-    except (OSError, ValueError, AttributeError):  # a non-seekable stream: read it whole
-        return pq.ParquetFile(io.BytesIO(handle.read()))
+@contextlib.contextmanager
+def parquet_file(path: str) -> Iterator[pq.ParquetFile]:
+    """A ParquetFile read straight from the (seekable) handle, so only the requested columns are fetched; the
+    handle is closed on leaving."""
+    with storage_for(path).open_read(path) as f:
+        try:
+            parquet = pq.ParquetFile(f)
+        except (OSError, ValueError, AttributeError):  # a non-seekable stream: read it whole
+            parquet = pq.ParquetFile(io.BytesIO(f.read()))
+        yield parquet
 
 
 def iter_batches(output_dir: str, name: str, columns: list[str] | None = None,
                  batch_size: int = 8192) -> Iterator[pa.RecordBatch]:
     """Record batches of every part, in part order (so in input order for one input file)."""
     for path in ledger_parts(output_dir, name):
-        parquet = _open(path)
-        wanted = None if columns is None else [c for c in columns if c in parquet.schema_arrow.names]
-        yield from parquet.iter_batches(columns=wanted, batch_size=batch_size)
+        with parquet_file(path) as parquet:
+            wanted = None if columns is None else [c for c in columns if c in parquet.schema_arrow.names]
+            yield from parquet.iter_batches(columns=wanted, batch_size=batch_size)
 
 
 def read_ledger(output_dir: str, name: str, columns: list[str] | None = None) -> pa.Table:
@@ -56,7 +60,10 @@ def read_ledger(output_dir: str, name: str, columns: list[str] | None = None) ->
     parts = ledger_parts(output_dir, name)
     if not parts:
         raise FileNotFoundError(f"no {name} ledger in {output_dir} (expected {name}/part-*.parquet)")
-    tables = [_open(p).read(columns=columns) for p in parts]
+    tables = []
+    for path in parts:
+        with parquet_file(path) as parquet:
+            tables.append(parquet.read(columns=columns))
     return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
 
@@ -65,7 +72,8 @@ def write_one_file(output_dir: str, name: str, target: str) -> int:
     parts = ledger_parts(output_dir, name)
     if not parts:
         raise FileNotFoundError(f"no {name} ledger in {output_dir}")
-    schema = _open(parts[0]).schema_arrow
+    with parquet_file(parts[0]) as first:
+        schema = first.schema_arrow
     rows = 0
     with pq.ParquetWriter(target, schema) as writer:
         for batch in iter_batches(output_dir, name, batch_size=65536):

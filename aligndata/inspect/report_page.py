@@ -17,15 +17,12 @@ and the rejected ledger is read only until every reason has its examples.
 from __future__ import annotations
 
 import base64
-import contextlib
 import html
 import io
 import json
 import math
 import uuid
 from dataclasses import dataclass, field
-
-import pyarrow.parquet as pq
 
 from aligndata.filters import registry
 from aligndata.filters.text import tokenize
@@ -100,24 +97,13 @@ def new_histograms() -> dict[str, Histogram]:
     }
 
 
-def _fill_histograms(storage, paths: list[str], hists: dict[str, Histogram], with_images: bool) -> int:
+def _fill_histograms(paths: list[str], hists: dict[str, Histogram], with_images: bool) -> int:
     """Stream the caption (and size) columns of each parquet into the histograms; returns rows seen."""
     rows = 0
     for path in paths:
-        with _parquet_file(storage, path) as parquet:
+        with ledger.parquet_file(path) as parquet:
             rows += _fill_from(parquet, hists, with_images)
     return rows
-
-
-@contextlib.contextmanager
-def _parquet_file(storage, path: str):
-    """A ParquetFile read straight from the (seekable) handle, so only the requested columns are fetched."""
-    with storage.open_read(path) as f:
-        try:
-            parquet = pq.ParquetFile(f)
-        except (OSError, ValueError, AttributeError):  # a non-seekable stream: read it whole
-            parquet = pq.ParquetFile(io.BytesIO(f.read()))
-        yield parquet
 
 
 def _fill_from(parquet, hists: dict[str, Histogram], with_images: bool) -> int:
@@ -239,7 +225,7 @@ def gather(output_dir: str) -> dict:
         sources = ledger.ledger_parts(output_dir, CANDIDATES)
     else:
         sources = [p[:-4] + ".parquet" for p in tars if storage.exists(p[:-4] + ".parquet")]
-    histogram_rows = _fill_histograms(storage, sources, hists, with_images=not dry_run)
+    histogram_rows = _fill_histograms(sources, hists, with_images=not dry_run)
     return {
         "output_dir": output_dir,
         "report": report,
