@@ -246,9 +246,11 @@ class RareNgramTextPairs(beam.DoFn):
     the join as before. Same verdicts and details either way.
     """
 
+    def setup(self):
+        self._allow_id = None  # the side input the lookup was built from: rebuilt only when it changes
+
     def start_bundle(self):
         self.pairs = {}
-        self._allow_id = None
 
     def _allowed(self, allowlist):
         if allowlist is not self._allow_id:  # the side input's object: build the lookup once per worker
