@@ -211,14 +211,18 @@ class AllowlistFn(beam.CombineFn):
     def create_accumulator(self):
         return [[], []]  # numpy chunks, a list being filled; None: over budget
 
+    @staticmethod
+    def _size(acc) -> int:
+        return sum(len(c) for c in acc[0]) + len(acc[1])
+
     def add_input(self, acc, element):
         if acc is None:
             return None
         acc[1].append(element)
-        if len(acc[1]) >= self.CHUNK:
+        if len(acc[1]) >= self.CHUNK:  # the budget is checked a chunk at a time, and exactly at the end
             acc[0].append(np.array(acc[1], dtype=np.uint64))
             acc[1] = []
-            if sum(len(c) for c in acc[0]) > self.max_hashes:
+            if self._size(acc) > self.max_hashes:
                 return None
         return acc
 
@@ -229,10 +233,10 @@ class AllowlistFn(beam.CombineFn):
                 return None
             out[0].extend(acc[0])
             out[1].extend(acc[1])
-        return None if sum(len(c) for c in out[0]) + len(out[1]) > self.max_hashes else out
+        return None if self._size(out) > self.max_hashes else out
 
     def extract_output(self, acc):
-        if acc is None or sum(len(c) for c in acc[0]) + len(acc[1]) > self.max_hashes:
+        if acc is None or self._size(acc) > self.max_hashes:
             return None
         return np.sort(np.concatenate([*acc[0], np.array(acc[1], dtype=np.uint64)]))
 
