@@ -44,8 +44,10 @@ def unknown_beam_args(beam_args: list[str]) -> list[str]:
 
 
 def pipeline_options(beam_args: list[str]) -> PipelineOptions:
-    runner = PipelineOptions(beam_args).view_as(StandardOptions).runner
-    options = PipelineOptions(with_cached_job_server(beam_args, runner))  # `make flink` / `make spark` jars
+    options = PipelineOptions(beam_args)
+    with_jar = with_cached_job_server(beam_args, options.view_as(StandardOptions).runner)
+    if with_jar is not beam_args:  # a `make flink` / `make spark` jar: parse again only then
+        options = PipelineOptions(with_jar)
     standard = options.view_as(StandardOptions)
     if not standard.runner:
         standard.runner = DEFAULT_RUNNER
