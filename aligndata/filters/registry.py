@@ -32,6 +32,7 @@ from aligndata.filters.dedup import DEFAULT_EVAL_HAMMING
 from aligndata.filters.nsfw import DEFAULT_MODE as NSFW_DEFAULT_MODE
 from aligndata.filters.nsfw import DEFAULT_THRESHOLD as NSFW_DEFAULT_THRESHOLD
 from aligndata.filters.options import Option, non_negative_int, positive_float, positive_int
+from aligndata.filters.options import defaults as option_defaults
 
 # Stages, in pipeline order: where a rule is decided.
 ROW = "row"  # one input row on its own (pipeline/candidates.py)
@@ -177,7 +178,7 @@ CAPTION_RULES: tuple[str, ...] = tuple(r.reason for r in RULES if r.judges == CA
 
 def defaults() -> dict[str, Any]:
     """{config field: default} for every rule option."""
-    return {o.dest: o.default for o in OPTIONS}
+    return option_defaults(OPTIONS)
 
 
 def rule_options(**overrides) -> types.SimpleNamespace:
