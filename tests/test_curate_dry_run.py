@@ -170,7 +170,8 @@ def test_ledgers_are_written_in_bounded_parts_by_input_position(tmp_path, monkey
     sizes = [pq.read_metadata(out / "rejected" / p).num_rows for p in parts]
     assert sizes == [3, 3, 3, 1]
     assert read_ledger(out, "rejected").column("source_row").to_pylist() == list(range(10))
-    assert [p.name for p in (out / "candidates").iterdir()] == ["part-00000-of-00001.parquet"]  # empty, typed
+    # every input part has its part in both ledgers, empty ones typed (nothing was kept)
+    assert sorted(p.name for p in (out / "candidates").iterdir()) == parts
     assert read_ledger(out, "candidates").num_rows == 0
     first = {p: (out / "rejected" / p).read_bytes() for p in parts}
 
@@ -187,34 +188,50 @@ def test_ledgers_are_written_in_bounded_parts_by_input_position(tmp_path, monkey
     assert pq.read_table(tmp_path / "one.parquet").column("source_row").to_pylist() == list(range(10))
 
 
-def test_url_group_finds_first_rows_without_sorting_the_group():
-    """Rows of one URL arrive in any order: the earliest input position of a pair is its first, every other copy
-    is a duplicate naming it; survivors come out in input order."""
+def test_pair_and_url_groups_decide_in_two_passes_without_a_list_or_sort():
+    """Copies of one pair arrive in any order: the earliest input position is its first, every other copy is a
+    duplicate naming it (file 0 precedes file 1); the URL group then counts distinct texts (capped) and decides
+    the first rows: a row's own reason beats the texts-per-image rule."""
+    from aligndata.pipeline import packed
     from aligndata.pipeline.config import CurateConfig
-    from aligndata.pipeline.curate import ResolveUrlGroup
+    from aligndata.pipeline.curate import FirstOfPair, ResolveUrlGroup
+    from aligndata.pipeline.outputs import VERDICTS
 
-    def row(src, pos, caption, reason=None):
-        return {"uid": f"uid-{caption}", "url": "http://a.test/x.jpg", "caption": caption, "src": src, "row": pos,
-                "text_hash": hash(caption), "reason": reason, "detail": "d" if reason else ""}
+    spans = {0: 4, 1: 4}
+    url = packed.url_key("http://a.test/x.jpg")
+    short = packed.REASON_CODE["text_too_short"]
 
-    rows = [row(1, 0, "b"), row(0, 9, "a"), row(0, 3, "a"), row(0, 5, "c", "text_too_short"), row(0, 7, "b"),
-            row(1, 2, "a")]
-    fn = ResolveUrlGroup(CurateConfig(inputs=("x",), output="o", dry_run=True))
-    fn.setup()
-    out = list(fn.process(("http://a.test/x.jpg", rows)))
-    rejects = sorted((o.value["row"], o.value["src"], o.value["reason"], o.value["detail"]) for o in out
-                     if hasattr(o, "tag"))
-    assert rejects == [(0, 1, "duplicate_pair", "same pair as file 0 row 7"),  # file 0 precedes file 1
-                       (2, 1, "duplicate_pair", "same pair as file 0 row 3"),
-                       (5, 0, "text_too_short", "d"),
-                       (9, 0, "duplicate_pair", "same pair as file 0 row 3")]
-    (url, survivors), = [o for o in out if not hasattr(o, "tag")]
-    assert [(r["src"], r["row"]) for r in survivors] == [(0, 3), (0, 7)]
+    def pair(src, row, text, code=0):
+        return packed.PAIR_ROW.pack(url, text, src, row, code)
 
-    capped = ResolveUrlGroup(CurateConfig(inputs=("x",), output="o", dry_run=True, max_texts_per_image=1))
-    capped.setup()
-    out = list(capped.process(("http://a.test/x.jpg", rows)))
-    assert not [o for o in out if not hasattr(o, "tag")]  # 3 distinct texts > 1: nothing survives
-    reasons_ = sorted(o.value["reason"] for o in out)
-    assert reasons_ == ["duplicate_pair", "duplicate_pair", "duplicate_pair", "image_too_many_texts",
-                        "image_too_many_texts", "text_too_short"]
+    cfg = CurateConfig(inputs=("x",), output="o", dry_run=True)
+    groups = {b"a": [pair(0, 9, 1), pair(0, 3, 1), pair(1, 2, 1)], b"b": [pair(1, 0, 2), pair(0, 7, 2)],
+              b"c": [pair(0, 5, 3, short)]}
+    first_fn = FirstOfPair(cfg, spans)
+    first_fn.setup()
+    firsts, duplicates = [], []
+    for uid, values in groups.items():
+        for out in first_fn.process((uid, values)):
+            if getattr(out, "tag", None) == VERDICTS:
+                part, verdict = out.value
+                duplicates.append((part, packed.unpack_verdict(verdict)))
+            else:
+                firsts.append(out)
+    assert sorted(duplicates) == [((0, 2), (9, packed.REASON_CODE["duplicate_pair"], b"same pair as file 0 row 3")),
+                                  ((1, 0), (0, packed.REASON_CODE["duplicate_pair"], b"same pair as file 0 row 7")),
+                                  ((1, 0), (2, packed.REASON_CODE["duplicate_pair"], b"same pair as file 0 row 3"))]
+    assert {key for key, _ in firsts} == {url}
+    first_rows = [value for _, value in firsts]
+    assert sorted(packed.URL_ROW.unpack_from(v)[1:3] for v in first_rows) == [(0, 3), (0, 5), (0, 7)]
+
+    def decide(max_texts):
+        fn = ResolveUrlGroup(CurateConfig(inputs=("x",), output="o", dry_run=True, max_texts_per_image=max_texts),
+                             spans)
+        fn.setup()
+        return sorted((part, packed.unpack_verdict(v)) for part, v in fn.process((url, first_rows)))
+
+    assert decide(1000) == [((0, 0), (3, packed.KEEP, b"")), ((0, 1), (5, short, b"")),
+                            ((0, 1), (7, packed.KEEP, b""))]
+    too_many = packed.REASON_CODE["image_too_many_texts"]
+    assert decide(2) == [((0, 0), (3, too_many, b"> 2 texts")), ((0, 1), (5, short, b"")),
+                         ((0, 1), (7, too_many, b"> 2 texts"))]

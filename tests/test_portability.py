@@ -31,8 +31,9 @@ def test_graph_round_trips_through_the_portable_proto(runner, dry_run, tmp_path)
     build_curate(p, cfg, [InputSpec(str(tmp_path / "pairs.parquet"), 0, "parquet", "url", "caption")])
     proto = p.to_runner_api()
     names = {t.unique_name for t in proto.components.transforms.values()}
-    expected = {"Read", "Prepare", "GroupByText", "GroupByUrl", "Report", "WriteRejected"}
-    expected |= {"WriteCandidates"} if dry_run else {"AssignShards", "FetchShards"}
+    expected = {"Read", "Prepare", "GroupByText", "GroupByPair", "GroupByUrl", "GroupByPart", "ApplyVerdicts",
+                "Report"}
+    expected |= set() if dry_run else {"AssignShards", "FetchShards", "WriteRejected"}
     assert expected <= {name.split("/")[0] for name in names}
     again = beam.Pipeline.from_runner_api(proto, p.runner, options).to_runner_api()
     assert {t.unique_name for t in again.components.transforms.values()} == names

@@ -37,11 +37,12 @@ from aligndata.filters.options import defaults as option_defaults
 # Stages, in pipeline order: where a rule is decided.
 ROW = "row"  # one input row on its own (pipeline/candidates.py)
 TEXT_GROUP = "text_group"  # every row sharing one lowercased caption, with the corpus n-gram counts
-URL_GROUP = "url_group"  # every row naming one image URL
+PAIR_GROUP = "pair_group"  # every copy of one (URL, caption) pair
+URL_GROUP = "url_group"  # the first row of every pair naming one image URL
 FETCH = "fetch"  # the download (fetch/client.py)
 IMAGE = "image"  # the decoded image (images/process.py)
 CONTENT = "content"  # what the image shows (images/content_checks.py)
-STAGES = (ROW, TEXT_GROUP, URL_GROUP, FETCH, IMAGE, CONTENT)
+STAGES = (ROW, TEXT_GROUP, PAIR_GROUP, URL_GROUP, FETCH, IMAGE, CONTENT)
 
 # What a rule judges: report.html shows example captions of every caption rule, even when it dropped nothing.
 CAPTION = "caption"
@@ -82,9 +83,9 @@ RULES: tuple[Rule, ...] = (
     Rule(reasons.INVALID_ROW, ROW, "valid_rows", ROW_FIELDS,
          "no usable URL or caption: missing, unsupported or overlong URL, empty caption, broken encoding",
          decided_in="pipeline/candidates.py: invalid_detail"),
-    Rule(reasons.DUPLICATE_PAIR, URL_GROUP, "unique_pairs", ROW_FIELDS,
+    Rule(reasons.DUPLICATE_PAIR, PAIR_GROUP, "unique_pairs", ROW_FIELDS,
          "the same URL and caption as an earlier input row",
-         decided_in="pipeline/curate.py: ResolveUrlGroup"),
+         decided_in="pipeline/curate.py: FirstOfPair"),
     Rule(reasons.TEXT_TOO_SHORT, ROW, "text_rules", CAPTION, "captions with fewer than --min-words words",
          paper="alt-texts that are too short (<3 unigrams)",
          options=(Option("--min-words", 3, "keep captions with >= this many words", type=non_negative_int),),

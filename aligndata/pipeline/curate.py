@@ -6,9 +6,15 @@ The flow, readable top to bottom in ``build_curate``:
   n-gram counts -> count histogram -> allowlist threshold c*  (a handful of numbers, never the vocabulary)
   rare n-grams (count < c*) joined with the texts that use them -> rare texts      (skipped when c* <= 1)
   group by text  -> distinct image URLs per text (capped), rare flag
-  group by URL   -> duplicate pairs, distinct texts per URL (capped), final text reason; one fetch per URL
+  group by pair  -> the first row of each (URL, caption) pair; every other copy is a duplicate
+  group by URL   -> distinct texts per URL (capped), each row's final verdict
+  group by ledger part -> each row's record meets its verdict: the ledgers' parts (dry run), or rows to fetch
   shards by URL-hash range, before fetching: one worker downloads (thread pool), decodes, checks, re-encodes
   and writes each shard, so image bytes are never shuffled; the rejected ledger in parts; report.json last
+
+What each shuffle carries (see ``packed.py``): a row's text and extra columns cross one shuffle, as one packed
+record keyed by its ledger part; the text, pair and URL groups carry only 128-bit keys, input positions and a
+reason code, and every group is read in streamed passes with capped state (bounds in each DoFn's docstring).
 
 Every DoFn with side effects writes through a temporary name and renames, so a retried bundle is harmless.
 """
@@ -34,9 +40,11 @@ from aligndata.filters.frequency import (
     too_many_texts_reason,
 )
 from aligndata.filters.text import tokenize, word_ngrams
-from aligndata.pipeline import fetch_stage, ledger, report, shard_assign
+from aligndata.pipeline import fetch_stage, ledger, packed, report, shard_assign
 from aligndata.pipeline.config import CurateConfig
-from aligndata.pipeline.outputs import EXTRACTION, FETCH_STATS, NAMESPACE, NGRAMS, PAGE_URLS, REJECTS, emit, reject
+from aligndata.pipeline.outputs import (
+    EXTRACTION, FETCH_STATS, NAMESPACE, NGRAMS, PAGE_URLS, PAIRS, RECORDS, REJECTS, TEXTS, VERDICTS, emit,
+)
 from aligndata.fetch.client import FetchConfig, Fetcher
 from aligndata.pipeline.progress import ProgressWriter
 from aligndata.pipeline.candidates import prepare_row
@@ -49,7 +57,6 @@ PAIR_FLUSH_KEYS = 200_000
 # An allowlist this small is looked up in a Python set (~50 ns a lookup); larger, in the sorted array itself
 # (a set costs ~60 bytes a hash, the array 8).
 SET_LOOKUP_MAX = 2_000_000
-_ROW, _RARE = 0, 1  # tags of a text group's values: a row, or the text's rarest n-gram (count, n-gram)
 
 
 class ReadRows(beam.DoFn):
@@ -135,10 +142,17 @@ class MergeExtractStats(beam.CombineFn):
 
 
 class PrepareRows(beam.DoFn):
-    """Validate and normalize rows; count unigrams+bigrams over the raw corpus, pre-aggregated per bundle."""
+    """Validate and normalize rows and apply the row rules; count unigrams+bigrams, pre-aggregated per bundle.
 
-    def __init__(self, cfg: CurateConfig):
+    Every row leaves as its packed record, keyed by its ledger part (RECORDS); a valid row also leaves as a
+    few fixed-size bytes for the groups that decide the corpus rules: by text when it passed the row rules
+    (main output), straight to its pair group when one failed (PAIRS). Passing texts, once per bundle, go to the
+    rare-token join (TEXTS).
+    """
+
+    def __init__(self, cfg: CurateConfig, spans: dict[int, int]):
         self.cfg = cfg
+        self.spans = spans
 
     def setup(self):
         self.progress = ProgressWriter(self.cfg.progress_dir)
@@ -146,19 +160,32 @@ class PrepareRows(beam.DoFn):
 
     def start_bundle(self):
         self.counts = collections.Counter()
+        self.texts_seen = set()  # bounded: cleared with the counts
         self.invalid = 0
 
     def process(self, raw):
         cand, words = prepare_row(raw, self.rules, self.cfg.page_url_col)
+        src, row = cand["src"], cand["row"]
+        code = packed.REASON_CODE[cand["reason"]] if cand["reason"] else packed.KEEP
+        part = ledger.part_of(src, row, self.spans)
         if words is None:
             self.invalid += 1
-            yield emit(REJECTS, reject(cand, cand["reason"], cand["detail"]))
+            yield emit(RECORDS, (part, packed.pack_record(cand, code, final=True)))
             return
+        yield emit(RECORDS, (part, packed.pack_record(cand, code, final=False)))
         self.counts.update(ngram_hashes(words))
         if len(self.counts) > NGRAM_FLUSH_KEYS:
             yield from (emit(NGRAMS, kv) for kv in self.counts.items())
             self.counts.clear()
-        yield cand
+            self.texts_seen.clear()
+        url_key, uid, text_hash = packed.url_key(cand["url"]), packed.uid_bytes(cand["uid"]), cand["text_hash"]
+        if code:
+            yield emit(PAIRS, (uid, packed.PAIR_ROW.pack(url_key, text_hash, src, row, code)))
+            return
+        yield text_hash, packed.TEXT_ROW.pack(url_key, uid, src, row)
+        if text_hash not in self.texts_seen:
+            self.texts_seen.add(text_hash)
+            yield emit(TEXTS, (text_hash, cand["caption"]))
 
     def finish_bundle(self):
         for kv in self.counts.items():
@@ -244,6 +271,8 @@ class AllowlistFn(beam.CombineFn):
 class RareNgramTextPairs(beam.DoFn):
     """(n-gram, text) pairs for the rare-token join, deduplicated per bundle; nothing at all when c* <= 1.
 
+    Input: (text hash, caption) of the texts that passed the row rules.
+
     With the allowlist as a side input, a row sends only its rare n-grams (those not in the allowlist) to the
     join, which then only looks up their counts: about 1 pair per rejected text instead of ~19 per passing
     text, and no join group for a frequent n-gram. Over the memory budget (allowlist None), every n-gram goes to
@@ -262,10 +291,11 @@ class RareNgramTextPairs(beam.DoFn):
             self._small = set(allowlist.tolist()) if len(allowlist) <= SET_LOOKUP_MAX else None
         return self._small
 
-    def process(self, cand, freq, allowlist):
+    def process(self, text, freq, allowlist):
+        text_hash, caption = text
         if freq["allowlist_threshold"] <= 1:
             return
-        grams = word_ngrams(tokenize(cand["caption"]))
+        grams = word_ngrams(tokenize(caption))
         hashes = [hash64(g) for g in grams]
         if allowlist is None:
             rare = zip(hashes, grams)
@@ -275,7 +305,6 @@ class RareNgramTextPairs(beam.DoFn):
             values = np.array(hashes, dtype=np.uint64)
             at = np.minimum(np.searchsorted(allowlist, values), len(allowlist) - 1)
             rare = [(h, g) for h, g, found in zip(hashes, grams, allowlist[at] == values) if not found]
-        text_hash = cand["text_hash"]
         for gram_hash, gram in rare:
             self.pairs[(gram_hash, text_hash)] = gram
         if len(self.pairs) > PAIR_FLUSH_KEYS:
@@ -302,88 +331,121 @@ def _rare_texts_of_ngram(kv):
 
 
 class AnnotateTextGroup(beam.DoFn):
-    """All rows sharing one lowercased text: count their distinct image URLs (capped) and mark rare tokens.
+    """All passing rows sharing one lowercased text: count their distinct image URLs (capped) and mark rare tokens.
 
-    The group (a GroupByKey of rows and at most one rare-token marker, told apart by tag) is read in two streamed
+    The group (a GroupByKey of packed rows and at most one rare-token marker, a tuple) is read in two streamed
     passes and never listed, so a caption on millions of URLs costs this worker the URL counter only (at most
-    --max-images-per-text + 1 hashes): the first pass finds the marker and counts, the second decides.
+    --max-images-per-text + 1 keys): the first pass finds the marker and counts, the second decides. Each row
+    goes on to its pair group with the text's verdict.
     """
 
     def __init__(self, cfg: CurateConfig):
         self.cfg = cfg
 
     def process(self, kv, freq):
-        _, tagged = kv
+        text_hash, values = kv
         rare = None
         urls = CappedDistinct(self.cfg.max_images_per_text)
-        for tag, value in tagged:
-            if tag == _RARE:
-                rare = value if rare is None else min(rare, value)
+        for value in values:
+            if isinstance(value, bytes):
+                urls.add(value[:16])  # the URL key
             else:
-                urls.add(hash64(value["url"]))
-        rare_reason = rare is not None and rare_token_reason(rare[0], freq["allowlist_threshold"])
-        shared = shared_text_reason(urls.count, self.cfg.max_images_per_text)
-        for tag, row in tagged:  # a GroupByKey's values may be iterated again (runners re-read them)
-            if tag == _RARE:
-                continue
-            if rare_reason:
-                row = dict(row, reason=reasons.TEXT_RARE_TOKEN,
-                           detail=f"{rare[1]!r} seen {rare[0]}x < {freq['allowlist_threshold']}")
-            elif shared:
-                row = dict(row, reason=reasons.TEXT_SHARED_BY_TOO_MANY_IMAGES,
-                           detail=f"> {self.cfg.max_images_per_text} images")
-            yield row["url"], row
+                rare = value if rare is None else min(rare, value)
+        code, detail = packed.KEEP, b""
+        threshold = freq["allowlist_threshold"]
+        if rare is not None and rare_token_reason(rare[0], threshold):
+            code = packed.REASON_CODE[reasons.TEXT_RARE_TOKEN]
+            detail = f"{rare[1]!r} seen {rare[0]}x < {threshold}".encode("utf-8", errors="surrogatepass")
+        elif shared_text_reason(urls.count, self.cfg.max_images_per_text):
+            code = packed.REASON_CODE[reasons.TEXT_SHARED_BY_TOO_MANY_IMAGES]
+            detail = f"> {self.cfg.max_images_per_text} images".encode()
+        for value in values:  # a GroupByKey's values may be iterated again (runners re-read them)
+            if isinstance(value, bytes):
+                url_key, uid, src, row = packed.TEXT_ROW.unpack(value)
+                yield uid, packed.PAIR_ROW.pack(url_key, text_hash, src, row, code) + detail
 
 
-class ResolveUrlGroup(beam.DoFn):
-    """All rows naming one image URL: duplicates, texts-per-image rule, final text verdict; survivors go on."""
+@beam.typehints.with_output_types(tuple[bytes, bytes])  # the main output (inference would see the tagged one)
+class FirstOfPair(beam.DoFn):
+    """All rows of one (URL, caption) pair, keyed by its uid: the earliest input position is the pair's first
+    row, every other copy a duplicate_pair naming it (that verdict beats every other). Two streamed passes,
+    O(1) state however many copies; first rows go on to their URL group."""
 
-    def __init__(self, cfg: CurateConfig):
+    def __init__(self, cfg: CurateConfig, spans: dict[int, int]):
         self.cfg = cfg
+        self.spans = spans
 
     def setup(self):
         self.progress = ProgressWriter(self.cfg.progress_dir)
+        self.duplicate = packed.REASON_CODE[reasons.DUPLICATE_PAIR]
 
     def finish_bundle(self):
         self.progress.flush()
 
     def process(self, kv):
-        """Two streamed passes over the group, no sort of it: the first counts distinct texts (capped) and keeps
-        each uid's first input position (one pair of ints per distinct caption, not the rows); the second
-        decides every row. Only the survivors are held: at most --max-texts-per-image distinct captions."""
-        url, rows = kv
-        texts = CappedDistinct(self.cfg.max_texts_per_image)
-        first_at: dict[str, tuple[int, int]] = {}
-        for row in rows:
-            texts.add(row["text_hash"])
-            at = (row["src"], row["row"])
-            known = first_at.get(row["uid"])
-            if known is None or at < known:
-                first_at[row["uid"]] = at
-        too_many = too_many_texts_reason(texts.count, self.cfg.max_texts_per_image)
-        survivors = []
-        n = 0
-        for row in rows:  # a GroupByKey's values may be iterated again (runners re-read them; no list is made)
-            n += 1
-            first = first_at[row["uid"]]
-            if first != (row["src"], row["row"]):
-                detail = f"same pair as file {first[0]} row {first[1]}"
-                yield emit(REJECTS, reject(row, reasons.DUPLICATE_PAIR, detail))
-            elif row["reason"]:
-                yield emit(REJECTS, reject(row, row["reason"], row["detail"]))
-            elif too_many:
-                yield emit(REJECTS, reject(row, too_many, f"> {self.cfg.max_texts_per_image} texts"))
+        _, values = kv
+        first = min(packed.PAIR_ROW.unpack_from(value)[2:4] for value in values)
+        copies = 0
+        for value in values:
+            url_key, text_hash, src, row, code = packed.PAIR_ROW.unpack_from(value)
+            if (src, row) == first:
+                yield url_key, packed.URL_ROW.pack(text_hash, src, row, code) + value[packed.PAIR_ROW.size:]
             else:
-                survivors.append(row)
-        survivors.sort(key=lambda r: (r["src"], r["row"]))  # bounded: one row per distinct caption, <= the cap
-        self.progress.add(rejected=n - len(survivors))
-        if survivors:
-            Metrics.counter(NAMESPACE, "urls_to_fetch").inc()
+                copies += 1
+                detail = f"same pair as file {first[0]} row {first[1]}".encode()
+                yield emit(VERDICTS, (ledger.part_of(src, row, self.spans),
+                                      packed.pack_verdict(row, self.duplicate, detail)))
+        if copies:
+            self.progress.add(rejected=copies)
+
+
+class ResolveUrlGroup(beam.DoFn):
+    """The first rows of every pair naming one image URL: texts-per-image rule and the final verdict of each.
+
+    Two streamed passes, no list and no sort of the group: the first counts distinct texts (capped: at most
+    --max-texts-per-image + 1 hashes), the second decides every row. Verdicts go to the rows' ledger parts.
+    """
+
+    def __init__(self, cfg: CurateConfig, spans: dict[int, int]):
+        self.cfg = cfg
+        self.spans = spans
+
+    def setup(self):
+        self.progress = ProgressWriter(self.cfg.progress_dir)
+        self.too_many_code = packed.REASON_CODE[reasons.IMAGE_TOO_MANY_TEXTS]
+        self.too_many_detail = f"> {self.cfg.max_texts_per_image} texts".encode()
+        self.urls_to_fetch = Metrics.counter(NAMESPACE, "urls_to_fetch")
+
+    def finish_bundle(self):
+        self.progress.flush()
+
+    def process(self, kv):
+        _, values = kv
+        texts = CappedDistinct(self.cfg.max_texts_per_image)
+        for value in values:
+            texts.add(value[:8])  # the text hash
+        too_many = too_many_texts_reason(texts.count, self.cfg.max_texts_per_image)
+        kept = rejected = 0
+        for value in values:  # a GroupByKey's values may be iterated again (runners re-read them; no list is made)
+            _, src, row, code = packed.URL_ROW.unpack_from(value)
+            if code:
+                verdict = packed.pack_verdict(row, code, value[packed.URL_ROW.size:])
+            elif too_many:
+                verdict = packed.pack_verdict(row, self.too_many_code, self.too_many_detail)
+            else:
+                verdict = packed.pack_verdict(row, packed.KEEP)
+            if code or too_many:
+                rejected += 1
+            else:
+                kept += 1
+            yield ledger.part_of(src, row, self.spans), verdict
+        self.progress.add(rejected=rejected)
+        if kept:
+            self.urls_to_fetch.inc()
             if self.cfg.dry_run:
-                self.progress.add(kept=len(survivors))
+                self.progress.add(kept=kept)
             else:
                 self.progress.add(urls_to_fetch=1)
-            yield url, survivors
 
 
 def build_curate(p: beam.Pipeline, cfg: CurateConfig, specs: list[InputSpec]):
@@ -405,8 +467,11 @@ def build_curate(p: beam.Pipeline, cfg: CurateConfig, specs: list[InputSpec]):
     else:  # pairs only: no page to fetch, and ~20 fewer transforms to build and run (~0.2 s of fixed cost)
         raw, extraction_parts = read.rows, read[EXTRACTION]
     extraction = extraction_parts | "ExtractionTotals" >> beam.CombineGlobally(MergeExtractStats())
-    prepared = raw | "Prepare" >> beam.ParDo(PrepareRows(cfg)).with_outputs(REJECTS, NGRAMS, main="candidates")
-    candidates = prepared.candidates
+    spans = ledger.part_spans(specs)
+    prepared = raw | "Prepare" >> beam.ParDo(PrepareRows(cfg, spans)).with_outputs(
+        RECORDS, NGRAMS, PAIRS, TEXTS, main="by_text")
+    records = prepared[RECORDS]
+    part_keys, part_list = ledger.part_keys(records)
 
     # Allowlist threshold from the histogram of n-gram counts.
     ngram_counts = prepared[NGRAMS] | "SumNgrams" >> beam.CombinePerKey(sum)
@@ -428,9 +493,8 @@ def build_curate(p: beam.Pipeline, cfg: CurateConfig, specs: list[InputSpec]):
         | "AllowedHashes" >> beam.Keys()
         | "Allowlist" >> beam.CombineGlobally(AllowlistFn(cfg.allowlist_memory_mb * 2**20 // 8))
     )
-    passing = candidates | "TextRulesPassed" >> beam.Filter(lambda c: not c["reason"])
-    pairs = passing | "NgramTextPairs" >> beam.ParDo(RareNgramTextPairs(), freq_side,
-                                                     beam.pvalue.AsSingleton(allowlist))
+    pairs = prepared[TEXTS] | "NgramTextPairs" >> beam.ParDo(RareNgramTextPairs(), freq_side,
+                                                             beam.pvalue.AsSingleton(allowlist))
     rare_texts = (
         {"count": rare_ngrams, "texts": pairs}
         | "JoinRare" >> beam.CoGroupByKey()
@@ -438,66 +502,65 @@ def build_curate(p: beam.Pipeline, cfg: CurateConfig, specs: list[InputSpec]):
         | "MinRare" >> beam.CombinePerKey(min)
     )
 
-    # Group by text, then by URL.
+    # The corpus rules, on packed positions and hashes: by text, then by pair (duplicates), then by URL.
     # Not a CoGroupByKey: Beam's Python CoGroupByKey builds a list of each side, the whole group in memory.
-    by_text = passing | "KeyByText" >> beam.Map(lambda c: (c["text_hash"], (_ROW, c)))
-    rare_marks = rare_texts | "TagRare" >> beam.Map(lambda kv: (kv[0], (_RARE, kv[1])))
     text_checked = (
-        (by_text, rare_marks)
+        (prepared.by_text, rare_texts)
         | "RowsAndMarks" >> beam.Flatten()
         | "GroupByText" >> beam.GroupByKey()
         | "TextGroup" >> beam.ParDo(AnnotateTextGroup(cfg), freq_side)
     )
-    failed_text = (
-        candidates
-        | "TextRulesFailed" >> beam.Filter(lambda c: bool(c["reason"]))
-        | "KeyByUrl" >> beam.Map(lambda c: (c["url"], c))
+    firsts = (
+        (text_checked, prepared[PAIRS])
+        | "AllPairs" >> beam.Flatten()
+        | "GroupByPair" >> beam.GroupByKey()
+        | "PairGroup" >> beam.ParDo(FirstOfPair(cfg, spans)).with_outputs(VERDICTS, main="firsts")
     )
-    resolved = (
-        (text_checked, failed_text)
-        | "AllByUrl" >> beam.Flatten()
-        | "GroupByUrl" >> beam.GroupByKey()
-        | "UrlGroup" >> beam.ParDo(ResolveUrlGroup(cfg)).with_outputs(REJECTS, main="to_fetch")
-    )
+    url_verdicts = firsts.firsts | "GroupByUrl" >> beam.GroupByKey() | "UrlGroup" >> beam.ParDo(
+        ResolveUrlGroup(cfg, spans))
 
-    rejects = [prepared[REJECTS], resolved[REJECTS]]
+    # Each row's record meets its verdict in its ledger part.
+    applied = (
+        (records, firsts[VERDICTS], url_verdicts)
+        | "RecordsAndVerdicts" >> beam.Flatten()
+        | "GroupByPart" >> beam.GroupByKey()  # one key per part: at most LEDGER_PART_ROWS rows each
+        | "ApplyVerdicts" >> beam.ParDo(ledger.ApplyVerdicts(cfg, specs), part_list).with_outputs(
+            ledger.REASONS, ledger.WRITTEN, REJECTS, main="kept")
+    )
+    empty = (p | "Once" >> beam.Create([None])
+             | "IfEmpty" >> beam.Map(lambda _, keys: ledger.write_empty_ledgers(cfg, specs, keys), keys=part_list))
+    reason_parts = [applied[ledger.REASONS]]
+    side = {"freq": freq_side}
     if cfg.dry_run:
-        kept = resolved.to_fetch | "Candidates" >> beam.FlatMap(lambda kv: kv[1])
-        kept_count = kept | "WriteCandidates" >> ledger.WriteCandidates(cfg, specs)
-        shard_stats = None
-        fetch_stats = None
+        written = applied[ledger.WRITTEN] | "WrittenTotals" >> beam.CombineGlobally(report.SumCounts())
+        side["written"] = beam.pvalue.AsSingleton(written)
     else:
         fetched = (
-            resolved.to_fetch
+            applied.kept
             | "AssignShards" >> shard_assign.AssignShards(cfg.samples_per_shard)
             | "FetchShards" >> beam.ParDo(fetch_stage.FetchShard(cfg)).with_outputs(
                 REJECTS, FETCH_STATS, main="shard_stats"
             )
         )
-        rejects.append(fetched[REJECTS])
-        fetch_stats = fetched[FETCH_STATS] | "FetchTotals" >> beam.CombineGlobally(report.SumCounts())
-        shard_stats = fetched.shard_stats
-        kept_count = None
-
-    all_rejects = rejects | "AllRejects" >> beam.Flatten()
-    reason_counts = (
-        all_rejects
-        | "Reasons" >> beam.Map(lambda r: {r["reason"]: 1})
-        | "ReasonTotals" >> beam.CombineGlobally(report.SumCounts())
+        fetch_rejects = fetched[REJECTS]
+        reason_parts.append(fetch_rejects | "FetchReasons" >> beam.Map(lambda r: {r["reason"]: 1}))
+        keyed = fetch_rejects | "FetchRejectParts" >> beam.Map(lambda r: (ledger.part_of(r["src"], r["row"], spans), r))
+        rejected_written = (
+            (applied[REJECTS], keyed)
+            | "AllRejects" >> beam.Flatten()
+            | "WriteRejected" >> ledger.WriteRejected(cfg, specs, part_keys, part_list)
+        )
+        side["written"] = beam.pvalue.AsSingleton(
+            rejected_written | "AsWritten" >> beam.Map(lambda n: {"rejected": n}))
+        side["shard_stats"] = beam.pvalue.AsList(fetched.shard_stats)
+        side["fetch_stats"] = beam.pvalue.AsSingleton(
+            fetched[FETCH_STATS] | "FetchTotals" >> beam.CombineGlobally(report.SumCounts()))
+    reason_counts = reason_parts | "AllReasons" >> beam.Flatten() | "ReasonTotals" >> beam.CombineGlobally(
+        report.SumCounts())
+    side.update(
+        extraction=beam.pvalue.AsSingleton(extraction),
+        rows_read=beam.pvalue.AsSingleton(raw | "CountRows" >> beam.combiners.Count.Globally()),
+        reason_counts=beam.pvalue.AsSingleton(reason_counts),
+        empty_written=beam.pvalue.AsSingleton(empty),
     )
-    rejected_written = all_rejects | "WriteRejected" >> ledger.WriteRejected(cfg, specs)
-    rows_read = raw | "CountRows" >> beam.combiners.Count.Globally()
-
-    side = {
-        "extraction": beam.pvalue.AsSingleton(extraction),
-        "rows_read": beam.pvalue.AsSingleton(rows_read),
-        "reason_counts": beam.pvalue.AsSingleton(reason_counts),
-        "freq": freq_side,
-        "rejected_written": beam.pvalue.AsSingleton(rejected_written),
-    }
-    if shard_stats is not None:
-        side["shard_stats"] = beam.pvalue.AsList(shard_stats)
-        side["fetch_stats"] = beam.pvalue.AsSingleton(fetch_stats)
-    if kept_count is not None:
-        side["candidates_written"] = beam.pvalue.AsSingleton(kept_count)
-    return p | "Once" >> beam.Create([None]) | "Report" >> beam.Map(report.write_final, cfg=cfg, **side)
+    return p | "Final" >> beam.Create([None]) | "Report" >> beam.Map(report.write_final, cfg=cfg, **side)

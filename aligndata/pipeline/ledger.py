@@ -2,11 +2,16 @@
 reason) and DIR/candidates/ (--dry-run: the rows a real run would fetch).
 
 No step gathers rows under one key. A row's part is fixed by its input position, ``(file, position // span)``,
-so a part holds at most LEDGER_PART_ROWS rows however large the corpus: one worker sorts one part by input
-position and writes it (bounded memory). The list of non-empty parts, one small key per part, is combined into
-a side input that numbers them, so names (``part-00003-of-00042.parquet``) and bytes are the same on every
-runner and every retry; each part is written under a temporary name and renamed. An empty ledger is one empty
-part, so readers always find the schema.
+so a part holds at most LEDGER_PART_ROWS rows however large the corpus. Both ledgers have one part per *input*
+part (a range of input positions holding at least one row), numbered in position order from the sorted list of
+those keys (a side input: one small key a part), so names (``part-00003-of-00042.parquet``) and bytes are the
+same on every runner and every retry; a part no rejected (or kept) row fell in is written empty, with its
+schema, and so is part 0 of 1 when the input had no rows at all. Every part is written under a temporary name
+and renamed.
+
+The ledger part is also where a row's record (its text and extra columns, packed, see ``packed.py``) meets its
+verdict: ``ApplyVerdicts`` holds one part (bounded by LEDGER_PART_ROWS) and, in a dry run, writes both ledgers'
+parts itself, so a row's text crosses one shuffle.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from apache_beam.io.filesystems import FileSystems
 from aligndata.extract.html import MAX_IMAGES_PER_PAGE
 from aligndata.extract.pages import ROW_STRIDE
 from aligndata.io.atomic import write_bytes_atomic
+from aligndata.pipeline import packed
+from aligndata.pipeline.outputs import REJECTS, emit, reject
 from aligndata.shards.contract import CANDIDATES, LEDGER_PART_ROWS, REJECTED, ledger_part_name
 from aligndata.shards.writer import parquet_bytes
 
@@ -34,91 +41,154 @@ REJECTED_SCHEMA = pa.schema(
         ("source_row", pa.int64()),
     ]
 )
-# page-URL lists number rows page * ROW_STRIDE + i with at most MAX_IMAGES_PER_PAGE pairs a page: a part spans
-# this many pages so it too holds at most LEDGER_PART_ROWS rows.
-_PAGES_PER_PART = LEDGER_PART_ROWS // MAX_IMAGES_PER_PAGE
+REASONS, WRITTEN = "reasons", "written"  # ApplyVerdicts' counters: {reason: rows}, {ledger: rows written}
 
 
 def part_spans(specs) -> dict[int, int]:
-    """{input file index: how many row numbers one part spans}."""
-    return {s.index: ROW_STRIDE * _PAGES_PER_PART if s.fmt == "page-urls" else LEDGER_PART_ROWS for s in specs}
+    """{input file index: how many row numbers one part spans}. page-URL lists number rows
+    page * ROW_STRIDE + i with at most MAX_IMAGES_PER_PAGE pairs a page: their part spans that many fewer pages,
+    so it too holds at most LEDGER_PART_ROWS rows."""
+    pages_per_part = LEDGER_PART_ROWS // MAX_IMAGES_PER_PAGE
+    return {s.index: ROW_STRIDE * pages_per_part if s.fmt == "page-urls" else LEDGER_PART_ROWS for s in specs}
 
 
-class _WriteParts(beam.PTransform):
-    """Rows -> DIR/NAME/part-I-of-N.parquet; outputs the number of rows written."""
-
-    def __init__(self, directory: str, to_table, spans: dict[int, int], label: str):
-        super().__init__(label)
-        self.directory = directory
-        self.to_table = to_table
-        self.spans = spans
-
-    def expand(self, rows):
-        parts = (
-            rows
-            | "PartKey" >> beam.Map(lambda r, spans: ((r["src"], r["row"] // spans[r["src"]]), r), spans=self.spans)
-            | "GroupPart" >> beam.GroupByKey()  # one key per part: at most LEDGER_PART_ROWS rows each
-        )
-        names = beam.pvalue.AsSingleton(
-            parts | "PartKeys" >> beam.Keys() | "AllParts" >> beam.combiners.ToList()  # one key a part: small
-            | "Sorted" >> beam.Map(sorted)
-        )
-        written = parts | "WritePart" >> beam.Map(self._write, keys=names)
-        empty = rows.pipeline | "Once" >> beam.Create([None]) | "IfEmpty" >> beam.Map(self._write_empty, keys=names)
-        return (written, empty) | "AllWritten" >> beam.Flatten() | "Rows" >> beam.CombineGlobally(sum)
-
-    def _path(self, index: int, total: int) -> str:
-        return FileSystems.join(self.directory, ledger_part_name(index, total))
-
-    def _write(self, kv, keys):
-        key, rows = kv
-        rows = sorted(rows, key=lambda r: (r["src"], r["row"], r["uid"]))  # bounded: one part
-        write_bytes_atomic(self._path(bisect.bisect_left(keys, key), len(keys)), parquet_bytes(self.to_table(rows)))
-        return len(rows)
-
-    def _write_empty(self, _, keys):
-        if not keys:
-            write_bytes_atomic(self._path(0, 1), parquet_bytes(self.to_table([])))
-        return 0
+def part_of(src: int, row: int, spans: dict[int, int]) -> tuple[int, int]:
+    return src, row // spans[src]
 
 
-def _source_names(specs):
-    return {s.index: s.path for s in specs}
+def part_keys(records):
+    """(the part keys that hold at least one input row, the sorted list of them as a side input): one small key
+    a part."""
+    keys = records | "PartKeys" >> beam.Keys() | "DistinctParts" >> beam.Distinct()
+    return keys, beam.pvalue.AsSingleton(keys | "AllParts" >> beam.combiners.ToList() | "Sorted" >> beam.Map(sorted))
 
 
-def WriteRejected(cfg, specs):
-    sources = _source_names(specs)
+class _Tables:
+    """The two ledgers' tables, built from row dicts already in input order."""
 
-    def to_table(rows):
+    def __init__(self, cfg, specs):
+        self.sources = {s.index: s.path for s in specs}
+        self.extra_names = [c for c in cfg.extra_cols if c != cfg.page_url_col]
+
+    def rejected(self, rows) -> pa.Table:
         columns = {name: [] for name in REJECTED_SCHEMA.names}
         for r in rows:
             for name in ("uid", "url", "caption", "reason", "detail"):
                 columns[name].append(r[name])
-            columns["source_file"].append(sources[r["src"]])
+            columns["source_file"].append(self.sources[r["src"]])
             columns["source_row"].append(r["row"])
         return pa.table(columns, schema=REJECTED_SCHEMA)
 
-    return _WriteParts(FileSystems.join(cfg.output, REJECTED), to_table, part_spans(specs), "WriteRejectedParts")
-
-
-def WriteCandidates(cfg, specs):
-    """Rows that passed every text and frequency rule: what a real run would fetch."""
-    sources = _source_names(specs)
-    extra_names = [c for c in cfg.extra_cols if c != cfg.page_url_col]
-
-    def to_table(rows):
+    def candidates(self, rows) -> pa.Table:
+        """Rows that passed every text and frequency rule: what a real run would fetch."""
         columns = {
-            "uid": [r["uid"] for r in rows],
-            "url": [r["url"] for r in rows],
-            "caption": [r["caption"] for r in rows],
+            "uid": pa.array([r["uid"] for r in rows], pa.string()),
+            "url": pa.array([r["url"] for r in rows], pa.string()),
+            "caption": pa.array([r["caption"] for r in rows], pa.string()),
             "page_url": pa.array([r.get("page_url") for r in rows], pa.string()),
-            "source_file": [sources[r["src"]] for r in rows],
+            "source_file": pa.array([self.sources[r["src"]] for r in rows], pa.string()),
             "source_row": pa.array([r["row"] for r in rows], pa.int64()),
         }
-        for name in extra_names:
+        for name in self.extra_names:
             columns[name] = [r["extra"].get(name) for r in rows]
-        base = {k: pa.array(v, pa.string()) if k in ("uid", "url", "caption", "source_file") else v
-                for k, v in columns.items()}
-        return pa.table(base)
+        return pa.table(columns)
 
-    return _WriteParts(FileSystems.join(cfg.output, CANDIDATES), to_table, part_spans(specs), "WriteCandidatesParts")
+
+def _write_part(cfg, name: str, keys: list, key, table: pa.Table) -> None:
+    index, total = (bisect.bisect_left(keys, key), len(keys)) if keys else (0, 1)
+    path = FileSystems.join(cfg.output, name, ledger_part_name(index, total))
+    write_bytes_atomic(path, parquet_bytes(table))
+
+
+class ApplyVerdicts(beam.DoFn):
+    """One ledger part: its rows' records and their verdicts -> rejected rows and kept rows, in input order.
+
+    Holds one part (at most LEDGER_PART_ROWS records, packed, and as many verdicts). In a dry run it writes the
+    part of both ledgers; otherwise kept rows go on to the fetch stage as (url, row) and rejected rows to
+    ``WriteRejected``, which merges them with the fetch stage's. Outputs per-part counters (REASONS, WRITTEN).
+    """
+
+    def __init__(self, cfg, specs):
+        self.cfg = cfg
+        self.specs = specs
+
+    def setup(self):
+        self.tables = _Tables(self.cfg, self.specs)
+
+    def process(self, kv, keys):
+        key, values = kv
+        src = key[0]
+        verdicts, records = {}, []
+        for value in values:
+            if value[:1] == packed.VERDICT:
+                row, code, detail = packed.unpack_verdict(value)
+                verdicts[row] = (code, detail)
+            else:
+                records.append(value)
+        records.sort()  # big-endian positions: bytes order is input order
+        rejected, kept, counts = [], [], {}
+        for record in records:
+            cand, code, detail, final = packed.unpack_record(src, record)
+            if not final:
+                verdict = verdicts.pop(cand["row"], None)
+                if verdict is None:
+                    raise RuntimeError(f"no verdict reached input file {src} row {cand['row']}")
+                code = verdict[0]
+                if verdict[1]:
+                    detail = verdict[1].decode("utf-8")
+            if code == packed.KEEP:
+                kept.append(cand)
+                continue
+            reason = packed.REASON_OF[code]
+            counts[reason] = counts.get(reason, 0) + 1
+            rejected.append(reject(cand, reason, detail))
+        if verdicts:
+            raise RuntimeError(f"verdicts for rows that were never read: file {src}, rows {sorted(verdicts)[:5]}")
+        yield emit(REASONS, counts)
+        if self.cfg.dry_run:
+            _write_part(self.cfg, REJECTED, keys, key, self.tables.rejected(rejected))
+            _write_part(self.cfg, CANDIDATES, keys, key, self.tables.candidates(kept))
+            yield emit(WRITTEN, {"rejected": len(rejected), "candidates": len(kept)})
+            return
+        for row in rejected:
+            yield emit(REJECTS, (key, row))
+        for row in kept:
+            yield row["url"], row
+
+
+def write_empty_ledgers(cfg, specs, keys) -> int:
+    """When the input had no rows there is no part to write: part 0 of 1, empty, so readers find the schema."""
+    if not keys:
+        tables = _Tables(cfg, specs)
+        _write_part(cfg, REJECTED, keys, None, tables.rejected([]))
+        if cfg.dry_run:
+            _write_part(cfg, CANDIDATES, keys, None, tables.candidates([]))
+    return 0
+
+
+class WriteRejected(beam.PTransform):
+    """(part key, rejected row) -> DIR/rejected/part-I-of-N.parquet, one part for each input part (empty ones
+    too: every part key enters the group once, as None); outputs the number of rows written."""
+
+    def __init__(self, cfg, specs, part_keys, keys_side):
+        super().__init__()
+        self.cfg = cfg
+        self.specs = specs
+        self.part_keys = part_keys
+        self.keys_side = keys_side
+
+    def expand(self, rows):
+        every_part = self.part_keys | "EveryPart" >> beam.Map(lambda key: (key, None))
+        return (
+            (rows, every_part)
+            | "RowsAndParts" >> beam.Flatten()
+            | "GroupPart" >> beam.GroupByKey()  # one key per part: at most LEDGER_PART_ROWS rows each
+            | "WritePart" >> beam.Map(self._write, keys=self.keys_side)
+            | "Rows" >> beam.CombineGlobally(sum)
+        )
+
+    def _write(self, kv, keys):
+        key, rows = kv
+        rows = sorted((r for r in rows if r is not None), key=lambda r: r["row"])  # bounded: one part
+        _write_part(self.cfg, REJECTED, keys, key, _Tables(self.cfg, self.specs).rejected(rows))
+        return len(rows)

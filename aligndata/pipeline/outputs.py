@@ -15,6 +15,10 @@ NGRAMS = "ngrams"
 FETCH_STATS = "fetch_stats"
 PAGE_URLS = "page_urls"
 EXTRACTION = "extraction"
+RECORDS = "records"  # (ledger part, packed row record)
+PAIRS = "pairs"  # (uid, packed row): rows that failed a row rule, straight to their pair group
+TEXTS = "texts"  # (text hash, caption): passing texts for the rare-token join
+VERDICTS = "verdicts"  # (ledger part, packed verdict)
 # Built once: GlobalWindow() parses a timestamp proto on every construction (measurable per element).
 _GLOBAL_WINDOWS = (GlobalWindow(),)
 _REJECT_COUNTERS: dict = {}

@@ -63,15 +63,14 @@ def build_report(cfg, rows_read: int, reason_counts: dict, freq: dict, kept: int
     }
 
 
-def write_final(_, cfg, rows_read, reason_counts, freq, rejected_written, extraction=None, shard_stats=None,
-                fetch_stats=None, candidates_written=None):
-    """Runs once at the very end (its side inputs depend on every writer)."""
-    extra = {"rejected_written": rejected_written}
+def write_final(_, cfg, rows_read, reason_counts, freq, written, empty_written=0, extraction=None, shard_stats=None,
+                fetch_stats=None):
+    """Runs once at the very end (its side inputs depend on every writer). ``written``: rows per ledger."""
+    extra = {"rejected_written": written.get("rejected", 0)}
     if extraction is not None:
         extra["extraction"] = extraction
     if cfg.dry_run:
-        kept = candidates_written
-        extra["candidates"] = candidates_written
+        kept = extra["candidates"] = written.get("candidates", 0)
     else:
         shard_stats = compact_shards(cfg.output, shard_stats)
         kept = sum(s["count"] for s in shard_stats)

@@ -26,7 +26,8 @@ def shard_range(url: str, n_ranges: int) -> int:
 
 
 class _NumberShards(beam.DoFn):
-    """(range id, groups) -> (contiguous shard index, groups), skipping ranges that received no URL."""
+    """(range id, (url, row) pairs) -> (contiguous shard index, [(url, rows in input order), ...]), skipping
+    ranges that received no URL. Holds one shard's rows (about --samples-per-shard)."""
 
     def __init__(self):
         self._source_id = None
@@ -36,26 +37,29 @@ class _NumberShards(beam.DoFn):
         if self._source_id != id(nonempty_ranges):  # sort the side input once per worker, not per shard
             self._ranges = sorted(nonempty_ranges)
             self._source_id = id(nonempty_ranges)
-        range_id, groups = kv
-        yield bisect.bisect_left(self._ranges, range_id), list(groups)
+        range_id, url_rows = kv
+        by_url: dict[str, list] = {}
+        for url, row in url_rows:
+            by_url.setdefault(url, []).append(row)
+        groups = [(url, sorted(rows, key=lambda r: (r["src"], r["row"]))) for url, rows in by_url.items()]
+        yield bisect.bisect_left(self._ranges, range_id), groups
 
 
 class AssignShards(beam.PTransform):
-    """(url, surviving rows) -> (shard index, [(url, rows), ...])."""
+    """(url, kept row) -> (shard index, [(url, rows), ...]): every caption of a URL in the same shard."""
 
     def __init__(self, samples_per_shard: int):
         super().__init__()
         self.samples_per_shard = samples_per_shard
 
-    def expand(self, groups):
+    def expand(self, kept):
         per_shard = self.samples_per_shard
         n_ranges = (
-            groups
-            | "CandidateRows" >> beam.Map(lambda kv: len(kv[1]))
-            | "SumRows" >> beam.CombineGlobally(sum)
+            kept
+            | "CandidateRows" >> beam.combiners.Count.Globally()
             | "Ranges" >> beam.Map(lambda rows: max(1, math.ceil(rows / per_shard)))
         )
-        keyed = groups | "KeyByRange" >> beam.Map(
+        keyed = kept | "KeyByRange" >> beam.Map(
             lambda kv, n: (shard_range(kv[0], n), kv), n=beam.pvalue.AsSingleton(n_ranges)
         )
         nonempty = keyed | "RangeIds" >> beam.Keys() | "DistinctRanges" >> beam.Distinct()
