@@ -13,7 +13,7 @@ from helpers import REAL, needs_real, write_pairs
 from aligndata.inspect.ledger import read_ledger
 from aligndata.cli import main
 from aligndata.io.inputs import InputSpec
-from aligndata.pipeline.reference import plain_text_stage  # the plain-Python oracle (also the bench floor)
+from aligndata.pipeline.reference import plain_text_stage  # the plain-Python oracle (the bench's reference loop)
 from aligndata.pipeline.sources import iter_rows
 
 
