@@ -188,38 +188,74 @@ def test_ledgers_are_written_in_bounded_parts_by_input_position(tmp_path, monkey
     assert pq.read_table(tmp_path / "one.parquet").column("source_row").to_pylist() == list(range(10))
 
 
-def test_pair_and_url_groups_decide_in_two_passes_without_a_list_or_sort():
-    """Copies of one pair arrive in any order: the earliest input position is its first, every other copy is a
-    duplicate naming it (file 0 precedes file 1); the URL group then counts distinct texts (capped) and decides
-    the first rows: a row's own reason beats the texts-per-image rule."""
+def _run_group(fn, kv, *side):
+    """Drive one group DoFn over one group: (main outputs, PAIRS outputs, [(part, verdict)] unpacked)."""
+    from aligndata.pipeline import packed
+    from aligndata.pipeline.outputs import PAIRS, VERDICTS
+
+    fn.start_bundle()
+    outs = list(fn.process(kv, *side)) + list(fn.finish_bundle() or ())
+    main_, pairs, verdicts = [], [], []
+    for out in outs:
+        tag = getattr(out, "tag", None)
+        if tag == VERDICTS:
+            value = out.value
+            part, batch = value.value if hasattr(value, "windows") else value  # finish_bundle's are windowed
+            verdicts += [(part, packed.unpack_verdict(v)) for v in packed.iter_batch(batch)]
+        elif tag == PAIRS:
+            pairs.append(out.value)
+        else:
+            main_.append(out)
+    return main_, pairs, sorted(verdicts)
+
+
+def test_text_pair_and_url_groups_decide_in_two_passes_without_a_list_or_sort(monkeypatch):
+    """Copies of one pair arrive in any order: the earliest input position is its first (file 0 precedes file 1),
+    every other copy a duplicate naming it, decided in the text group, or in the pair group for a text with too
+    many pairs to track (the same verdicts); the URL group then counts distinct texts (capped) and decides the
+    first rows: a row's own reason beats the texts-per-image rule."""
     from aligndata.pipeline import packed
     from aligndata.pipeline.config import CurateConfig
-    from aligndata.pipeline.curate import FirstOfPair, ResolveUrlGroup
-    from aligndata.pipeline.outputs import VERDICTS
+    from aligndata.pipeline.curate import AnnotateTextGroup, FirstOfPair, ResolveUrlGroup
 
     spans = {0: 4, 1: 4}
     url = packed.url_key("http://a.test/x.jpg")
-    short = packed.REASON_CODE["text_too_short"]
-
-    def pair(src, row, text, code=0):
-        return packed.PAIR_ROW.pack(url, text, src, row, code)
-
+    short, dup = packed.REASON_CODE["text_too_short"], packed.REASON_CODE["duplicate_pair"]
     cfg = CurateConfig(inputs=("x",), output="o", dry_run=True)
-    groups = {b"a": [pair(0, 9, 1), pair(0, 3, 1), pair(1, 2, 1)], b"b": [pair(1, 0, 2), pair(0, 7, 2)],
-              b"c": [pair(0, 5, 3, short)]}
-    first_fn = FirstOfPair(cfg, spans)
-    first_fn.setup()
-    firsts, duplicates = [], []
-    for uid, values in groups.items():
-        for out in first_fn.process((uid, values)):
-            if getattr(out, "tag", None) == VERDICTS:
-                part, verdict = out.value
-                duplicates.append((part, packed.unpack_verdict(verdict)))
-            else:
-                firsts.append(out)
-    assert sorted(duplicates) == [((0, 2), (9, packed.REASON_CODE["duplicate_pair"], b"same pair as file 0 row 3")),
-                                  ((1, 0), (0, packed.REASON_CODE["duplicate_pair"], b"same pair as file 0 row 7")),
-                                  ((1, 0), (2, packed.REASON_CODE["duplicate_pair"], b"same pair as file 0 row 3"))]
+    freq = {"allowlist_threshold": 1}
+
+    def text_row(uid, src, row, code=0):
+        return packed.TEXT_ROW.pack(url, uid, src, row, code)
+
+    texts = {7: [text_row(b"a" * 16, 0, 9), text_row(b"a" * 16, 0, 3), text_row(b"a" * 16, 1, 2)],
+             8: [text_row(b"b" * 16, 1, 0), text_row(b"b" * 16, 0, 7)],
+             9: [text_row(b"c" * 16, 0, 5, short)]}
+    expected_dups = [((0, 2), (9, dup, b"same pair as file 0 row 3")),
+                     ((1, 0), (0, dup, b"same pair as file 0 row 7")),
+                     ((1, 0), (2, dup, b"same pair as file 0 row 3"))]
+
+    def firsts_and_dups(max_pairs):
+        monkeypatch.setattr(AnnotateTextGroup, "MAX_PAIRS_PER_TEXT", max_pairs)
+        text_fn = AnnotateTextGroup(cfg, spans)
+        text_fn.setup()
+        firsts, dups, hot = [], [], {}
+        for text_hash, values in texts.items():
+            main_, pairs, verdicts = _run_group(text_fn, (text_hash, values), freq)
+            firsts += main_
+            dups += verdicts
+            for uid, value in pairs:
+                hot.setdefault(uid, []).append(value)
+        pair_fn = FirstOfPair(cfg, spans)
+        pair_fn.setup()
+        for uid, values in hot.items():  # the pair group: a hot text's rows
+            main_, _, verdicts = _run_group(pair_fn, (uid, values))
+            firsts += main_
+            dups += verdicts
+        return firsts, sorted(dups), len(hot)
+
+    firsts, dups, n_hot = firsts_and_dups(10_000)
+    assert n_hot == 0 and dups == expected_dups
+    assert firsts_and_dups(0)[1:] == (expected_dups, 3)  # every text over the limit: 3 pair groups, same verdicts
     assert {key for key, _ in firsts} == {url}
     first_rows = [value for _, value in firsts]
     assert sorted(packed.URL_ROW.unpack_from(v)[1:3] for v in first_rows) == [(0, 3), (0, 5), (0, 7)]
@@ -228,7 +264,7 @@ def test_pair_and_url_groups_decide_in_two_passes_without_a_list_or_sort():
         fn = ResolveUrlGroup(CurateConfig(inputs=("x",), output="o", dry_run=True, max_texts_per_image=max_texts),
                              spans)
         fn.setup()
-        return sorted((part, packed.unpack_verdict(v)) for part, v in fn.process((url, first_rows)))
+        return _run_group(fn, (url, first_rows))[2]
 
     assert decide(1000) == [((0, 0), (3, packed.KEEP, b"")), ((0, 1), (5, short, b"")),
                             ((0, 1), (7, packed.KEEP, b""))]

@@ -40,7 +40,7 @@ from aligndata.filters.frequency import (
     too_many_texts_reason,
 )
 from aligndata.filters.text import tokenize, word_ngrams
-from aligndata.pipeline import fetch_stage, ledger, packed, report, shard_assign
+from aligndata.pipeline import fetch_stage, ledger, ngram_counts, packed, report, shard_assign
 from aligndata.pipeline.config import CurateConfig
 from aligndata.pipeline.outputs import (
     EXTRACTION, FETCH_STATS, NAMESPACE, NGRAMS, PAGE_URLS, PAIRS, RECORDS, REJECTS, TEXTS, VERDICTS, emit,
@@ -144,10 +144,10 @@ class MergeExtractStats(beam.CombineFn):
 class PrepareRows(beam.DoFn):
     """Validate and normalize rows and apply the row rules; count unigrams+bigrams, pre-aggregated per bundle.
 
-    Every row leaves as its packed record, keyed by its ledger part (RECORDS); a valid row also leaves as a
-    few fixed-size bytes for the groups that decide the corpus rules: by text when it passed the row rules
-    (main output), straight to its pair group when one failed (PAIRS). Passing texts, once per bundle, go to the
-    rare-token join (TEXTS).
+    Every row leaves as its packed record, batched by ledger part (RECORDS); a valid row also leaves as a few
+    fixed-size bytes for its text group (main output), which decides the corpus rules. Passing texts, once per
+    bundle, go to the rare-token join (TEXTS). Held per bundle: at most NGRAM_FLUSH_KEYS n-gram counts and
+    texts, and the record batcher's bound.
     """
 
     def __init__(self, cfg: CurateConfig, spans: dict[int, int]):
@@ -161,35 +161,36 @@ class PrepareRows(beam.DoFn):
     def start_bundle(self):
         self.counts = collections.Counter()
         self.texts_seen = set()  # bounded: cleared with the counts
+        self.records = packed.PartBatcher(packed.RECORD)
         self.invalid = 0
 
     def process(self, raw):
         cand, words = prepare_row(raw, self.rules, self.cfg.page_url_col)
         src, row = cand["src"], cand["row"]
         code = packed.REASON_CODE[cand["reason"]] if cand["reason"] else packed.KEEP
-        part = ledger.part_of(src, row, self.spans)
+        record = packed.pack_record(cand, code, final=words is None)
+        for batch in self.records.add(ledger.part_of(src, row, self.spans), record):
+            yield emit(RECORDS, batch)
         if words is None:
             self.invalid += 1
-            yield emit(RECORDS, (part, packed.pack_record(cand, code, final=True)))
             return
-        yield emit(RECORDS, (part, packed.pack_record(cand, code, final=False)))
         self.counts.update(ngram_hashes(words))
         if len(self.counts) > NGRAM_FLUSH_KEYS:
-            yield from (emit(NGRAMS, kv) for kv in self.counts.items())
+            yield from (emit(NGRAMS, kv) for kv in ngram_counts.bucket_counts(self.counts))
             self.counts.clear()
             self.texts_seen.clear()
-        url_key, uid, text_hash = packed.url_key(cand["url"]), packed.uid_bytes(cand["uid"]), cand["text_hash"]
-        if code:
-            yield emit(PAIRS, (uid, packed.PAIR_ROW.pack(url_key, text_hash, src, row, code)))
-            return
-        yield text_hash, packed.TEXT_ROW.pack(url_key, uid, src, row)
-        if text_hash not in self.texts_seen:
+        text_hash = cand["text_hash"]
+        yield text_hash, packed.TEXT_ROW.pack(packed.url_key(cand["url"]), packed.uid_bytes(cand["uid"]), src, row,
+                                              code)
+        if not code and text_hash not in self.texts_seen:
             self.texts_seen.add(text_hash)
             yield emit(TEXTS, (text_hash, cand["caption"]))
 
     def finish_bundle(self):
-        for kv in self.counts.items():
+        for kv in ngram_counts.bucket_counts(self.counts):
             yield emit(NGRAMS, kv, from_finish_bundle=True)
+        for batch in self.records.flush():
+            yield emit(RECORDS, batch, from_finish_bundle=True)
         self.counts.clear()
         self.progress.add(rejected=self.invalid)
         self.progress.flush()
@@ -227,45 +228,34 @@ class ThresholdFn(beam.CombineFn):
 
 
 class AllowlistFn(beam.CombineFn):
-    """The allowlist (hashes of the n-grams with count >= c*) as one sorted numpy uint64 array, or None once it
-    holds more than ``max_hashes`` (the memory budget: 8 bytes a hash, broadcast to every worker)."""
-
-    CHUNK = 65_536
+    """The allowlist (hashes of the n-grams with count >= c*, arriving as one array a bucket) as one sorted numpy
+    uint64 array, or None once it holds more than ``max_hashes`` (the memory budget: 8 bytes a hash, broadcast
+    to every worker)."""
 
     def __init__(self, max_hashes: int):
         self.max_hashes = max_hashes
 
     def create_accumulator(self):
-        return [[], []]  # numpy chunks, a list being filled; None: over budget
+        return []  # arrays; None: over budget
 
-    @staticmethod
-    def _size(acc) -> int:
-        return sum(len(c) for c in acc[0]) + len(acc[1])
+    def _checked(self, acc):
+        return None if acc is None or sum(len(a) for a in acc) > self.max_hashes else acc
 
     def add_input(self, acc, element):
-        if acc is None:
-            return None
-        acc[1].append(element)
-        if len(acc[1]) >= self.CHUNK:  # the budget is checked a chunk at a time, and exactly at the end
-            acc[0].append(np.array(acc[1], dtype=np.uint64))
-            acc[1] = []
-            if self._size(acc) > self.max_hashes:
-                return None
-        return acc
+        if acc is not None:
+            acc.append(element)
+        return self._checked(acc)
 
     def merge_accumulators(self, accs):
-        out = [[], []]
-        for acc in accs:
-            if acc is None:
-                return None
-            out[0].extend(acc[0])
-            out[1].extend(acc[1])
-        return None if self._size(out) > self.max_hashes else out
+        accs = list(accs)
+        if any(acc is None for acc in accs):
+            return None
+        return self._checked([a for acc in accs for a in acc])
 
     def extract_output(self, acc):
-        if acc is None or self._size(acc) > self.max_hashes:
+        if self._checked(acc) is None:
             return None
-        return np.sort(np.concatenate([*acc[0], np.array(acc[1], dtype=np.uint64)]))
+        return np.sort(np.concatenate(acc)) if acc else np.empty(0, dtype=np.uint64)
 
 
 class RareNgramTextPairs(beam.DoFn):
@@ -297,7 +287,7 @@ class RareNgramTextPairs(beam.DoFn):
             return
         grams = word_ngrams(tokenize(caption))
         hashes = [hash64(g) for g in grams]
-        if allowlist is None:
+        if allowlist is None or not len(allowlist):  # over the budget: the join decides; empty: all are rare
             rare = zip(hashes, grams)
         elif (small := self._allowed(allowlist)) is not None:
             rare = [(h, g) for h, g in zip(hashes, grams) if h not in small]
@@ -320,56 +310,52 @@ class RareNgramTextPairs(beam.DoFn):
 
 
 def _rare_texts_of_ngram(kv):
-    """For a rare n-gram: (text hash, (its count, the n-gram)) for every text using it."""
-    _, grouped = kv
-    counts = grouped["count"]
-    if not counts:
+    """A rare n-gram's group: its count (an int, when the n-gram is rare) and the texts using it
+    ((text hash, n-gram) tuples) -> (text hash, (count, n-gram)) for each. Two streamed passes, never a list:
+    when the allowlist is over its memory budget every n-gram comes here, "the" with millions of texts."""
+    _, values = kv
+    count = next((v for v in values if isinstance(v, int)), None)
+    if count is None:
         return
-    count = counts[0]
-    for text_hash, gram in grouped["texts"]:
-        yield text_hash, (count, gram)
+    for value in values:
+        if not isinstance(value, int):
+            text_hash, gram = value
+            yield text_hash, (count, gram)
 
 
-class AnnotateTextGroup(beam.DoFn):
-    """All passing rows sharing one lowercased text: count their distinct image URLs (capped) and mark rare tokens.
+class _VerdictBatches:
+    """Mixin for the DoFns that emit rows' verdicts: batched by ledger part within a bundle (bounded)."""
+
+    def start_bundle(self):
+        self.verdicts = packed.PartBatcher(packed.VERDICT)
+
+    def verdict(self, src: int, row: int, code: int, detail: bytes = b""):
+        for batch in self.verdicts.add(ledger.part_of(src, row, self.spans), packed.pack_verdict(row, code, detail)):
+            yield emit(VERDICTS, batch)
+
+    def finish_bundle(self):
+        for batch in self.verdicts.flush():
+            yield emit(VERDICTS, batch, from_finish_bundle=True)
+        self.progress.flush()
+
+
+def _duplicate_detail(first) -> bytes:
+    return f"same pair as file {first[0]} row {first[1]}".encode()
+
+
+@beam.typehints.with_output_types(tuple[bytes, bytes])  # the main output (inference would see the tagged ones)
+class AnnotateTextGroup(_VerdictBatches, beam.DoFn):
+    """All valid rows sharing one lowercased text: count the distinct image URLs of those that passed the row
+    rules (capped), mark rare tokens, and find each (URL, caption) pair's first row.
 
     The group (a GroupByKey of packed rows and at most one rare-token marker, a tuple) is read in two streamed
-    passes and never listed, so a caption on millions of URLs costs this worker the URL counter only (at most
-    --max-images-per-text + 1 keys): the first pass finds the marker and counts, the second decides. Each row
-    goes on to its pair group with the text's verdict.
+    passes and never listed. The first counts URLs (at most --max-images-per-text + 1 keys), finds the marker and
+    keeps each pair's earliest position, up to MAX_PAIRS_PER_TEXT pairs; the second decides. A text with more
+    pairs than that (a caption on millions of URLs) sends its rows to the pair group instead (PAIRS), which
+    needs O(1) a pair: this worker's state stays bounded however hot the text.
     """
 
-    def __init__(self, cfg: CurateConfig):
-        self.cfg = cfg
-
-    def process(self, kv, freq):
-        text_hash, values = kv
-        rare = None
-        urls = CappedDistinct(self.cfg.max_images_per_text)
-        for value in values:
-            if isinstance(value, bytes):
-                urls.add(value[:16])  # the URL key
-            else:
-                rare = value if rare is None else min(rare, value)
-        code, detail = packed.KEEP, b""
-        threshold = freq["allowlist_threshold"]
-        if rare is not None and rare_token_reason(rare[0], threshold):
-            code = packed.REASON_CODE[reasons.TEXT_RARE_TOKEN]
-            detail = f"{rare[1]!r} seen {rare[0]}x < {threshold}".encode("utf-8", errors="surrogatepass")
-        elif shared_text_reason(urls.count, self.cfg.max_images_per_text):
-            code = packed.REASON_CODE[reasons.TEXT_SHARED_BY_TOO_MANY_IMAGES]
-            detail = f"> {self.cfg.max_images_per_text} images".encode()
-        for value in values:  # a GroupByKey's values may be iterated again (runners re-read them)
-            if isinstance(value, bytes):
-                url_key, uid, src, row = packed.TEXT_ROW.unpack(value)
-                yield uid, packed.PAIR_ROW.pack(url_key, text_hash, src, row, code) + detail
-
-
-@beam.typehints.with_output_types(tuple[bytes, bytes])  # the main output (inference would see the tagged one)
-class FirstOfPair(beam.DoFn):
-    """All rows of one (URL, caption) pair, keyed by its uid: the earliest input position is the pair's first
-    row, every other copy a duplicate_pair naming it (that verdict beats every other). Two streamed passes,
-    O(1) state however many copies; first rows go on to their URL group."""
+    MAX_PAIRS_PER_TEXT = 10_000
 
     def __init__(self, cfg: CurateConfig, spans: dict[int, int]):
         self.cfg = cfg
@@ -379,8 +365,69 @@ class FirstOfPair(beam.DoFn):
         self.progress = ProgressWriter(self.cfg.progress_dir)
         self.duplicate = packed.REASON_CODE[reasons.DUPLICATE_PAIR]
 
-    def finish_bundle(self):
-        self.progress.flush()
+    def _text_verdict(self, rare, urls, freq) -> tuple[int, bytes]:
+        threshold = freq["allowlist_threshold"]
+        if rare is not None and rare_token_reason(rare[0], threshold):
+            detail = f"{rare[1]!r} seen {rare[0]}x < {threshold}"
+            return packed.REASON_CODE[reasons.TEXT_RARE_TOKEN], detail.encode("utf-8", errors="surrogatepass")
+        if shared_text_reason(urls.count, self.cfg.max_images_per_text):
+            return (packed.REASON_CODE[reasons.TEXT_SHARED_BY_TOO_MANY_IMAGES],
+                    f"> {self.cfg.max_images_per_text} images".encode())
+        return packed.KEEP, b""
+
+    def process(self, kv, freq):
+        text_hash, values = kv
+        rare = None
+        urls = CappedDistinct(self.cfg.max_images_per_text)
+        firsts: dict[bytes, tuple[int, int]] | None = {}
+        for value in values:
+            if not isinstance(value, bytes):
+                rare = value if rare is None else min(rare, value)
+                continue
+            url_key, uid, src, row, code = packed.TEXT_ROW.unpack(value)
+            if not code:  # rows that failed a row rule do not count towards the images of a text
+                urls.add(url_key)
+            if firsts is not None:
+                known = firsts.get(uid)
+                if known is None:
+                    firsts[uid] = (src, row)
+                    if len(firsts) > self.MAX_PAIRS_PER_TEXT:
+                        firsts = None  # a hot text: its pairs are decided in the pair group
+                elif (src, row) < known:
+                    firsts[uid] = (src, row)
+        text_code, text_detail = self._text_verdict(rare, urls, freq)
+        rejected = 0
+        for value in values:  # a GroupByKey's values may be iterated again (runners re-read them)
+            if not isinstance(value, bytes):
+                continue
+            url_key, uid, src, row, code = packed.TEXT_ROW.unpack(value)
+            detail = b""
+            if not code:
+                code, detail = text_code, text_detail
+            if firsts is None:
+                yield emit(PAIRS, (uid, packed.PAIR_ROW.pack(url_key, text_hash, src, row, code) + detail))
+            elif firsts[uid] != (src, row):
+                rejected += 1
+                yield from self.verdict(src, row, self.duplicate, _duplicate_detail(firsts[uid]))
+            else:
+                yield url_key, packed.URL_ROW.pack(text_hash, src, row, code) + detail
+        if rejected:
+            self.progress.add(rejected=rejected)
+
+
+@beam.typehints.with_output_types(tuple[bytes, bytes])
+class FirstOfPair(_VerdictBatches, beam.DoFn):
+    """The rows of a hot text, keyed by pair (uid): the earliest input position is the pair's first row, every
+    other copy a duplicate_pair naming it (that verdict beats every other). Two streamed passes, O(1) state
+    however many copies; first rows go on to their URL group."""
+
+    def __init__(self, cfg: CurateConfig, spans: dict[int, int]):
+        self.cfg = cfg
+        self.spans = spans
+
+    def setup(self):
+        self.progress = ProgressWriter(self.cfg.progress_dir)
+        self.duplicate = packed.REASON_CODE[reasons.DUPLICATE_PAIR]
 
     def process(self, kv):
         _, values = kv
@@ -392,14 +439,12 @@ class FirstOfPair(beam.DoFn):
                 yield url_key, packed.URL_ROW.pack(text_hash, src, row, code) + value[packed.PAIR_ROW.size:]
             else:
                 copies += 1
-                detail = f"same pair as file {first[0]} row {first[1]}".encode()
-                yield emit(VERDICTS, (ledger.part_of(src, row, self.spans),
-                                      packed.pack_verdict(row, self.duplicate, detail)))
+                yield from self.verdict(src, row, self.duplicate, _duplicate_detail(first))
         if copies:
             self.progress.add(rejected=copies)
 
 
-class ResolveUrlGroup(beam.DoFn):
+class ResolveUrlGroup(_VerdictBatches, beam.DoFn):
     """The first rows of every pair naming one image URL: texts-per-image rule and the final verdict of each.
 
     Two streamed passes, no list and no sort of the group: the first counts distinct texts (capped: at most
@@ -416,9 +461,6 @@ class ResolveUrlGroup(beam.DoFn):
         self.too_many_detail = f"> {self.cfg.max_texts_per_image} texts".encode()
         self.urls_to_fetch = Metrics.counter(NAMESPACE, "urls_to_fetch")
 
-    def finish_bundle(self):
-        self.progress.flush()
-
     def process(self, kv):
         _, values = kv
         texts = CappedDistinct(self.cfg.max_texts_per_image)
@@ -429,16 +471,14 @@ class ResolveUrlGroup(beam.DoFn):
         for value in values:  # a GroupByKey's values may be iterated again (runners re-read them; no list is made)
             _, src, row, code = packed.URL_ROW.unpack_from(value)
             if code:
-                verdict = packed.pack_verdict(row, code, value[packed.URL_ROW.size:])
-            elif too_many:
-                verdict = packed.pack_verdict(row, self.too_many_code, self.too_many_detail)
-            else:
-                verdict = packed.pack_verdict(row, packed.KEEP)
-            if code or too_many:
                 rejected += 1
+                yield from self.verdict(src, row, code, value[packed.URL_ROW.size:])
+            elif too_many:
+                rejected += 1
+                yield from self.verdict(src, row, self.too_many_code, self.too_many_detail)
             else:
                 kept += 1
-            yield ledger.part_of(src, row, self.spans), verdict
+                yield from self.verdict(src, row, packed.KEEP)
         self.progress.add(rejected=rejected)
         if kept:
             self.urls_to_fetch.inc()
@@ -469,59 +509,60 @@ def build_curate(p: beam.Pipeline, cfg: CurateConfig, specs: list[InputSpec]):
     extraction = extraction_parts | "ExtractionTotals" >> beam.CombineGlobally(MergeExtractStats())
     spans = ledger.part_spans(specs)
     prepared = raw | "Prepare" >> beam.ParDo(PrepareRows(cfg, spans)).with_outputs(
-        RECORDS, NGRAMS, PAIRS, TEXTS, main="by_text")
+        RECORDS, NGRAMS, TEXTS, main="by_text")
     records = prepared[RECORDS]
     part_keys, part_list = ledger.part_keys(records)
 
-    # Allowlist threshold from the histogram of n-gram counts.
-    ngram_counts = prepared[NGRAMS] | "SumNgrams" >> beam.CombinePerKey(sum)
+    # Allowlist threshold from the histogram of n-gram counts (bucketed sorted arrays, see ngram_counts.py).
+    ngram_table = prepared[NGRAMS] | "SumNgrams" >> beam.CombinePerKey(ngram_counts.MergeCounts())
     freq = (
-        ngram_counts
-        | "CountOfCount" >> beam.Map(lambda kv: (kv[1], 1))
+        ngram_table
+        | "CountOfCount" >> beam.FlatMap(ngram_counts.histogram)
         | "Histogram" >> beam.CombinePerKey(sum)
         | "Threshold" >> beam.CombineGlobally(ThresholdFn(cfg.vocab_size))
     )
     freq_side = beam.pvalue.AsSingleton(freq)
 
     # Texts holding an n-gram below the threshold.
-    rare_ngrams = ngram_counts | "RareNgrams" >> beam.Filter(
-        lambda kv, f: kv[1] < f["allowlist_threshold"], f=freq_side
-    )
+    rare_ngrams = ngram_table | "RareNgrams" >> beam.FlatMap(ngram_counts.rare, freq=freq_side)
     allowlist = (
-        ngram_counts
-        | "Allowed" >> beam.Filter(lambda kv, f: 1 < f["allowlist_threshold"] <= kv[1], f=freq_side)
-        | "AllowedHashes" >> beam.Keys()
+        ngram_table
+        | "AllowedHashes" >> beam.FlatMap(ngram_counts.allowed, freq=freq_side)
         | "Allowlist" >> beam.CombineGlobally(AllowlistFn(cfg.allowlist_memory_mb * 2**20 // 8))
     )
     pairs = prepared[TEXTS] | "NgramTextPairs" >> beam.ParDo(RareNgramTextPairs(), freq_side,
                                                              beam.pvalue.AsSingleton(allowlist))
     rare_texts = (
-        {"count": rare_ngrams, "texts": pairs}
-        | "JoinRare" >> beam.CoGroupByKey()
+        (rare_ngrams, pairs)
+        | "CountsAndTexts" >> beam.Flatten()
+        | "JoinRare" >> beam.GroupByKey()  # not a CoGroupByKey, which lists each side of a group in memory
         | "RareTexts" >> beam.FlatMap(_rare_texts_of_ngram)
         | "MinRare" >> beam.CombinePerKey(min)
     )
 
-    # The corpus rules, on packed positions and hashes: by text, then by pair (duplicates), then by URL.
-    # Not a CoGroupByKey: Beam's Python CoGroupByKey builds a list of each side, the whole group in memory.
+    # The corpus rules, on packed positions and hashes: by text (and pair), then by URL.
     text_checked = (
         (prepared.by_text, rare_texts)
         | "RowsAndMarks" >> beam.Flatten()
         | "GroupByText" >> beam.GroupByKey()
-        | "TextGroup" >> beam.ParDo(AnnotateTextGroup(cfg), freq_side)
+        | "TextGroup" >> beam.ParDo(AnnotateTextGroup(cfg, spans), freq_side).with_outputs(
+            PAIRS, VERDICTS, main="firsts")
     )
-    firsts = (
-        (text_checked, prepared[PAIRS])
-        | "AllPairs" >> beam.Flatten()
+    hot_pairs = (
+        text_checked[PAIRS]
         | "GroupByPair" >> beam.GroupByKey()
         | "PairGroup" >> beam.ParDo(FirstOfPair(cfg, spans)).with_outputs(VERDICTS, main="firsts")
     )
-    url_verdicts = firsts.firsts | "GroupByUrl" >> beam.GroupByKey() | "UrlGroup" >> beam.ParDo(
-        ResolveUrlGroup(cfg, spans))
+    url_verdicts = (
+        (text_checked.firsts, hot_pairs.firsts)
+        | "AllFirsts" >> beam.Flatten()
+        | "GroupByUrl" >> beam.GroupByKey()
+        | "UrlGroup" >> beam.ParDo(ResolveUrlGroup(cfg, spans)).with_outputs(VERDICTS)
+    )
 
     # Each row's record meets its verdict in its ledger part.
     applied = (
-        (records, firsts[VERDICTS], url_verdicts)
+        (records, text_checked[VERDICTS], hot_pairs[VERDICTS], url_verdicts[VERDICTS])
         | "RecordsAndVerdicts" >> beam.Flatten()
         | "GroupByPart" >> beam.GroupByKey()  # one key per part: at most LEDGER_PART_ROWS rows each
         | "ApplyVerdicts" >> beam.ParDo(ledger.ApplyVerdicts(cfg, specs), part_list).with_outputs(

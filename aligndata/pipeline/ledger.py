@@ -17,14 +17,16 @@ parts itself, so a row's text crosses one shuffle.
 from __future__ import annotations
 
 import bisect
+import heapq
 
 import apache_beam as beam
 import pyarrow as pa
+import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from aligndata.extract.html import MAX_IMAGES_PER_PAGE
 from aligndata.extract.pages import ROW_STRIDE
-from aligndata.io.atomic import write_bytes_atomic
+from aligndata.io.atomic import atomic_writer, write_bytes_atomic
 from aligndata.pipeline import packed
 from aligndata.pipeline.outputs import REJECTS, emit, reject
 from aligndata.shards.contract import CANDIDATES, LEDGER_PART_ROWS, REJECTED, ledger_part_name
@@ -94,18 +96,69 @@ class _Tables:
         return pa.table(columns)
 
 
-def _write_part(cfg, name: str, keys: list, key, table: pa.Table) -> None:
+def _part_path(cfg, name: str, keys: list, key) -> str:
     index, total = (bisect.bisect_left(keys, key), len(keys)) if keys else (0, 1)
-    path = FileSystems.join(cfg.output, name, ledger_part_name(index, total))
-    write_bytes_atomic(path, parquet_bytes(table))
+    return FileSystems.join(cfg.output, name, ledger_part_name(index, total))
+
+
+def _write_part(cfg, name: str, keys: list, key, table: pa.Table) -> None:
+    write_bytes_atomic(_part_path(cfg, name, keys, key), parquet_bytes(table))
+
+
+class _PartWriter:
+    """Rows in input order -> one ledger part, a row group of CHUNK_ROWS at a time, so a part of a million rows
+    never sits in this worker as Python dicts. With extra columns (whose types the rows themselves tell) the
+    part's Arrow chunks are kept and concatenated once at the end, with their types unified."""
+
+    CHUNK_ROWS = 16_384
+
+    def __init__(self, path: str, to_table, fixed_schema: bool):
+        self.path, self.to_table, self.fixed_schema = path, to_table, fixed_schema
+        self.rows: list = []
+        self.chunks: list[pa.Table] = []
+        self.count = 0
+
+    def add(self, row: dict) -> None:
+        self.rows.append(row)
+        if len(self.rows) >= self.CHUNK_ROWS:
+            self._chunk()
+
+    def _chunk(self) -> None:
+        self.chunks.append(self.to_table(self.rows))
+        self.count += len(self.rows)
+        self.rows = []
+        if self.fixed_schema and len(self.chunks) > 1:  # keep only the first (its schema) and the newest
+            self._writer().write_table(self.chunks.pop())
+
+    def _writer(self):
+        if self._pq is None:
+            self._handle_cm = atomic_writer(self.path)
+            self._pq = pq.ParquetWriter(self._handle_cm.__enter__(), self.chunks[0].schema, compression="snappy")
+            self._pq.write_table(self.chunks[0])
+        return self._pq
+
+    _pq = None
+
+    def close(self) -> int:
+        if self.rows or not self.chunks:
+            self._chunk()
+        if self._pq is None:  # one chunk, or chunks whose types are unified now
+            table = self.chunks[0] if len(self.chunks) == 1 else pa.concat_tables(self.chunks, promote_options="default")
+            write_bytes_atomic(self.path, parquet_bytes(table))
+        else:
+            self._pq.close()
+            self._handle_cm.__exit__(None, None, None)
+        return self.count
 
 
 class ApplyVerdicts(beam.DoFn):
     """One ledger part: its rows' records and their verdicts -> rejected rows and kept rows, in input order.
 
-    Holds one part (at most LEDGER_PART_ROWS records, packed, and as many verdicts). In a dry run it writes the
-    part of both ledgers; otherwise kept rows go on to the fetch stage as (url, row) and rejected rows to
-    ``WriteRejected``, which merges them with the fetch stage's. Outputs per-part counters (REASONS, WRITTEN).
+    Records and verdicts arrive in batches, each sorted by input position (see ``packed.pack_batch``); they are
+    merged into two sorted streams and walked in step, so this worker holds the part's packed batches and one
+    row group being written, never the part as dicts. In a dry run it writes the part of both ledgers; otherwise
+    kept rows go on to the fetch stage as (url, row) and rejected rows to ``WriteRejected``, which merges them with
+    the fetch stage's. Outputs per-part counters (REASONS, WRITTEN).
     """
 
     def __init__(self, cfg, specs):
@@ -115,45 +168,48 @@ class ApplyVerdicts(beam.DoFn):
     def setup(self):
         self.tables = _Tables(self.cfg, self.specs)
 
-    def process(self, kv, keys):
-        key, values = kv
+    def _verdicts_of(self, key, batches, keys):
+        """(row dict, reason or None, detail) for every row of the part, in input order."""
         src = key[0]
-        verdicts, records = {}, []
-        for value in values:
-            if value[:1] == packed.VERDICT:
-                row, code, detail = packed.unpack_verdict(value)
-                verdicts[row] = (code, detail)
-            else:
-                records.append(value)
-        records.sort()  # big-endian positions: bytes order is input order
-        rejected, kept, counts = [], [], {}
+        records = heapq.merge(*(packed.iter_batch(b) for b in batches if b[:1] == packed.RECORD))
+        verdicts = heapq.merge(*(packed.iter_batch(b) for b in batches if b[:1] == packed.VERDICT))
+        pending = next(verdicts, None)
         for record in records:
             cand, code, detail, final = packed.unpack_record(src, record)
             if not final:
-                verdict = verdicts.pop(cand["row"], None)
-                if verdict is None:
+                if pending is None or packed.row_of(pending) != cand["row"]:
                     raise RuntimeError(f"no verdict reached input file {src} row {cand['row']}")
-                code = verdict[0]
-                if verdict[1]:
-                    detail = verdict[1].decode("utf-8")
-            if code == packed.KEEP:
-                kept.append(cand)
+                _, code, verdict_detail = packed.unpack_verdict(pending)
+                if verdict_detail:
+                    detail = verdict_detail.decode("utf-8", errors="surrogatepass")
+                pending = next(verdicts, None)
+            yield cand, packed.REASON_OF[code], detail
+        if pending is not None:
+            raise RuntimeError(f"a verdict for a row that was never read: file {src} row {packed.row_of(pending)}")
+
+    def process(self, kv, keys):
+        key, batches = kv
+        counts: dict[str, int] = {}
+        if self.cfg.dry_run:
+            rejected = _PartWriter(_part_path(self.cfg, REJECTED, keys, key), self.tables.rejected, True)
+            kept = _PartWriter(_part_path(self.cfg, CANDIDATES, keys, key), self.tables.candidates,
+                               not self.tables.extra_names)
+        for cand, reason, detail in self._verdicts_of(key, batches, keys):
+            if reason is None:
+                if self.cfg.dry_run:
+                    kept.add(cand)
+                else:
+                    yield cand["url"], cand
                 continue
-            reason = packed.REASON_OF[code]
             counts[reason] = counts.get(reason, 0) + 1
-            rejected.append(reject(cand, reason, detail))
-        if verdicts:
-            raise RuntimeError(f"verdicts for rows that were never read: file {src}, rows {sorted(verdicts)[:5]}")
+            row = reject(cand, reason, detail)
+            if self.cfg.dry_run:
+                rejected.add(row)
+            else:
+                yield emit(REJECTS, (key, row))
         yield emit(REASONS, counts)
         if self.cfg.dry_run:
-            _write_part(self.cfg, REJECTED, keys, key, self.tables.rejected(rejected))
-            _write_part(self.cfg, CANDIDATES, keys, key, self.tables.candidates(kept))
-            yield emit(WRITTEN, {"rejected": len(rejected), "candidates": len(kept)})
-            return
-        for row in rejected:
-            yield emit(REJECTS, (key, row))
-        for row in kept:
-            yield row["url"], row
+            yield emit(WRITTEN, {"rejected": rejected.close(), "candidates": kept.close()})
 
 
 def write_empty_ledgers(cfg, specs, keys) -> int:

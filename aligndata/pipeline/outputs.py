@@ -15,10 +15,10 @@ NGRAMS = "ngrams"
 FETCH_STATS = "fetch_stats"
 PAGE_URLS = "page_urls"
 EXTRACTION = "extraction"
-RECORDS = "records"  # (ledger part, packed row record)
-PAIRS = "pairs"  # (uid, packed row): rows that failed a row rule, straight to their pair group
+RECORDS = "records"  # (ledger part, a batch of packed row records)
+PAIRS = "pairs"  # (uid, packed row): the rows of a hot text, to their pair group
 TEXTS = "texts"  # (text hash, caption): passing texts for the rare-token join
-VERDICTS = "verdicts"  # (ledger part, packed verdict)
+VERDICTS = "verdicts"  # (ledger part, a batch of packed verdicts)
 # Built once: GlobalWindow() parses a timestamp proto on every construction (measurable per element).
 _GLOBAL_WINDOWS = (GlobalWindow(),)
 _REJECT_COUNTERS: dict = {}
