@@ -50,6 +50,11 @@ def ngram_hashes(words: list[str]) -> list[int]:
             for g in word_ngrams(words)]
 
 
+def hashes64(strings: list[str]) -> list[int]:
+    """hash64 of each string (inlined: ~40% faster than calling hash64 for each)."""
+    return [_from_bytes(_blake2b(g.encode("utf-8"), digest_size=8).digest(), "little") & _MASK63 for g in strings]
+
+
 def distinct_ngram_hashes(words: list[str]) -> set[int]:
     """hash64 of the distinct unigrams and bigrams of one row (for the per-row rare-token lookup)."""
     return {_from_bytes(_blake2b(g.encode("utf-8"), digest_size=8).digest(), "little") & _MASK63
@@ -220,6 +225,7 @@ __all__ = [
     "capped_merge",
     "distinct_ngram_hashes",
     "hash64",
+    "hashes64",
     "ngram_hashes",
     "rare_token_reason",
     "shared_text_reason",

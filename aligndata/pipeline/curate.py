@@ -33,7 +33,7 @@ from aligndata.filters import reasons, registry
 from aligndata.filters.frequency import (
     CappedDistinct,
     allowlist_threshold,
-    hash64,
+    hashes64,
     ngram_hashes,
     rare_token_reason,
     shared_text_reason,
@@ -236,26 +236,30 @@ class AllowlistFn(beam.CombineFn):
         self.max_hashes = max_hashes
 
     def create_accumulator(self):
-        return []  # arrays; None: over budget
+        return [0]  # [hashes held, array, array, ...]; None: over budget
 
     def _checked(self, acc):
-        return None if acc is None or sum(len(a) for a in acc) > self.max_hashes else acc
+        return None if acc is None or acc[0] > self.max_hashes else acc
 
     def add_input(self, acc, element):
         if acc is not None:
+            acc[0] += len(element)
             acc.append(element)
         return self._checked(acc)
 
     def merge_accumulators(self, accs):
-        accs = list(accs)
-        if any(acc is None for acc in accs):
-            return None
-        return self._checked([a for acc in accs for a in acc])
+        out = [0]
+        for acc in accs:
+            if acc is None:
+                return None
+            out[0] += acc[0]
+            out.extend(acc[1:])
+        return self._checked(out)
 
     def extract_output(self, acc):
         if self._checked(acc) is None:
             return None
-        return np.sort(np.concatenate(acc)) if acc else np.empty(0, dtype=np.uint64)
+        return np.sort(np.concatenate(acc[1:])) if len(acc) > 1 else np.empty(0, dtype=np.uint64)
 
 
 class RareNgramTextPairs(beam.DoFn):
@@ -286,7 +290,7 @@ class RareNgramTextPairs(beam.DoFn):
         if freq["allowlist_threshold"] <= 1:
             return
         grams = word_ngrams(tokenize(caption))
-        hashes = [hash64(g) for g in grams]
+        hashes = hashes64(grams)
         if allowlist is None or not len(allowlist):  # over the budget: the join decides; empty: all are rare
             rare = zip(hashes, grams)
         elif (small := self._allowed(allowlist)) is not None:
@@ -304,23 +308,10 @@ class RareNgramTextPairs(beam.DoFn):
         yield from self._flush(from_finish_bundle=True)
 
     def _flush(self, from_finish_bundle=False):
-        for (gram_hash, text_hash), gram in self.pairs.items():
-            yield emit(None, (gram_hash, (text_hash, gram)), from_finish_bundle)
+        """The pairs, one batch a bucket of their n-gram's hash (the join's key: see ngram_counts)."""
+        for kv in ngram_counts.bucket_pairs(self.pairs):
+            yield emit(None, kv, from_finish_bundle)
         self.pairs = {}
-
-
-def _rare_texts_of_ngram(kv):
-    """A rare n-gram's group: its count (an int, when the n-gram is rare) and the texts using it
-    ((text hash, n-gram) tuples) -> (text hash, (count, n-gram)) for each. Two streamed passes, never a list:
-    when the allowlist is over its memory budget every n-gram comes here, "the" with millions of texts."""
-    _, values = kv
-    count = next((v for v in values if isinstance(v, int)), None)
-    if count is None:
-        return
-    for value in values:
-        if not isinstance(value, int):
-            text_hash, gram = value
-            yield text_hash, (count, gram)
 
 
 class _VerdictBatches:
@@ -524,7 +515,7 @@ def build_curate(p: beam.Pipeline, cfg: CurateConfig, specs: list[InputSpec]):
     freq_side = beam.pvalue.AsSingleton(freq)
 
     # Texts holding an n-gram below the threshold.
-    rare_ngrams = ngram_table | "RareNgrams" >> beam.FlatMap(ngram_counts.rare, freq=freq_side)
+    rare_tables = ngram_table | "RareNgrams" >> beam.Map(ngram_counts.rare, freq=freq_side)
     allowlist = (
         ngram_table
         | "AllowedHashes" >> beam.FlatMap(ngram_counts.allowed, freq=freq_side)
@@ -533,10 +524,10 @@ def build_curate(p: beam.Pipeline, cfg: CurateConfig, specs: list[InputSpec]):
     pairs = prepared[TEXTS] | "NgramTextPairs" >> beam.ParDo(RareNgramTextPairs(), freq_side,
                                                              beam.pvalue.AsSingleton(allowlist))
     rare_texts = (
-        (rare_ngrams, pairs)
+        (rare_tables, pairs)
         | "CountsAndTexts" >> beam.Flatten()
-        | "JoinRare" >> beam.GroupByKey()  # not a CoGroupByKey, which lists each side of a group in memory
-        | "RareTexts" >> beam.FlatMap(_rare_texts_of_ngram)
+        | "JoinRare" >> beam.GroupByKey()  # one key a bucket: its rare counts and its pairs' batches
+        | "RareTexts" >> beam.FlatMap(ngram_counts.rare_texts)
         | "MinRare" >> beam.CombinePerKey(min)
     )
 

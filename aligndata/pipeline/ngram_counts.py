@@ -8,6 +8,8 @@ n-grams, 2.4M entries, 39 MB a bucket: what one worker holds at most).
 
 from __future__ import annotations
 
+import pickle
+
 import apache_beam as beam
 import numpy as np
 
@@ -70,10 +72,43 @@ def histogram(kv):
 
 
 def rare(kv, freq):
-    """(hash, count) of the bucket's n-grams below the threshold c*."""
-    table = unpack(kv[1])
-    table = table[table["count"] < freq["allowlist_threshold"]]
-    return [(int(h), int(c)) for h, c in zip(table["hash"], table["count"])]
+    """(bucket, the bucket's n-grams below the threshold c*, packed): the counts the rare-token join looks up."""
+    bucket, value = kv
+    table = unpack(value)
+    return bucket, RARE_TABLE + table[table["count"] < freq["allowlist_threshold"]].tobytes()
+
+
+RARE_TABLE, PAIRS = b"T", b"P"  # the join's values: a bucket's rare counts, or a batch of (n-gram, text) pairs
+_PAIR = np.dtype([("gram", "<u8"), ("text", "<u8")])
+
+
+def bucket_pairs(pairs: dict[tuple[int, int], str]):
+    """{(n-gram hash, text hash): n-gram} -> (bucket, one batch of the bucket's pairs) for each bucket."""
+    by_bucket: dict[int, list] = {}
+    for (gram_hash, text_hash), gram in pairs.items():
+        by_bucket.setdefault(gram_hash % NGRAM_BUCKETS, []).append((gram_hash, text_hash, gram))
+    for bucket, items in by_bucket.items():
+        keys = np.array([(g, t) for g, t, _ in items], dtype=_PAIR)
+        yield bucket, PAIRS + pickle.dumps((keys.tobytes(), [gram for _, _, gram in items]), protocol=5)
+
+
+def rare_texts(kv):
+    """A bucket's join group -> (text hash, (count, n-gram)) for each pair whose n-gram is rare. Two streamed
+    passes: the first finds the bucket's rare counts (one sorted table), the second looks each batch of pairs
+    up in it; the state is that table (1/NGRAM_BUCKETS of the rare n-grams, 16 bytes each)."""
+    _, values = kv
+    table = next((unpack(memoryview(v)[1:]) for v in values if v[:1] == RARE_TABLE), None)
+    if table is None or not len(table):
+        return
+    for value in values:
+        if value[:1] != PAIRS:
+            continue
+        keys, grams = pickle.loads(memoryview(value)[1:])
+        keys = np.frombuffer(keys, dtype=_PAIR)
+        at = np.minimum(np.searchsorted(table["hash"], keys["gram"]), len(table) - 1)
+        found = table["hash"][at] == keys["gram"]
+        for i in np.flatnonzero(found):
+            yield int(keys["text"][i]), (int(table["count"][at[i]]), grams[i])
 
 
 def allowed(kv, freq):
