@@ -51,6 +51,8 @@ rules-table: $(VENV)/.installed
 benchmark: $(VENV)/.installed
 	$(PY) benchmarks/bench_text_stage.py
 	$(PY) benchmarks/bench_text_stage.py --rows 100000 --vocab-size 100000  # the rare-token rule active (c* = 4)
+	$(PY) benchmarks/bench_shuffle_bytes.py --rows 100000 --vocab-size 100000
+	$(PY) benchmarks/bench_dry_run_memory.py --rows 1000000 --vocab-size 300000  # rule active (c* = 2)
 	$(PY) benchmarks/bench_image_stage.py
 
 clean:

@@ -139,6 +139,13 @@ class _PartWriter:
 
     _pq = None
 
+    def abort(self) -> None:
+        """Drop the half-written part's temporary file (a failed bundle is retried from the start)."""
+        if self._pq is not None:
+            self._pq.close()
+            self._handle_cm.__exit__(RuntimeError, RuntimeError("ledger part aborted"), None)
+            self._pq = None
+
     def close(self) -> int:
         if self.rows or not self.chunks:
             self._chunk()
@@ -194,22 +201,30 @@ class ApplyVerdicts(beam.DoFn):
             rejected = _PartWriter(_part_path(self.cfg, REJECTED, keys, key), self.tables.rejected, True)
             kept = _PartWriter(_part_path(self.cfg, CANDIDATES, keys, key), self.tables.candidates,
                                not self.tables.extra_names)
-        for cand, reason, detail in self._verdicts_of(key, batches, keys):
-            if reason is None:
+        try:
+            for cand, reason, detail in self._verdicts_of(key, batches, keys):
+                if reason is None:
+                    if self.cfg.dry_run:
+                        kept.add(cand)
+                    else:
+                        yield cand["url"], cand
+                    continue
+                counts[reason] = counts.get(reason, 0) + 1
+                row = reject(cand, reason, detail)
                 if self.cfg.dry_run:
-                    kept.add(cand)
+                    rejected.add(row)
                 else:
-                    yield cand["url"], cand
-                continue
-            counts[reason] = counts.get(reason, 0) + 1
-            row = reject(cand, reason, detail)
+                    yield emit(REJECTS, (key, row))
             if self.cfg.dry_run:
-                rejected.add(row)
-            else:
-                yield emit(REJECTS, (key, row))
+                written = {"rejected": rejected.close(), "candidates": kept.close()}
+        except BaseException:
+            if self.cfg.dry_run:
+                rejected.abort()
+                kept.abort()
+            raise
         yield emit(REASONS, counts)
         if self.cfg.dry_run:
-            yield emit(WRITTEN, {"rejected": rejected.close(), "candidates": kept.close()})
+            yield emit(WRITTEN, written)
 
 
 def write_empty_ledgers(cfg, specs, keys) -> int:
