@@ -315,7 +315,15 @@ class RareNgramTextPairs(beam.DoFn):
 
 
 class _VerdictBatches:
-    """Mixin for the DoFns that emit rows' verdicts: batched by ledger part within a bundle (bounded)."""
+    """Base of the DoFns that decide rows: verdicts batched by ledger part within a bundle (bounded), progress."""
+
+    def __init__(self, cfg: CurateConfig, spans: dict[int, int]):
+        self.cfg = cfg
+        self.spans = spans
+
+    def setup(self):
+        self.progress = ProgressWriter(self.cfg.progress_dir)
+        self.duplicate = packed.REASON_CODE[reasons.DUPLICATE_PAIR]
 
     def start_bundle(self):
         self.verdicts = packed.PartBatcher(packed.VERDICT)
@@ -347,14 +355,6 @@ class AnnotateTextGroup(_VerdictBatches, beam.DoFn):
     """
 
     MAX_PAIRS_PER_TEXT = 10_000
-
-    def __init__(self, cfg: CurateConfig, spans: dict[int, int]):
-        self.cfg = cfg
-        self.spans = spans
-
-    def setup(self):
-        self.progress = ProgressWriter(self.cfg.progress_dir)
-        self.duplicate = packed.REASON_CODE[reasons.DUPLICATE_PAIR]
 
     def _text_verdict(self, rare, urls, freq) -> tuple[int, bytes]:
         threshold = freq["allowlist_threshold"]
@@ -412,14 +412,6 @@ class FirstOfPair(_VerdictBatches, beam.DoFn):
     other copy a duplicate_pair naming it (that verdict beats every other). Two streamed passes, O(1) state
     however many copies; first rows go on to their URL group."""
 
-    def __init__(self, cfg: CurateConfig, spans: dict[int, int]):
-        self.cfg = cfg
-        self.spans = spans
-
-    def setup(self):
-        self.progress = ProgressWriter(self.cfg.progress_dir)
-        self.duplicate = packed.REASON_CODE[reasons.DUPLICATE_PAIR]
-
     def process(self, kv):
         _, values = kv
         first = min(packed.PAIR_ROW.unpack_from(value)[2:4] for value in values)
@@ -442,12 +434,8 @@ class ResolveUrlGroup(_VerdictBatches, beam.DoFn):
     --max-texts-per-image + 1 hashes), the second decides every row. Verdicts go to the rows' ledger parts.
     """
 
-    def __init__(self, cfg: CurateConfig, spans: dict[int, int]):
-        self.cfg = cfg
-        self.spans = spans
-
     def setup(self):
-        self.progress = ProgressWriter(self.cfg.progress_dir)
+        super().setup()
         self.too_many_code = packed.REASON_CODE[reasons.IMAGE_TOO_MANY_TEXTS]
         self.too_many_detail = f"> {self.cfg.max_texts_per_image} texts".encode()
         self.urls_to_fetch = Metrics.counter(NAMESPACE, "urls_to_fetch")
