@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import shutil
+import tempfile
 
 import apache_beam as beam
 import pyarrow as pa
@@ -107,7 +109,8 @@ def _write_part(cfg, name: str, keys: list, key, table: pa.Table) -> None:
 
 class _PartWriter:
     """Rows in input order -> one ledger part, a row group of CHUNK_ROWS at a time, so a part of a million rows
-    never sits in this worker as Python dicts. With extra columns (whose types the rows themselves tell) the
+    never sits in this worker as Python dicts. Row groups go to a local temporary file, copied to the part's
+    place (any storage backend) when complete. With extra columns (whose types the rows themselves tell) the
     part's Arrow chunks are kept and concatenated once at the end, with their types unified."""
 
     CHUNK_ROWS = 16_384
@@ -117,6 +120,7 @@ class _PartWriter:
         self.rows: list = []
         self.chunks: list[pa.Table] = []
         self.count = 0
+        self._local = self._pq = None
 
     def add(self, row: dict) -> None:
         self.rows.append(row)
@@ -128,23 +132,18 @@ class _PartWriter:
         self.count += len(self.rows)
         self.rows = []
         if self.fixed_schema and len(self.chunks) > 1:  # keep only the first (its schema) and the newest
-            self._writer().write_table(self.chunks.pop())
-
-    def _writer(self):
-        if self._pq is None:
-            self._handle_cm = atomic_writer(self.path)
-            self._pq = pq.ParquetWriter(self._handle_cm.__enter__(), self.chunks[0].schema, compression="snappy")
-            self._pq.write_table(self.chunks[0])
-        return self._pq
-
-    _pq = None
+            if self._pq is None:
+                self._local = tempfile.TemporaryFile()
+                self._pq = pq.ParquetWriter(self._local, self.chunks[0].schema, compression="snappy")
+                self._pq.write_table(self.chunks[0])
+            self._pq.write_table(self.chunks.pop())
 
     def abort(self) -> None:
-        """Drop the half-written part's temporary file (a failed bundle is retried from the start)."""
+        """Drop the half-written part (a failed bundle is retried from the start)."""
         if self._pq is not None:
             self._pq.close()
-            self._handle_cm.__exit__(RuntimeError, RuntimeError("ledger part aborted"), None)
-            self._pq = None
+            self._local.close()
+            self._local = self._pq = None
 
     def close(self) -> int:
         if self.rows or not self.chunks:
@@ -154,7 +153,10 @@ class _PartWriter:
             write_bytes_atomic(self.path, parquet_bytes(table))
         else:
             self._pq.close()
-            self._handle_cm.__exit__(None, None, None)
+            self._local.seek(0)
+            with atomic_writer(self.path) as handle:
+                shutil.copyfileobj(self._local, handle, 1 << 20)
+            self.abort()
         return self.count
 
 
