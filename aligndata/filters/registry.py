@@ -37,7 +37,7 @@ from aligndata.filters.options import defaults as option_defaults
 # Stages, in pipeline order: where a rule is decided.
 ROW = "row"  # one input row on its own (pipeline/candidates.py)
 TEXT_GROUP = "text_group"  # every row sharing one lowercased caption, with the corpus n-gram counts
-PAIR_GROUP = "pair_group"  # every copy of one (URL, caption) pair
+PAIR_GROUP = "pair_group"  # every copy of one (URL, caption) pair (found in its text group)
 URL_GROUP = "url_group"  # the first row of every pair naming one image URL
 FETCH = "fetch"  # the download (fetch/client.py)
 IMAGE = "image"  # the decoded image (images/process.py)
@@ -85,7 +85,7 @@ RULES: tuple[Rule, ...] = (
          decided_in="pipeline/candidates.py: invalid_detail"),
     Rule(reasons.DUPLICATE_PAIR, PAIR_GROUP, "unique_pairs", ROW_FIELDS,
          "the same URL and caption as an earlier input row",
-         decided_in="pipeline/curate.py: FirstOfPair"),
+         decided_in="pipeline/curate.py: AnnotateTextGroup (FirstOfPair for a hot text)"),
     Rule(reasons.TEXT_TOO_SHORT, ROW, "text_rules", CAPTION, "captions with fewer than --min-words words",
          paper="alt-texts that are too short (<3 unigrams)",
          options=(Option("--min-words", 3, "keep captions with >= this many words", type=non_negative_int),),
