@@ -296,9 +296,8 @@ class RareNgramTextPairs(beam.DoFn):
         elif (small := self._allowed(allowlist)) is not None:
             rare = [(h, g) for h, g in zip(hashes, grams) if h not in small]
         else:
-            values = np.array(hashes, dtype=np.uint64)
-            at = np.minimum(np.searchsorted(allowlist, values), len(allowlist) - 1)
-            rare = [(h, g) for h, g, found in zip(hashes, grams, allowlist[at] == values) if not found]
+            _, found = ngram_counts.find_sorted(allowlist, np.array(hashes, dtype=np.uint64))
+            rare = [(h, g) for h, g, allowed in zip(hashes, grams, found) if not allowed]
         for gram_hash, gram in rare:
             self.pairs[(gram_hash, text_hash)] = gram
         if len(self.pairs) > PAIR_FLUSH_KEYS:

@@ -177,7 +177,7 @@ class ApplyVerdicts(beam.DoFn):
     def setup(self):
         self.tables = _Tables(self.cfg, self.specs)
 
-    def _verdicts_of(self, key, batches, keys):
+    def _verdicts_of(self, key, batches):
         """(row dict, reason or None, detail) for every row of the part, in input order."""
         src = key[0]
         records = heapq.merge(*(packed.iter_batch(b) for b in batches if b[:1] == packed.RECORD))
@@ -204,7 +204,7 @@ class ApplyVerdicts(beam.DoFn):
             kept = _PartWriter(_part_path(self.cfg, CANDIDATES, keys, key), self.tables.candidates,
                                not self.tables.extra_names)
         try:
-            for cand, reason, detail in self._verdicts_of(key, batches, keys):
+            for cand, reason, detail in self._verdicts_of(key, batches):
                 if reason is None:
                     if self.cfg.dry_run:
                         kept.add(cand)

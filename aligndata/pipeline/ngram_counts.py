@@ -34,6 +34,12 @@ def unpack(value: bytes) -> np.ndarray:
     return np.frombuffer(value, dtype=COUNTS)
 
 
+def find_sorted(sorted_hashes: np.ndarray, values) -> tuple[np.ndarray, np.ndarray]:
+    """(index, found): where each value sits in a non-empty sorted array, and whether it is there (exact)."""
+    at = np.minimum(np.searchsorted(sorted_hashes, values), len(sorted_hashes) - 1)
+    return at, sorted_hashes[at] == values
+
+
 def _merged(tables: list[np.ndarray]) -> np.ndarray:
     """One sorted table, one entry a hash, counts summed."""
     table = tables[0] if len(tables) == 1 else np.concatenate(tables)
@@ -52,7 +58,7 @@ class MergeCounts(beam.CombineFn):
         return []
 
     def add_input(self, acc, element):
-        acc.append(unpack(element) if isinstance(element, bytes) else element)
+        acc.append(unpack(element))
         if len(acc) > 2 and sum(len(t) for t in acc[1:]) > max(len(acc[0]), 65_536):
             acc[:] = [_merged(acc)]
         return acc
@@ -105,8 +111,7 @@ def rare_texts(kv):
             continue
         keys, grams = pickle.loads(memoryview(value)[1:])
         keys = np.frombuffer(keys, dtype=_PAIR)
-        at = np.minimum(np.searchsorted(table["hash"], keys["gram"]), len(table) - 1)
-        found = table["hash"][at] == keys["gram"]
+        at, found = find_sorted(table["hash"], keys["gram"])
         for i in np.flatnonzero(found):
             yield int(keys["text"][i]), (int(table["count"][at[i]]), grams[i])
 
