@@ -24,7 +24,7 @@ from aligndata.inspect.show import printable
 def curated(example_output):
     """A real curate output (3 shards, 18 samples) made by `aligndata example`; shared, so only read it."""
     out = example_output
-    # 22 rows to fetch at 10 per shard -> 3 shards; the corpus is fixed, only the server's port varies
+    # 22 rows to fetch at 10 per shard -> 3 URL-hash ranges; the corpus and its port are fixed (example.EXAMPLE_PORT)
     report = (out / "report.json").read_text() if (out / "report.json").exists() else "no report.json"
     assert sorted(p.name for p in out.glob("*.tar")) == ["00000.tar", "00001.tar", "00002.tar"], report
     return out
@@ -220,21 +220,27 @@ def _rewrite_shard(directory, name, edit):
 
 
 def test_truncated_tars_are_reported(broken, capsys):
-    raw = (broken / "00000.tar").read_bytes()
-    (broken / "00000.tar").write_bytes(raw[:15000])  # inside the 2nd image's payload
-    with tarfile.open(broken / "00001.tar") as tar:
+    # the two shards with the most samples, whatever the spread over shards (it follows the URLs' hashes)
+    sizes = json.loads((broken / "sizes.json").read_text())
+    mid_payload, at_boundary = (name[:-4] for name in sorted(sizes, key=lambda n: (-sizes[n], n))[:2])
+    raw = (broken / f"{mid_payload}.tar").read_bytes()
+    with tarfile.open(broken / f"{mid_payload}.tar") as tar:
+        second_image = tar.getmembers()[3]
+    (broken / f"{mid_payload}.tar").write_bytes(raw[:second_image.offset_data + 100])  # inside its payload
+    with tarfile.open(broken / f"{at_boundary}.tar") as tar:
         members = tar.getmembers()
+    assert len(members) >= 6, f"{at_boundary}.tar needs two samples to cut between them: {sizes}"
     cut = members[3].offset  # exactly at a member boundary: tarfile alone would say nothing
-    raw1 = (broken / "00001.tar").read_bytes()
-    (broken / "00001.tar").write_bytes(raw1[:cut])
+    raw1 = (broken / f"{at_boundary}.tar").read_bytes()
+    (broken / f"{at_boundary}.tar").write_bytes(raw1[:cut])
     rc, lines, _ = problems_of(capsys, broken)
     assert rc == 1
     text = "\n".join("\t".join(line) for line in lines)
-    assert re.search(r"^00000\t-\t.*\(truncated( file| or corrupt)\)$", text, re.M)
-    assert re.search(r"^00001\t-\tno end-of-archive marker after the last member \(truncated file\)$", text, re.M)
+    assert re.search(rf"^{mid_payload}\t-\t.*\(truncated( file| or corrupt)\)$", text, re.M)
+    assert re.search(rf"^{at_boundary}\t-\tno end-of-archive marker after the last member \(truncated file\)$",
+                     text, re.M)
     # ...and the companions disagree with what could be read
-    sizes = json.loads((broken / "sizes.json").read_text())
-    assert f"00001\t-\tsizes.json says {sizes['00001.tar']} samples, the tar has 1" in text
+    assert f"{at_boundary}\t-\tsizes.json says {sizes[at_boundary + '.tar']} samples, the tar has 1" in text
 
 
 def test_sample_structure_problems(broken, real_samples, capsys):
