@@ -284,7 +284,7 @@ def run_demo(cfg: DemoConfig, beam_args: list[str] | None = None) -> dict:
             _say(cfg, "[2/5] ... and once more with the filters off (the unfiltered baseline)")
             unfiltered = str(out / "unfiltered")
             run_curate(CurateConfig(output=unfiltered, min_words=0, max_words=10**6, vocab_size=10**12,
-                                    max_images_per_text=10**9, max_texts_per_image=10**9, min_side=0,
+                                    max_images_per_text=0, max_texts_per_image=0, min_side=0,
                                     max_aspect_ratio=1e9, boilerplate=False, nsfw="off", **common),
                        beam_args, progress)
 

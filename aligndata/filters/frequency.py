@@ -102,13 +102,13 @@ def rare_token_reason(min_ngram_count: int, threshold: int) -> str | None:
 
 
 def shared_text_reason(n_distinct_urls: int, max_images_per_text: int = 10) -> str | None:
-    """ALIGN: drop alt-texts shared by more than ``max_images_per_text`` distinct image URLs."""
-    return reasons.TEXT_SHARED_BY_TOO_MANY_IMAGES if n_distinct_urls > max_images_per_text else None
+    """ALIGN: drop alt-texts shared by more than ``max_images_per_text`` distinct image URLs (0: the rule is off)."""
+    return reasons.TEXT_SHARED_BY_TOO_MANY_IMAGES if 0 < max_images_per_text < n_distinct_urls else None
 
 
 def too_many_texts_reason(n_distinct_texts: int, max_texts_per_image: int = 1000) -> str | None:
-    """ALIGN: drop images (URLs) with more than ``max_texts_per_image`` distinct alt-texts."""
-    return reasons.IMAGE_TOO_MANY_TEXTS if n_distinct_texts > max_texts_per_image else None
+    """ALIGN: drop images (URLs) with more than ``max_texts_per_image`` distinct alt-texts (0: the rule is off)."""
+    return reasons.IMAGE_TOO_MANY_TEXTS if 0 < max_texts_per_image < n_distinct_texts else None
 
 
 # --------------------------------------------------------------------------------------------------------

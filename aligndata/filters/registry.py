@@ -94,6 +94,11 @@ RULES: tuple[Rule, ...] = (
          paper="alt-texts that are too long (>20 unigrams)",
          options=(Option("--max-words", 20, "keep captions with <= this many words", type=positive_int),),
          decide=text.too_long, decided_in="filters/text.py: too_long"),
+    Rule(reasons.TEXT_TOO_FEW_CHARACTERS, ROW, "text_rules", CAPTION,
+         "captions shorter than --min-chars characters (off by default; LAION, COYO and DataComp use it)",
+         options=(Option("--min-chars", 0, "keep captions with >= this many characters (0: off)",
+                         type=non_negative_int),),
+         decide=text.too_few_characters, decided_in="filters/text.py: too_few_characters", enabled_by="min_chars"),
     Rule(reasons.TEXT_BOILERPLATE, ROW, "text_rules", CAPTION,
          'captions that are only boilerplate: "1920x1080", "alt_img", "IMG_1234.jpg", bare URLs, placeholders',
          options=(Option("--no-boilerplate", True, "turn off the boilerplate rule (camera file names, "
@@ -109,14 +114,14 @@ RULES: tuple[Rule, ...] = (
     Rule(reasons.TEXT_SHARED_BY_TOO_MANY_IMAGES, TEXT_GROUP, "frequency_rules", CAPTION,
          "captions shared by more than --max-images-per-text distinct image URLs",
          paper="alt-texts that are shared by more than 10 images",
-         options=(Option("--max-images-per-text", 10, "drop a caption shared by more than this many image URLs",
-                         type=positive_int),),
+         options=(Option("--max-images-per-text", 10, "drop a caption shared by more than this many image URLs "
+                         "(0: off)", type=non_negative_int),),
          decide=frequency.shared_text_reason, decided_in="pipeline/curate.py: AnnotateTextGroup"),
     Rule(reasons.IMAGE_TOO_MANY_TEXTS, URL_GROUP, "frequency_rules", IMAGE_URL,
          "image URLs with more than --max-texts-per-image distinct captions",
          paper="images that have more than 1000 associated alt-texts",
          options=(Option("--max-texts-per-image", 1000, "drop an image URL with more than this many distinct "
-                         "captions", type=positive_int),),
+                         "captions (0: off)", type=non_negative_int),),
          decide=frequency.too_many_texts_reason, decided_in="pipeline/curate.py: ResolveUrlGroup"),
     Rule(reasons.ROBOTS_DISALLOWED, FETCH, "downloaded", IMAGE_URL,
          "the server opts out: X-Robots-Tag noai/noimageai/noindex/noimageindex; robots.txt with "
@@ -129,6 +134,12 @@ RULES: tuple[Rule, ...] = (
          "HTTP errors, timeouts, the byte cap, too many redirects, unusable URLs",
          see=("--timeout", "--total-timeout", "--max-download-bytes", "--retries"),
          decided_in="fetch/client.py: Fetcher.fetch"),
+    Rule(reasons.IMAGE_FILE_TOO_SMALL, IMAGE, "image_rules", IMAGE_URL,
+         "downloaded files smaller than --min-image-bytes bytes, judged before decoding (off by default; LAION "
+         "and COYO drop images under 5 KB)",
+         options=(Option("--min-image-bytes", 0, "keep downloaded images of >= this many bytes (0: off)",
+                         type=non_negative_int),),
+         decided_in="images/process.py: process_image", enabled_by="min_image_bytes"),
     Rule(reasons.DECODE_FAILED, IMAGE, "image_rules", IMAGE_URL,
          "bytes that are not a decodable raster image, or more pixels than --max-pixels (a pixel bomb)",
          options=(Option("--max-pixels", image.DEFAULT_MAX_PIXELS, "decompression-bomb limit",

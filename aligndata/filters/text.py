@@ -178,6 +178,12 @@ def too_long(opts, caption: str, words: list[str]) -> str | None:
     return f"{len(words)} words" if len(words) > opts.max_words else None
 
 
+def too_few_characters(opts, caption: str, words: list[str]) -> str | None:
+    """LAION's, COYO's and DataComp's length rule (not ALIGN's): keep captions of at least ``min_chars``
+    characters, counted on the normalized caption (whitespace runs are one space)."""
+    return f"{len(caption)} characters" if len(caption) < opts.min_chars else None
+
+
 def boilerplate(opts, caption: str, words: list[str]) -> str | None:
     """The whole caption is boilerplate (see `boilerplate_reason`); the detail names the pattern."""
     return boilerplate_reason(caption)

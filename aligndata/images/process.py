@@ -153,6 +153,7 @@ class ImageConfig:
     encode_format: str = _OUT["encode_format"]
     encode_quality: int = _OUT["encode_quality"]
     max_pixels: int = _RULES["max_pixels"]
+    min_image_bytes: int = _RULES["min_image_bytes"]
     only_downscale: bool = True
     resample: str = _OUT["resize_filter"]
 
@@ -161,7 +162,8 @@ class ImageConfig:
         """From an object carrying the image rules' and output-image options (a curate config)."""
         return cls(min_side=opts.min_side, max_aspect_ratio=opts.max_aspect_ratio, resize_mode=opts.resize_mode,
                    resample=opts.resize_filter, image_size=opts.image_size, encode_format=opts.encode_format,
-                   encode_quality=opts.encode_quality, max_pixels=opts.max_pixels)
+                   encode_quality=opts.encode_quality, max_pixels=opts.max_pixels,
+                   min_image_bytes=opts.min_image_bytes)
 
     def __post_init__(self) -> None:
         # A bad option is a user error: fail once, loudly, rather than reject every image.
@@ -212,6 +214,8 @@ def process_image(data: bytes, cfg: ImageConfig, image_check=None) -> ImageOutco
         reason=None, detail="", image_bytes=None, ext=EXTENSIONS[cfg.encode_format], width=None, height=None,
         original_width=None, original_height=None, sha256=hashlib.sha256(data).hexdigest(), phash=None,
     )
+    if len(data) < cfg.min_image_bytes:  # judged on the bytes as downloaded, before any decoding work
+        return _rejected(outcome, reasons.IMAGE_FILE_TOO_SMALL, f"{len(data)} bytes")
     try:
         decoded = decode_image(data, max_pixels=cfg.max_pixels, draft_size=cfg.draft_size())
     except DecodeError as err:
