@@ -16,6 +16,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from aligndata import __version__
 from aligndata.pipeline.config import CurateConfig
 from aligndata.pipeline.curate import build_curate
+from aligndata.pipeline.heap import returning_freed_memory
 from aligndata.pipeline.job_servers import with_cached_job_server
 from aligndata.fetch.cache import FetchCache, default_cache_dir
 from aligndata.images.content_checks import ImageChecks
@@ -147,10 +148,10 @@ def run_curate(cfg: CurateConfig, beam_args: list[str] | None = None, progress: 
     )
     if progress != "off" and runner.split(".")[-1] in LOCAL_RUNNERS:
         with ProgressReporter(known_row_count(specs), progress_interval, as_json=progress == "json") as reporter:
-            with worker_input_errors(), beam.Pipeline(options=options) as p:
+            with returning_freed_memory(), worker_input_errors(), beam.Pipeline(options=options) as p:
                 build_curate(p, dataclasses.replace(cfg, progress_dir=reporter.directory), specs)
     else:
-        with worker_input_errors(), beam.Pipeline(options=options) as p:
+        with returning_freed_memory(), worker_input_errors(), beam.Pipeline(options=options) as p:
             build_curate(p, cfg, specs)
     if not cfg.keep_cache:
         cache.clear()

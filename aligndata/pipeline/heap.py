@@ -1,0 +1,64 @@
+"""Give freed memory back to the OS during a local run (glibc's malloc policy, set for the run's duration).
+
+glibc serves a block of at least M_MMAP_THRESHOLD bytes (128 KiB at start) with its own mmap and unmaps it on
+free. But the first time such a block is freed, glibc raises the threshold to that block's size (up to 32 MiB),
+so from then on the large, short-lived blocks of a Beam run (encoded bundles and grouped buffers, our packed
+batches) come from the heap, and the pages they leave when freed stay with the process. Measured on a 1M-row
+`--dry-run` with the rare-token rule active (FnApiRunner): after the first stage the process held 729 MB with
+this default and 514 MB with the threshold fixed at 128 KiB; the peak of the run fell from 1,166 MB to 896 MB.
+(Dask recommends the same environment variables for the same reason: "unmanaged memory".)
+
+While a run is under way the threshold is fixed at 128 KiB and the trim threshold at 128 KiB, in this process
+(mallopt) and in worker processes it starts (the environment variables, which glibc reads at start). Afterwards
+both are set to what glibc's dynamic rule would have reached (32 MiB / 64 MiB), so code that runs later in the
+same process (the demo trains a model after curating) is not slowed by an mmap per large tensor. Elsewhere
+(musl, macOS, no libc found) this does nothing. Runners that start their own workers (Flink, Dataflow) take
+their environment from the cluster: set MALLOC_MMAP_THRESHOLD_=131072 there (docs/scale.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers (malloc.h)
+DURING_RUN = {M_MMAP_THRESHOLD: 128 * 1024, M_TRIM_THRESHOLD: 128 * 1024}
+AFTER_RUN = {M_MMAP_THRESHOLD: 32 * 2**20, M_TRIM_THRESHOLD: 64 * 2**20}
+ENVIRONMENT = {"MALLOC_MMAP_THRESHOLD_": str(DURING_RUN[M_MMAP_THRESHOLD]),
+               "MALLOC_TRIM_THRESHOLD_": str(DURING_RUN[M_TRIM_THRESHOLD])}
+
+
+def _mallopt():
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return getattr(libc, "mallopt", None) if libc is not None else None
+
+
+def _set(mallopt, values: dict[int, int]) -> None:
+    for param, value in values.items():
+        mallopt(param, value)
+
+
+@contextlib.contextmanager
+def returning_freed_memory():
+    """For the duration of a local run: large freed blocks go back to the OS (see the module docstring)."""
+    saved = {key: os.environ.get(key) for key in ENVIRONMENT}
+    if any(value is not None for value in saved.values()):  # the user set glibc's policy: theirs wins
+        yield False
+        return
+    mallopt = _mallopt()
+    os.environ.update(ENVIRONMENT)
+    if mallopt is not None:
+        _set(mallopt, DURING_RUN)
+    try:
+        yield mallopt is not None
+    finally:
+        if mallopt is not None:
+            _set(mallopt, AFTER_RUN)
+        for key in ENVIRONMENT:
+            os.environ.pop(key, None)
