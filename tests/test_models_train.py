@@ -91,6 +91,37 @@ def test_training_writes_metrics_checkpoint_and_a_loadable_model(trained, shards
 
 
 @pytest.mark.e2e
+def test_any_text_length_goes_through_transformers_with_truncation(trained):
+    """A 1,000-word caption through AlignProcessor and get_text_features: the saved tokenizer truncates at the
+    text tower's real limit (min(positions, --max-tokens)); a long class label through the zero-shot pipeline,
+    which cannot be told to truncate: every preset's text tower has BERT's 512 positions."""
+    from transformers import AlignModel, AlignProcessor, AutoTokenizer, pipeline
+
+    final = str(trained / "final")
+    tok = AutoTokenizer.from_pretrained(final)
+    model = AlignModel.from_pretrained(final).eval()
+    assert tok.model_max_length == min(model.config.text_config.max_position_embeddings, 64) == 64
+    caption = " ".join(["a red circle on a blue square near the green triangle"] * 100)  # 1,000 words
+    label = " ".join(["very large yellow star"] * 35)  # 140 words: more than 128 tokens, fewer than 512
+    sample = synthetic.make_samples(1, seed=5)[0]
+    from aligndata.models.transforms import decode
+
+    image = decode(sample.image)
+    processor = AlignProcessor.from_pretrained(final)
+    inputs = processor(text=[caption, "a short one"], images=image, truncation=True, return_tensors="pt")
+    assert inputs["input_ids"].shape == (2, 64)  # AlignProcessor pads to 64 by default; truncation stops there
+    with torch.no_grad():
+        out = model(**inputs)
+        features = model.get_text_features(**tok([caption], truncation=True, return_tensors="pt")).pooler_output
+    assert out.logits_per_image.shape == (1, 2) and torch.isfinite(features).all()
+    assert len(tok(f"This is a photo of {label}.")["input_ids"]) > 128  # the length that failed before
+    classifier = pipeline("zero-shot-image-classification", model=final)  # it never truncates: labels must fit
+    scores = classifier(image, candidate_labels=[label, "circle"])
+    assert sorted(s["label"] for s in scores) == sorted([label, "circle"])
+    assert abs(sum(s["score"] for s in scores) - 1) < 1e-5
+
+
+@pytest.mark.e2e
 def test_evaluate_beats_chance_on_the_synthetic_world(trained, shards, tmp_path):
     out = tmp_path / "eval.json"
     assert commands.main(["evaluate", "--model", str(trained / "final"), "--data", shards["val"],

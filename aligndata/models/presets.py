@@ -46,15 +46,16 @@ PRESETS: dict[str, Preset] = {
         vision=dict(width_coefficient=0.25, depth_coefficient=0.25, in_channels=B0_IN[:5], out_channels=B0_OUT[:5],
                     kernel_sizes=B0_KERNELS[:5], strides=B0_STRIDES[:5], num_block_repeats=B0_REPEATS[:5],
                     expand_ratios=(1, 3, 3, 3, 3), drop_connect_rate=0.0),
+        # 512 positions (BERT's) as in every preset: transformers' zero-shot pipeline never truncates (5.24 drops
+        # its tokenizer_kwargs), so a class label must fit the position table; 128 made a 130-token label fail.
         text=dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
-                  max_position_embeddings=128, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
+                  hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
         image_size=64, resize_size=72, description="tests and demos: a few M params, CPU friendly",
     ),
     "small": Preset(
         "small",
         vision=dict(width_coefficient=0.5, depth_coefficient=0.5, drop_connect_rate=0.1),
-        text=dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=512,
-                  max_position_embeddings=128),
+        text=dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=512),
         image_size=128, resize_size=144, description="laptop experiments: EfficientNet-B0/2 + BERT-tiny",
     ),
     "b3-mini": Preset(

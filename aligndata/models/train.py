@@ -403,7 +403,15 @@ def export(model, tokenizer, directory: str, image_size: int, resize_size: int, 
     """``save_pretrained`` model + tokenizer + image processor, and aligndata's settings, into ``directory``."""
     os.makedirs(directory, exist_ok=True)
     model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
+    # The saved tokenizer truncates (when asked to) where the text tower really stops: its position table, or the
+    # tokens it was trained on when fewer (positions past those were never trained). Without this it says 512,
+    # and `truncation=True` still hands a 128-position tower 512 tokens.
+    limit = min(model.config.text_config.max_position_embeddings, settings.get("max_tokens", 64))
+    trained_limit, tokenizer.model_max_length = tokenizer.model_max_length, limit
+    try:
+        tokenizer.save_pretrained(directory)
+    finally:
+        tokenizer.model_max_length = trained_limit
     transforms.image_processor(image_size, resize_size).save_pretrained(directory)
     meta = {"image_size": image_size, "resize_size": resize_size, "max_tokens": settings.get("max_tokens", 64),
             "preset": settings.get("preset"), "steps": settings.get("total_steps"), "loss": settings.get("loss")}
