@@ -203,6 +203,18 @@ def test_validate_clean_output(curated, capsys):
         assert rc == 0 and out == "" and "18 sample(s)" in err and ": ok" in err
 
 
+def test_validate_warns_about_shards_smaller_than_a_batch_per_worker(curated, capsys):
+    sizes = json.loads((curated / "sizes.json").read_text())
+    threshold = max(sizes.values())  # every shard but the largest is smaller
+    rc, out, err = run(capsys, "validate", curated, "--min-samples", threshold)
+    small = sorted(name[:-4] for name, n in sizes.items() if n < threshold)
+    assert rc == 0 and out == "" and small  # a warning, not a contract problem
+    assert sorted(re.findall(r"^warning: (\d{5}): \d+ sample", err, re.M)) == small
+    rc, out, _ = run(capsys, "validate", curated, "--min-samples", threshold, "--json")
+    assert rc == 0 and len(json.loads(out)["warnings"]) == len(small)
+    assert "warning" not in run(capsys, "validate", curated, "--min-samples", 1)[2]
+
+
 @pytest.fixture
 def broken(tmp_path, curated):
     """A fresh copy of the curated output to break."""

@@ -126,14 +126,18 @@ def cmd_grep(args) -> int:
 
 @_handler
 def cmd_validate(args) -> int:
-    from aligndata.inspect.validate import validate
+    from aligndata.inspect.validate import small_shards, validate
 
     problems, totals = validate(_shards(args), deep=args.deep)
+    warnings = small_shards(totals.pop("per_shard"), args.min_samples) if args.min_samples else []
     if args.json:
-        print(json.dumps({**totals, "problems": [p.as_dict() for p in problems]}, indent=2, ensure_ascii=False))
+        print(json.dumps({**totals, "problems": [p.as_dict() for p in problems], "warnings": warnings}, indent=2,
+                         ensure_ascii=False))
     else:
         for problem in problems:
             print(problem.line())
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
     verdict = "ok" if not problems else f"{len(problems)} problem(s) in " \
         f"{len({p.shard for p in problems})} shard(s)"
     decoded = " (images decoded)" if args.deep else ""
@@ -246,6 +250,8 @@ def register(subparsers) -> None:
             cmd_validate)
     p.add_argument("--deep", action="store_true", help="also decode every image")
     p.add_argument("--json", action="store_true", help="print the problems as JSON")
+    p.add_argument("--min-samples", type=_positive, metavar="N",
+                   help="warn about shards with fewer samples (open_clip: batch size x workers; a warning, exit 0)")
 
     p = add("grid", "a PNG contact sheet of random samples with wrapped captions", cmd_grid)
     p.add_argument("--out", required=True, metavar="PNG")

@@ -50,8 +50,16 @@ class _ShardFacts:
     captions: dict[str, str | None]
 
 
+def small_shards(counts: dict[str, int], min_samples: int) -> list[str]:
+    """Warnings for shards holding fewer than ``min_samples`` samples. Not a contract problem, but open_clip's
+    webdataset loader (with its own resampling off) spins in its epoch loop when a worker's shards cannot fill one
+    batch: pass batch size x workers per GPU."""
+    return [f"{shard}: {n} sample(s), fewer than --min-samples {min_samples} (a batch per loader worker)"
+            for shard, n in counts.items() if n < min_samples]
+
+
 def validate(shards: ShardSet, deep: bool = False) -> tuple[list[Problem], dict]:
-    """All problems found, and totals {"shards", "samples"}."""
+    """All problems found, and totals {"shards", "samples", "per_shard": {shard: samples}}."""
     problems: list[Problem] = []
 
     def report(shard: str, key: str | None, problem: str) -> None:
@@ -73,7 +81,8 @@ def validate(shards: ShardSet, deep: bool = False) -> tuple[list[Problem], dict]
             first_seen.setdefault(sample.key, shard)
         facts[path] = _ShardFacts(len(keys), keys, captions)
     _check_companions(shards, facts, report)
-    return problems, {"shards": len(shards), "samples": samples}
+    per_shard = {shards.name(path): fact.count for path, fact in facts.items()}
+    return problems, {"shards": len(shards), "samples": samples, "per_shard": per_shard}
 
 
 def _check_sample(sample: Sample, report, deep: bool) -> str | None:
