@@ -166,6 +166,15 @@ def test_min_score(source, tmp_path):
     scores = scores_by_uid(source)
     summary = check_output(source, out, [uid for uid, s in scores.items() if s >= np.float32(0.5)])
     assert summary["scores"] == {"model": "clip-test"}
+    # The same scores in a directory of their own (--scores DIR), beside shards that have none.
+    bare, elsewhere = tmp_path / "bare", tmp_path / "scores"
+    shutil.copytree(source, bare, ignore=shutil.ignore_patterns("*_scores.parquet"))
+    elsewhere.mkdir()
+    for path in source.glob("*_scores.parquet"):
+        shutil.copy(path, elsewhere / path.name)
+    assert subset(bare, tmp_path / "again", "--min-score", "0.5", "--scores", str(elsewhere)) == 0
+    assert {p.name: p.read_bytes() for p in (tmp_path / "again").glob("0*")} == \
+        {p.name: p.read_bytes() for p in out.glob("0*")}
 
 
 @pytest.mark.parametrize("fraction", ["0.25", "0.5", "1/3", "0.05", "1"])
@@ -259,6 +268,15 @@ def test_no_filter_reshards_everything(source, tmp_path):
                                                                          "00002.tar": 4}
 
 
+def test_parquet_order_is_input_order_even_when_the_tar_differs(source, tmp_path):
+    reordered = tmp_path / "src"
+    shutil.copytree(source, reordered)
+    table = pq.read_table(reordered / "00000.parquet")
+    pq.write_table(table.take(list(range(table.num_rows))[::-1]), reordered / "00000.parquet")
+    assert subset(reordered, tmp_path / "new", "--samples-per-shard", "5") == 0
+    check_output(reordered, tmp_path / "new", [r["uid"] for r in all_rows(reordered)])
+
+
 def test_webdataset_reads_the_subset(source, tmp_path):
     pytest.importorskip("webdataset")
     out = tmp_path / "new"
@@ -319,6 +337,9 @@ def test_uid_conversions_agree_with_python_ints(tmp_path):
     hi, lo = hex_to_pairs(uids, "test")
     assert [(int(h), int(l)) for h, l in zip(hi, lo)] == [divmod(int(u, 16), 2**64) for u in uids]
     assert pairs_to_hex(hi, lo) == uids
+    chunked = hex_to_pairs(pa.chunked_array([pa.array(uids[:50]), pa.array(uids).slice(60)]), "t")
+    assert pairs_to_hex(*chunked) == uids[:50] + uids[60:]  # chunks and sliced arrays read alike
+    assert pairs_to_hex(*hex_to_pairs(pa.array(uids, pa.large_string()).slice(7), "t")) == uids[7:]
     records = np.load(io.BytesIO(npy_bytes(hi, lo)))
     assert records.dtype == np.dtype("u8,u8") and (np.sort(records) == records).all()
     assert len(records) == len(set(uids))
@@ -442,6 +463,23 @@ def test_score_errors_name_the_shard(source, tmp_path, capsys):
     err = run_error(capsys, "subset", str(broken), "--output", str(tmp_path / "a"), "--min-score", "0")
     assert "shard 00001: 1 samples" in err and "NaN" in err
     assert not (tmp_path / "a").exists()
+
+
+def test_shards_that_disagree_with_their_parquet_are_errors(source, tmp_path, capsys):
+    broken = tmp_path / "src"
+    shutil.copytree(source, broken)
+    stats = json.loads((broken / "00002_stats.json").read_text())
+    (broken / "00002_stats.json").write_text(json.dumps({**stats, "count": stats["count"] + 1}))
+    err = run_error(capsys, "subset", str(broken), "--output", str(tmp_path / "a"))
+    assert "shard 00002: its parquet has" in err and "_stats.json counts" in err
+    shutil.copy(source / "00002_stats.json", broken / "00002_stats.json")
+    table = pq.read_table(broken / "00001.parquet")
+    keys = table.column("key").to_pylist()
+    keys[-1] = "f" * 32  # a row whose sample is not in the tar
+    pq.write_table(table.set_column(0, "key", pa.array(keys)), broken / "00001.parquet")
+    err = run_error(capsys, "subset", str(broken), "--output", str(tmp_path / "b"))
+    assert f"shard 00001: sample {'f' * 32} is in its parquet but not in its tar" in err
+    assert not (tmp_path / "b" / "subset.json").exists()  # the run did not complete
 
 
 def test_output_directory_rules(source, tmp_path, capsys):

@@ -211,10 +211,9 @@ class _Workers:
 
     def __init__(self, request: Request, context: Context, processes: int):
         self.context = context
-        self.processes = max(1, min(processes, len(request.paths)))
         self.pool = None
-        if self.processes > 1:
-            self.pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
+        if processes > 1:  # workers start on demand, so a pass with fewer items starts fewer
+            self.pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
                                             initializer=_start_worker, initargs=(request,))
 
     def run(self, function: Callable, items: list[tuple], bar=None) -> Iterator:
