@@ -1,7 +1,8 @@
 """``aligndata subset SHARDS --output NEW [filters]``: a new shard set of the samples every filter keeps.
 
 Exit codes: 0 written; 1 written, but no sample was kept (NEW holds subset.json, an empty uids.npy and no
-shard); 2 bad arguments or inputs (one line on stderr, nothing written).
+shard); 2 bad arguments or inputs (one line on stderr). Inputs are checked before NEW is touched, except a tar
+found to disagree with its parquet while copying: that run stops without subset.json, which is written last.
 """
 
 from __future__ import annotations
