@@ -114,9 +114,10 @@ class Context:
     def uids(self, path: str, table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
         shard = self.shards.name(path)
         column = table.column("uid")
+        pairs = hex_to_pairs(column, f"shard {shard}'s uid column")  # first: it names null and malformed uids
         if pc.count_distinct(column).as_py() != table.num_rows:
             raise SubsetError(f"shard {shard}: its parquet lists a uid twice")
-        return hex_to_pairs(column, f"shard {shard}'s uid column")
+        return pairs
 
     def check_count(self, path: str, rows: int) -> None:
         """The parquet must describe every sample of the tar: compare with NAME_stats.json when there is one."""
