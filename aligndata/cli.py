@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_rules(sub)
     register_inspect(sub)
     register_models(sub)
+    from aligndata.commands.subset import register as register_subset; register_subset(sub)  # noqa: E702
     return parser
 
 

@@ -34,6 +34,7 @@ KNOWN_COLUMNS = META_COLUMNS  # the contract's typed fields (aligndata/shards/co
 OWNED_FILE_RE = re.compile(
     r"^(?:\d{5,}(?:\.tar|\.parquet|_stats\.json)"
     r"|sizes\.json|report\.json|report\.html|rejected\.parquet|candidates\.parquet|config\.json"
+    r"|subset\.json|uids\.npy"
     r"|\..+\.tmp-[0-9a-f]{32})$"
 )
 
@@ -108,11 +109,38 @@ def _members(sample: Sample) -> list[tuple[str, bytes]]:
     return members
 
 
-def _write_tar(fileobj: IO[bytes], ordered: list[Sample]) -> None:
-    with tarfile.open(fileobj=_TellingWriter(fileobj), mode="w", format=_TAR_FORMAT) as tar:
+def _write_tar(fileobj: IO[bytes], ordered: list[Sample]) -> int:
+    """Write the tar to ``fileobj``; return its size in bytes."""
+    with TarMembers(fileobj) as tar:
         for sample in ordered:
             for name, payload in _members(sample):
-                tar.addfile(_tar_info(name, len(payload)), io.BytesIO(payload))
+                tar.add(name, payload)
+    return tar.size
+
+
+class TarMembers:
+    """A tar stream with our deterministic headers, members appended in the caller's order: the one place that
+    writes tar members (shards here, `aligndata subset`'s copies). ``size`` is the tar's length once closed."""
+
+    def __init__(self, fileobj: IO[bytes]) -> None:
+        self._counter = _TellingWriter(fileobj)
+        self._tar = tarfile.open(fileobj=self._counter, mode="w", format=_TAR_FORMAT)
+        self.size = 0
+
+    def add(self, name: str, payload: bytes) -> None:
+        self._tar.addfile(_tar_info(name, len(payload)), io.BytesIO(payload))
+
+    def close(self) -> int:
+        self._tar.close()
+        self.size = self._counter.tell()
+        return self.size
+
+    def __enter__(self) -> TarMembers:
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is None:
+            self.close()
 
 
 def _tar_info(name: str, size: int) -> tarfile.TarInfo:
@@ -198,14 +226,20 @@ def write_shard(output_dir: str, index: int, samples: Iterable[Sample]) -> dict:
     parquet = parquet_bytes(table)
     storage = storage_for(output_dir)
     with atomic_writer(storage.join(output_dir, f"{name}.tar")) as handle:
-        counter = _TellingWriter(handle)
-        _write_tar(counter, ordered)
+        size = _write_tar(handle, ordered)
+    return finish_shard(output_dir, name, parquet, table, size)
+
+
+def finish_shard(output_dir: str, name: str, parquet: bytes, table: pa.Table, tar_size: int) -> dict:
+    """After ``NAME.tar``: write ``NAME.parquet`` (``parquet``, the bytes of ``table``) and then, last,
+    ``NAME_stats.json``; return the stats."""
+    storage = storage_for(output_dir)
     write_bytes_atomic(storage.join(output_dir, f"{name}.parquet"), parquet)
     stats = {
         "shard": name,
-        "count": len(ordered),
-        "successes": len(ordered),
-        "bytes": counter.tell(),
+        "count": table.num_rows,
+        "successes": table.num_rows,
+        "bytes": tar_size,
         "meta_columns": table.column_names,
     }
     write_json_atomic(storage.join(output_dir, f"{name}_stats.json"), stats)
@@ -254,6 +288,19 @@ def write_sizes(output_dir: str, sizes: dict[str, int]) -> None:
 # ------------------------------------------------------------------------------------------ output folder
 
 
+def check_output_dir(output_dir: str, overwrite: bool) -> list[str]:
+    """The files in ``output_dir`` (none when it does not exist); raise OutputDirNotEmpty when there are some and
+    not ``overwrite``. Changes nothing: a command checks this before its work and prepares the folder after."""
+    storage = storage_for(output_dir)
+    entries = storage.list_files(output_dir)  # dotfiles included (the fetch cache, temp files)
+    if entries and not overwrite:
+        raise OutputDirNotEmpty(
+            f"output directory {output_dir} is not empty ({len(entries)} files); "
+            "pass --overwrite to replace the files aligndata wrote there"
+        )
+    return entries
+
+
 def prepare_output_dir(output_dir: str, overwrite: bool) -> list[str]:
     """Create ``output_dir``; refuse a non-empty one unless ``overwrite``. Returns the paths deleted.
 
@@ -263,12 +310,7 @@ def prepare_output_dir(output_dir: str, overwrite: bool) -> list[str]:
     there stays.
     """
     storage = storage_for(output_dir)
-    entries = storage.list_files(output_dir)  # dotfiles included (the fetch cache, temp files)
-    if entries and not overwrite:
-        raise OutputDirNotEmpty(
-            f"output directory {output_dir} is not empty ({len(entries)} files); "
-            "pass --overwrite to replace the files aligndata wrote there"
-        )
+    entries = check_output_dir(output_dir, overwrite)
     parent = storage.parent(storage.join(output_dir, "child"))  # how the backend names output_dir as a parent
     ledgers = {storage.parent(storage.join(storage.join(output_dir, name), "child")) for name in (REJECTED, CANDIDATES)}
     owned = sorted(
