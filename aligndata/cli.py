@@ -71,13 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     from aligndata.commands.eval_index import register as register_eval_index
 
     from aligndata.commands.rules import register as register_rules
+    from aligndata.commands.subset import register as register_subset
 
     register_eval_index(sub)
     register_extract(sub)
     register_rules(sub)
     register_inspect(sub)
     register_models(sub)
-    from aligndata.commands.subset import register as register_subset; register_subset(sub)  # noqa: E702
+    register_subset(sub)
     return parser
 
 

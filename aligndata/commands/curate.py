@@ -45,6 +45,9 @@ def add_curate_arguments(parser: argparse.ArgumentParser) -> None:
     for rule in registry.RULES:
         for option in rule.options:
             option.add_to(groups[rule.judges])
+            if option.action == "store_false":  # a preset may turn the rule off; this turns it back on
+                groups[rule.judges].add_argument(f"--{option.dest.replace('_', '-')}", dest=option.dest,
+                                                 action="store_true", help=f"undo {option.flag} (e.g. a preset's)")
 
     images = parser.add_argument_group("output images and shards")
     for option in OUTPUT_IMAGE_OPTIONS + SHARD_OPTIONS:
@@ -55,13 +58,40 @@ def add_curate_arguments(parser: argparse.ArgumentParser) -> None:
         option.add_to(fetch)
 
 
+class _Default:
+    """An option's default as argparse leaves it when the option is not given, so that a preset can tell it
+    from a value the user typed (which always wins)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+def _mark_defaults(parser: argparse.ArgumentParser, dests: set[str]) -> None:
+    for action in parser._actions:  # argparse keeps no public list of a parser's actions
+        if action.dest in dests:
+            action.default = _Default(action.default)
+
+
 def curate_config(args: argparse.Namespace):
+    from aligndata.filters import presets
     from aligndata.pipeline.config import CURATE_OPTIONS, CurateConfig
 
-    if args.min_words > args.max_words:
-        raise SystemExit(f"aligndata curate: --min-words ({args.min_words}) exceeds --max-words ({args.max_words})")
-    return CurateConfig(inputs=tuple(args.input), output=args.output,
-                        **{o.dest: getattr(args, o.dest) for o in CURATE_OPTIONS})
+    preset = presets.get(args.preset).values() if args.preset else {}
+
+    def value(dest):
+        given = getattr(args, dest)
+        return preset.get(dest, given.value) if isinstance(given, _Default) else given
+
+    values = {o.dest: value(o.dest) for o in CURATE_OPTIONS}
+    if values["min_words"] > values["max_words"]:
+        raise SystemExit(f"aligndata curate: --min-words ({values['min_words']}) exceeds --max-words "
+                         f"({values['max_words']})")
+    return CurateConfig(inputs=tuple(args.input), output=args.output, **values)
 
 
 def print_summary(report: dict, output: str, stream=None) -> None:
@@ -91,6 +121,12 @@ def cmd_curate(args, beam_args) -> int:
     report = run_curate(cfg, beam_args, progress_mode(args), args.progress_interval)
     if not args.quiet:
         print_summary(report, args.output)
+        if cfg.preset:
+            from aligndata.filters import presets
+
+            steps = presets.next_steps(presets.get(cfg.preset), args.output)
+            if steps:
+                print(f"preset {cfg.preset}: the recipe goes on outside curate:", *steps, sep="\n  ", file=sys.stderr)
     if not report["accounting_ok"]:
         print("aligndata curate: accounting mismatch (input rows != kept + rejected); this is a bug, please report it",
               file=sys.stderr)
@@ -110,4 +146,7 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_curate_arguments(parser)
+    from aligndata.filters import presets
+
+    _mark_defaults(parser, {s.dest for p in presets.PRESETS.values() for s in p.settings})
     parser.set_defaults(func=cmd_curate)

@@ -27,7 +27,16 @@ def write_readme_table(path: str) -> bool:
 def cmd_rules(args, beam_args) -> int:
     from aligndata.filters import registry
 
-    if args.write_readme:
+    if args.preset:
+        from aligndata.filters import presets
+        from aligndata.pipeline.config import CURATE_OPTIONS
+
+        # a switch is named by what it turns on (--boilerplate off), not by its --no- form
+        flags = {o.dest: f"--{o.dest.replace('_', '-')}" if o.action == "store_false" else o.flag
+                 for o in CURATE_OPTIONS}
+        defaults = {o.dest: o.default for o in CURATE_OPTIONS}
+        sys.stdout.write(presets.describe(presets.get(args.preset), flags, defaults))
+    elif args.write_readme:
         changed = write_readme_table(args.write_readme)
         print(f"{args.write_readme}: rule table {'updated' if changed else 'already current'}", file=sys.stderr)
     elif args.json:
@@ -47,4 +56,7 @@ def register(subparsers) -> None:
     form.add_argument("--json", action="store_true", help="machine-readable")
     form.add_argument("--markdown", action="store_true", help="README's rule table")
     form.add_argument("--write-readme", metavar="README.md", help="rewrite the table between its rules-table markers")
+    from aligndata.filters.presets import PRESETS
+
+    form.add_argument("--preset", choices=list(PRESETS), help="what a published recipe sets (curate --preset)")
     parser.set_defaults(func=cmd_rules)

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 from aligndata.extract.pages import DEFAULT_MAX_PAGE_BYTES
 from aligndata.fetch.options import FETCH_OPTIONS, IMAGE_FETCH_OPTIONS
-from aligndata.filters import registry
+from aligndata.filters import presets, registry
 from aligndata.filters.options import Option, non_negative_int, options_dataclass, positive_int
 from aligndata.images.process import OUTPUT_IMAGE_OPTIONS
 from aligndata.io.inputs import FORMATS
@@ -23,6 +23,8 @@ def columns(text: str) -> tuple[str, ...]:
 
 
 INPUT_OPTIONS: tuple[Option, ...] = (
+    Option("--preset", None, "a published recipe's thresholds (aligndata rules --preset NAME shows them); options "
+           "given here override it", choices=tuple(presets.PRESETS), shown_default="none (ALIGN's rules)"),
     Option("--input-format", "auto", "tables, or web sources whose <img alt> pairs are extracted (see "
            "docs/extraction.md); page-urls: files listing page URLs, fetched like images",
            choices=("auto", *FORMATS)),
