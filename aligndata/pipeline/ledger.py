@@ -180,14 +180,20 @@ class ApplyVerdicts(beam.DoFn):
     def _verdicts_of(self, key, batches):
         """(row dict, reason or None, detail) for every row of the part, in input order."""
         src = key[0]
-        records = heapq.merge(*(packed.iter_batch(b) for b in batches if b[:1] == packed.RECORD))
-        verdicts = heapq.merge(*(packed.iter_batch(b) for b in batches if b[:1] == packed.VERDICT))
+        record_batches = [b for b in batches if b[:1] == packed.RECORD]
+        verdict_batches = [b for b in batches if b[:1] == packed.VERDICT]
+        records = heapq.merge(*map(packed.iter_batch, record_batches))
+        verdicts = heapq.merge(*map(packed.iter_batch, verdict_batches))
         pending = next(verdicts, None)
         for record in records:
             cand, code, detail, final = packed.unpack_record(src, record)
             if not final:
                 if pending is None or packed.row_of(pending) != cand["row"]:
-                    raise RuntimeError(f"no verdict reached input file {src} row {cand['row']}")
+                    raise RuntimeError(
+                        f"no verdict reached input file {src} row {cand['row']} (ledger part {key}: "
+                        f"{len(record_batches)} record and {len(verdict_batches)} verdict batches, the next verdict "
+                        f"is for row {None if pending is None else packed.row_of(pending)}); this is a bug, please "
+                        "report it")
                 _, code, verdict_detail = packed.unpack_verdict(pending)
                 if verdict_detail:
                     detail = verdict_detail.decode("utf-8", errors="surrogatepass")
