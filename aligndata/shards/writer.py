@@ -183,31 +183,34 @@ class _TellingWriter:
 # ------------------------------------------------------------------------------------------------ parquet
 
 
-def samples_table(samples: list[Sample], failures: Iterable[Failure] = ()) -> pa.Table:
+def samples_table(samples: list[Sample], failures: list[Failure] = ()) -> pa.Table:
     """One row per sample (``status`` "success", ``error_message`` null), then one per failure in the order given
     (its status and error message; the image fields null): ``key`` then the metadata fields (known columns first,
     in KNOWN_COLUMNS order, then the others sorted by name). A field missing from some rows is null there."""
-    rows = [_sample_row(sample) for sample in samples]
-    rows += [_failure_row(failure) for failure in failures]
-    columns = _columns(rows)
-    arrays = [_column_array(column, [row.get(column) for row in rows]) for column in columns]
+    failures = list(failures)
+    arrays = []
+    columns = _columns(samples, failures)
+    for column in columns:
+        if column == "key":
+            values = [sample.key for sample in samples] + [failure.key for failure in failures]
+        elif column == "status":
+            values = [SUCCESS] * len(samples) + [failure.status for failure in failures]
+        elif column == "error_message":
+            values = [None] * len(samples) + [failure.error_message for failure in failures]
+        else:
+            values = [sample.meta.get(column) for sample in samples] + [failure.meta.get(column) for failure in failures]
+        arrays.append(_column_array(column, values))
     return pa.Table.from_arrays(arrays, names=columns)
 
 
-def _sample_row(sample: Sample) -> dict:
-    if sample.meta.get("key", sample.key) != sample.key:
-        raise ValueError(f"sample {sample.key!r}: meta['key'] = {sample.meta['key']!r} differs from the key")
-    return {**sample.meta, "key": sample.key, "status": SUCCESS, "error_message": None}
-
-
-def _failure_row(failure: Failure) -> dict:
-    return {**failure.meta, "key": failure.key, "status": failure.status, "error_message": failure.error_message}
-
-
-def _columns(rows: list[dict]) -> list[str]:
+def _columns(samples: list[Sample], failures: list[Failure]) -> list[str]:
     present: set[str] = {"key", *STATUS_COLUMNS}
-    for row in rows:
-        present.update(row)
+    for sample in samples:
+        if sample.meta.get("key", sample.key) != sample.key:
+            raise ValueError(f"sample {sample.key!r}: meta['key'] = {sample.meta['key']!r} differs from the key")
+        present.update(sample.meta)
+    for failure in failures:
+        present.update(failure.meta)
     known = [name for name in KNOWN_COLUMNS if name in present]
     return known + sorted(present - set(known))
 
