@@ -302,7 +302,7 @@ def test_companion_files_must_agree(broken, real_samples, capsys):
     table = pq.read_table(broken / "00000.parquet")
     pq.write_table(table.slice(1), broken / "00000.parquet")  # one row short
     stats = json.loads((broken / "00001_stats.json").read_text())
-    (broken / "00001_stats.json").write_text(json.dumps(dict(stats, count=99)))
+    (broken / "00001_stats.json").write_text(json.dumps(dict(stats, count=99, successes=98)))
     sizes = json.loads((broken / "sizes.json").read_text())
     (broken / "sizes.json").write_text(json.dumps(dict(sizes, **{"00002.tar": sizes["00002.tar"] + 1,
                                                                  "00009.tar": 1})))
@@ -310,9 +310,14 @@ def test_companion_files_must_agree(broken, real_samples, capsys):
     rc, lines, _ = problems_of(capsys, broken)
     assert rc == 1
     n0, n1, n2 = sizes["00000.tar"], sizes["00001.tar"], sizes["00002.tar"]
-    assert ["00000", "-", f"00000.parquet has {n0 - 1} rows, the tar {n0} samples"] in lines
+    assert ["00000", "-", f"00000.parquet has {n0 - 1} sample rows, the tar {n0} samples"] in lines
     assert ["00000", table.column("key")[0].as_py(), "in the tar but not in 00000.parquet"] in lines
-    assert ["00001", "-", f"00001_stats.json says count 99, the tar has {n1} samples"] in lines
+    assert ["00001", "-", f"00001_stats.json says successes 98, the tar has {n1} samples"] in lines
+    # img2dataset's count: every row assigned to the shard, successes + failed_to_download + failed_to_resize
+    failed = (stats["failed_to_download"], stats["failed_to_resize"])
+    assert ["00001", "-", "00001_stats.json says count 99, not successes + failed_to_download + "
+                          f"failed_to_resize (98 + {failed[0]} + {failed[1]})"] in lines
+    assert ["00001", "-", f"00001_stats.json's status_dict counts {n1 + sum(failed)} rows, its count 99"] in lines
     assert ["00002", "-", f"sizes.json says {n2 + 1} samples, the tar has {n2}"] in lines
     assert ["sizes.json", "-", "sizes.json lists 00009.tar, which does not exist"] in lines
     assert ["00002", "-", "00002.parquet is missing (other shards have one)"] in lines
@@ -455,4 +460,6 @@ def test_export_columns_match_the_shard_writer():
     from aligndata.inspect.export import META_COLUMNS
     from aligndata.shards.writer import KNOWN_COLUMNS
 
-    assert META_COLUMNS == KNOWN_COLUMNS
+    from aligndata.shards.outcomes import STATUS_COLUMNS
+
+    assert {**META_COLUMNS, **STATUS_COLUMNS} == KNOWN_COLUMNS  # exported samples have no outcome: all succeeded

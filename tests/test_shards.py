@@ -9,12 +9,14 @@ import random
 import tarfile
 from pathlib import Path
 
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import webdataset
 from PIL import Image
 
 from aligndata.io.atomic import write_bytes_atomic, write_json_atomic
+from aligndata.shards.outcomes import Failure, status_of, success_rows
 from aligndata.shards.writer import (
     compact_shards,
     OutputDirNotEmpty,
@@ -72,6 +74,18 @@ def test_shard_name(index, name):
 def test_shard_name_refuses_negative():
     with pytest.raises(ValueError, match="-1"):
         shard_name(-1)
+
+
+@pytest.mark.parametrize(("index", "digits", "name"), [(0, 8, "00000000"), (42, 8, "00000042"),
+                                                       (123456789, 8, "123456789"), (7, 1, "7"), (7, 3, "007")])
+def test_shard_name_digits(index, digits, name):
+    assert shard_name(index, digits) == name
+
+
+@pytest.mark.parametrize("digits", [0, 13])
+def test_shard_name_refuses_odd_digits(digits):
+    with pytest.raises(ValueError, match="shard digits"):
+        shard_name(0, digits)
 
 
 # -------------------------------------------------------------------------------------------------- tar
@@ -149,9 +163,12 @@ def test_write_shard_writes_three_files_and_returns_stats(tmp_path):
         "shard": "00003",
         "count": 5,
         "successes": 5,
+        "failed_to_download": 0,
+        "failed_to_resize": 0,
+        "status_dict": {"success": 5},
         "bytes": (tmp_path / "00003.tar").stat().st_size,
         "meta_columns": ["key", "uid", "url", "caption", "width", "height", "original_width",
-                         "original_height", "sha256", "phash", "source"],
+                         "original_height", "sha256", "phash", "status", "error_message", "source"],
     }
     on_disk = (tmp_path / "00003_stats.json").read_text(encoding="utf-8")
     assert json.loads(on_disk) == stats and on_disk.endswith("\n")
@@ -184,8 +201,9 @@ def test_parquet_rows_match_the_samples(tmp_path):
     rows = table.to_pylist()
     assert [row["key"] for row in rows] == sorted(s.key for s in samples)
     for row, sample in zip(rows, sorted(samples, key=lambda s: s.key)):
-        assert row == {"key": sample.key, **sample.meta}
+        assert row == {"key": sample.key, **sample.meta, "status": "success", "error_message": None}
     assert str(table.schema.field("width").type) == "int64"
+    assert str(table.schema.field("status").type) == str(table.schema.field("error_message").type) == "string"
     assert str(table.schema.field("caption").type) == "string"
 
 
@@ -253,6 +271,84 @@ def test_empty_shard_is_a_valid_empty_tar(tmp_path):
     with tarfile.open(tmp_path / "00000.tar") as tar:
         assert tar.getnames() == []
     assert pq.read_table(tmp_path / "00000.parquet").num_rows == 0
+
+
+# ------------------------------------------------------------------------ failed rows (img2dataset's layout)
+
+
+def make_failures() -> list[Failure]:
+    """Rows of the shard that did not become samples, one per kind of reason."""
+    cases = [("download_failed", "http_404"), ("robots_disallowed", "x-robots-tag:noai"),
+             ("blocked_address", "blocked:10.0.0.1"), ("decode_failed", "UnidentifiedImageError"),
+             ("image_too_small", "300x200"), ("image_too_small", "300x200"), ("aspect_ratio_too_large", "603x201"),
+             ("nsfw", "")]
+    failures = []
+    for i, (reason, detail) in enumerate(cases):
+        key = f"f{i}" + "cd" * 15
+        meta = {"uid": key, "url": f"http://127.0.0.1/bad/{i}.jpg", "caption": f"a failed photo {i}",
+                "source": "laion"}  # the row's own fields, as make_samples' (without page_url)
+        failures.append(Failure(key, meta, reason, detail))
+    return failures
+
+
+def test_reasons_map_onto_img2dataset_statuses():
+    assert {reason: status_of(reason) for reason in ("download_failed", "robots_disallowed", "blocked_address")} \
+        == dict.fromkeys(("download_failed", "robots_disallowed", "blocked_address"), "failed_to_download")
+    resize = ("image_file_too_small", "decode_failed", "image_too_small", "aspect_ratio_too_large",
+              "eval_set_duplicate", "nsfw")
+    assert {status_of(reason) for reason in resize} == {"failed_to_resize"}
+    with pytest.raises(ValueError, match="text_too_short"):
+        status_of("text_too_short")  # decided before shards are assigned: never a shard's failure
+
+
+def test_failures_are_counted_the_img2dataset_way(tmp_path):
+    samples, failures = make_samples(3), make_failures()
+    stats = write_shard(str(tmp_path), 0, samples, reversed(failures))
+    assert (stats["count"], stats["successes"], stats["failed_to_download"], stats["failed_to_resize"]) == \
+        (3 + 8, 3, 3, 5)
+    assert stats["status_dict"] == {
+        "aspect_ratio_too_large: 603x201": 1, "blocked_address: blocked:10.0.0.1": 1,
+        "decode_failed: UnidentifiedImageError": 1, "download_failed: http_404": 1,
+        "image_too_small: 300x200": 2, "nsfw": 1, "robots_disallowed: x-robots-tag:noai": 1, "success": 3}
+    assert sum(stats["status_dict"].values()) == stats["count"]
+    assert not {"start_time", "end_time", "duration"} & set(stats)  # wall clock only when asked for
+    table = pq.read_table(tmp_path / "00000.parquet")
+    assert table.column("status").to_pylist() == ["success"] * 3  # failed rows only when asked for
+    assert (tmp_path / "00000.tar").read_bytes() == tar_bytes(samples)
+
+
+def test_failed_rows_follow_the_samples_in_the_parquet(tmp_path):
+    samples, failures = make_samples(3), make_failures()
+    plain = write_shard(str(tmp_path / "plain"), 0, samples, failures)
+    stats = write_shard(str(tmp_path / "full"), 0, samples, reversed(failures), failed_rows=True)
+    assert {k: v for k, v in stats.items() if k != "meta_columns"} == \
+        {k: v for k, v in plain.items() if k != "meta_columns"}
+    assert (tmp_path / "full" / "00000.tar").read_bytes() == (tmp_path / "plain" / "00000.tar").read_bytes()
+    table = pq.read_table(tmp_path / "full" / "00000.parquet")
+    rows = table.to_pylist()
+    assert [r["key"] for r in rows] == sorted(s.key for s in samples) + sorted(f.key for f in failures)
+    for row, failure in zip(rows[3:], sorted(failures, key=lambda f: f.key)):
+        assert row["status"] == failure.status and row["error_message"] == failure.error_message
+        assert (row["url"], row["caption"], row["source"]) == (failure.meta["url"], failure.meta["caption"], "laion")
+        assert row["width"] is row["sha256"] is None
+    assert str(table.schema.field("width").type) == "int64"  # the image fields keep their types, null here
+    # as code written against img2dataset reads it (pandas' df[df.status == "success"], in pyarrow)
+    kept = table.filter(pc.field("status") == "success")
+    assert kept.column("key").to_pylist() == sorted(s.key for s in samples)
+    assert success_rows(table).to_pylist() == pq.read_table(tmp_path / "plain" / "00000.parquet").to_pylist()
+
+
+def test_shard_times_when_asked_for(tmp_path):
+    stats = write_shard(str(tmp_path), 0, make_samples(2), started=1_700_000_000.0)
+    assert stats["start_time"] == 1_700_000_000.0 < stats["end_time"]
+    assert stats["duration"] == stats["end_time"] - stats["start_time"]
+    assert json.loads((tmp_path / "00000_stats.json").read_text()) == stats
+
+
+def test_eight_digit_names(tmp_path):
+    stats = write_shard(str(tmp_path), 3, make_samples(2), digits=8)
+    assert files_in(tmp_path) == ["00000003.parquet", "00000003.tar", "00000003_stats.json"]
+    assert stats["shard"] == "00000003"
 
 
 # ----------------------------------------------------------------------------------------- atomic writes
@@ -333,6 +429,27 @@ def test_overwrite_deletes_only_what_aligndata_owns(tmp_path):
     assert files_in(tmp_path) == ["candidates", "data.parquet", "holiday.tar", "notes.txt", "rejected", "sub"]
     assert files_in(tmp_path / "rejected") == ["mine.txt"] and files_in(tmp_path / "candidates") == []
     assert (tmp_path / "sub" / "00000.tar").exists()
+
+
+def test_compact_shards_keeps_the_digits_and_drops_all_failed_shards(tmp_path):
+    out = str(tmp_path)
+    stats = [write_shard(out, 0, [], make_failures()[:2], digits=8, failed_rows=True),
+             write_shard(out, 1, make_samples(2), make_failures()[2:], digits=8, failed_rows=True)]
+    assert (stats[0]["count"], stats[0]["successes"]) == (2, 0)
+    kept = compact_shards(out, stats, digits=8)
+    assert [(s["shard"], s["count"], s["successes"]) for s in kept] == [("00000000", 2 + 6, 2)]
+    assert files_in(tmp_path) == ["00000000.parquet", "00000000.tar", "00000000_stats.json"]
+    assert pq.read_metadata(tmp_path / "00000000.parquet").num_rows == 8  # its failed rows moved with it
+
+
+def test_overwrite_owns_the_shard_names_of_any_digits(tmp_path):
+    names = ["001.tar", "001.parquet", "001_stats.json", "00001.tar", "00000001.tar"]
+    for name in names:
+        (tmp_path / name).write_text("x")
+    deleted = {Path(p).name for p in prepare_output_dir(str(tmp_path), overwrite=True, shard_digits=8)}
+    assert deleted == {"00001.tar", "00000001.tar"}  # a 5-digit run's shards go too; 3 digits are not ours here
+    deleted = {Path(p).name for p in prepare_output_dir(str(tmp_path), overwrite=True, shard_digits=3)}
+    assert deleted == {"001.tar", "001.parquet", "001_stats.json"}
 
 
 def test_compact_shards_drops_empty_ones_and_renumbers(tmp_path):

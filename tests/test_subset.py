@@ -469,7 +469,7 @@ def test_shards_that_disagree_with_their_parquet_are_errors(source, tmp_path, ca
     broken = tmp_path / "src"
     shutil.copytree(source, broken)
     stats = json.loads((broken / "00002_stats.json").read_text())
-    (broken / "00002_stats.json").write_text(json.dumps({**stats, "count": stats["count"] + 1}))
+    (broken / "00002_stats.json").write_text(json.dumps({**stats, "successes": stats["successes"] + 1}))
     err = run_error(capsys, "subset", str(broken), "--output", str(tmp_path / "a"))
     assert "shard 00002: its parquet has" in err and "_stats.json counts" in err
     shutil.copy(source / "00002_stats.json", broken / "00002_stats.json")

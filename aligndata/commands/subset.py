@@ -14,7 +14,8 @@ import sys
 from fractions import Fraction
 
 from aligndata.commands import standalone_main
-from aligndata.filters.options import positive_int
+from aligndata.filters.options import int_within, positive_int
+from aligndata.shards.names import MAX_SHARD_DIGITS
 
 HELP = ("a new shard set of the samples that pass every filter (scores, --where on metadata, uid lists, "
         "duplicates), member bytes unchanged, plus the kept uids in DataComp's subset format (uids.npy)")
@@ -49,7 +50,7 @@ def cmd_subset(args, beam_args) -> int:
     from aligndata.shards.writer import OutputDirNotEmpty
     from aligndata.subsets import SubsetError
     from aligndata.subsets.run import SUBSET_JSON, UIDS_NPY, run_subset
-    from aligndata.subsets.select import Request
+    from aligndata.subsets.select import Request, input_digits
 
     if beam_args:
         raise SubsetError(f"unrecognized arguments: {' '.join(beam_args)}")
@@ -60,7 +61,8 @@ def cmd_subset(args, beam_args) -> int:
             duplicates = shards.join(shards.parent(shards.paths[0]), DUPLICATES_DIR)
         request = Request(spec=args.shards, paths=tuple(shards.paths), output=args.output, scores_dir=args.scores,
                           min_score=args.min_score, top_fraction=args.top_fraction, where=args.where,
-                          uids=args.uids, duplicates=duplicates, samples_per_shard=args.samples_per_shard)
+                          uids=args.uids, duplicates=duplicates, samples_per_shard=args.samples_per_shard,
+                          shard_digits=args.shard_digits or input_digits(shards))
         summary = run_subset(request, processes=args.processes, overwrite=args.overwrite, quiet=args.quiet)
     except (ShardSetError, StorageError, OutputDirNotEmpty) as err:
         raise SubsetError(str(err)) from None
@@ -122,6 +124,9 @@ def register(subparsers) -> None:
     parser.add_argument("--samples-per-shard", type=positive_int, default=10_000, metavar="N",
                         help="samples a new shard, in input order (default 10000: curate's default and "
                              "DataComp's resharder's)")
+    parser.add_argument("--shard-digits", type=int_within(1, MAX_SHARD_DIGITS), metavar="N",
+                        help="digits of the new shards' zero-padded names (default: the source shards', e.g. 8 for "
+                             "DataComp's 00000000.tar, else 5)")
     parser.add_argument("--processes", type=positive_int, default=os.cpu_count() or 1, metavar="N",
                         help="worker processes (default: the CPU count); the output bytes do not depend on it")
     parser.add_argument("--overwrite", action="store_true",

@@ -86,7 +86,7 @@ def write_eval_shards(items: list[dict], shards: Path) -> str:
                               cls=names.index(item["scene"].label)))
     shards.mkdir(parents=True)
     stats = write_shard(str(shards), 0, samples)
-    write_sizes(str(shards), {f"{stats['shard']}.tar": stats["count"]})
+    write_sizes(str(shards), {f"{stats['shard']}.tar": stats["successes"]})
     return str(shards)
 
 

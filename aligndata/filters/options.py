@@ -35,6 +35,19 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def int_within(low: int, high: int) -> Callable[[str], int]:
+    """A value type for integers in low..high."""
+
+    def parse(text: str) -> int:
+        value = _number(text, int)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be within {low}..{high}, got {value}")
+        return value
+
+    parse.__name__ = f"int_within_{low}_{high}"
+    return parse
+
+
 def positive_float(text: str) -> float:
     value = _number(text, float)
     if not value > 0:

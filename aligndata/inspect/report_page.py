@@ -29,6 +29,7 @@ from aligndata.filters.text import tokenize
 from aligndata.inspect import ledger
 from aligndata.inspect.scan import scan
 from aligndata.shards.contract import CANDIDATES, REJECTED
+from aligndata.shards.outcomes import success_mask, with_status
 from aligndata.shards.spec import ShardSet
 from aligndata.io.storage import storage_for, strip_file_scheme
 
@@ -107,12 +108,16 @@ def _fill_histograms(paths: list[str], hists: dict[str, Histogram], with_images:
 
 
 def _fill_from(parquet, hists: dict[str, Histogram], with_images: bool) -> int:
+    """A shard's sample rows (status == "success"; a shard's failed rows are not samples) or a ledger's rows."""
     rows = 0
     names = set(parquet.schema_arrow.names)
     wanted = [c for c in ("caption", "width", "height", "original_width", "original_height") if c in names]
     if not wanted:
         return 0
-    for batch in parquet.iter_batches(columns=wanted, batch_size=8192):
+    for batch in parquet.iter_batches(columns=with_status(wanted, list(names)), batch_size=8192):
+        mask = success_mask(batch)
+        if mask is not None:
+            batch = batch.filter(mask)
         cols = {name: batch.column(name).to_pylist() for name in wanted}
         n = batch.num_rows
         rows += n

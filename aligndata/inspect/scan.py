@@ -1,4 +1,8 @@
-"""Walk a whole shard set: samples from the tars, or the per-shard parquet files when every shard has one."""
+"""Walk a whole shard set: samples from the tars, or the per-shard parquet files when every shard has one.
+
+A parquet's samples are its ``status == "success"`` rows (``shards.outcomes``): curate --parquet-failed-rows, like
+img2dataset, also lists the shard's failed rows there.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from aligndata.shards.contract import TEXT_EXTS
+from aligndata.shards.outcomes import success_rows
 from aligndata.shards.reader import Problem, Sample, _ignore, iter_samples
 from aligndata.shards.spec import ShardSet
 
@@ -31,16 +36,21 @@ def scan(shards: ShardSet, want: Callable[[str], bool] | None = None, on_problem
             yield from iter_samples(handle, shard, want, on_problem, check_end)
 
 
-def read_parquet(shards: ShardSet, path: str) -> pa.Table | None:
-    """A shard's parquet, or None when absent; an unreadable file raises ValueError naming it."""
+def read_parquet(shards: ShardSet, path: str, samples_only: bool = True) -> pa.Table | None:
+    """A shard's parquet (its sample rows; every row when not ``samples_only``), or None when absent; an
+    unreadable file raises ValueError naming it."""
     parquet = shards.companion(path, ".parquet")
     if not shards.exists(parquet):
         return None
     try:
         with shards.open(parquet) as f:
-            return pq.read_table(pa.BufferReader(f.read()))
+            table = pq.read_table(pa.BufferReader(f.read()))
     except (pa.ArrowException, OSError) as err:
         raise ValueError(f"{parquet}: unreadable parquet ({err})") from err
+    try:
+        return success_rows(table) if samples_only else table
+    except ValueError as err:
+        raise ValueError(f"{parquet}: {err}") from err
 
 
 def metadata_table(shards: ShardSet, columns: list[str] | None = None) -> pa.Table | None:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pyarrow.parquet as pq
 from PIL import Image
 
+from aligndata.shards.outcomes import success_rows
 from aligndata.shards.reader import Sample
 from aligndata.inspect.scan import metadata_only, metadata_table, scan
 from aligndata.shards.spec import ShardSet
@@ -38,12 +39,16 @@ def printable(text: str) -> str:
 
 
 def _parquet_rows(shards: ShardSet, path: str) -> int | None:
+    """The samples the shard's parquet lists (its status == "success" rows), None when unknown."""
     parquet = shards.companion(path, ".parquet")
     if not shards.exists(parquet):
         return None
     try:
         with shards.open(parquet) as f:
-            return pq.ParquetFile(io.BytesIO(f.read())).metadata.num_rows
+            file = pq.ParquetFile(io.BytesIO(f.read()))
+            if "status" not in file.schema_arrow.names:
+                return file.metadata.num_rows
+            return success_rows(file.read(columns=["status"])).num_rows
     except Exception:  # a broken parquet only costs us the fast path
         return None
 

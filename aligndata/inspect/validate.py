@@ -3,8 +3,12 @@
 Checks, per tar: readable to the end (including the end-of-archive marker); no unsafe members (absolute names,
 ``..``, links, devices: reported, never followed); every sample has an image, a .txt and a .json; keys are
 dot-free, unique across the whole set and their members adjacent; a .cls holds an integer; the .json is an
-object whose ``caption`` equals the .txt and whose ``key``/``uid`` equal the key. Against the companion files: ``NAME.parquet`` has the
-same keys and captions, ``NAME_stats.json`` the same count (and tar size), ``sizes.json`` the same count.
+object whose ``caption`` equals the .txt and whose ``key``/``uid`` equal the key. Against the companion files:
+``NAME.parquet``'s sample rows (``status == "success"``, or every row without a status column) have the same keys
+and captions, and its failed rows (``--parquet-failed-rows``) have known statuses and are not in the tar;
+``NAME_stats.json``'s ``successes`` is the tar's sample count, its ``count`` img2dataset's sum (successes +
+failed_to_download + failed_to_resize, ``status_dict`` summing to it too) and its ``bytes`` the tar's size;
+``sizes.json`` has the same count.
 ``--deep`` also decodes every image fully and checks its size against the .json's width/height.
 
 A missing parquet or stats file is a problem only when other shards of the set have one: sets written by other
@@ -18,9 +22,11 @@ import re
 import warnings
 from dataclasses import asdict, dataclass
 
+import pyarrow.compute as pc
 from PIL import Image
 
 from aligndata.shards.contract import IMAGE_EXTS
+from aligndata.shards.outcomes import STATUSES, SUCCESS, success_mask
 from aligndata.shards.reader import Sample
 from aligndata.inspect.scan import metadata_only, read_parquet, scan
 from aligndata.shards.spec import ShardSet
@@ -150,31 +156,40 @@ def _check_companions(shards: ShardSet, facts: dict[str, _ShardFacts], report) -
     have_stats = {p: shards.exists(shards.companion(p, "_stats.json")) for p in shards.paths}
     for path in shards.paths:
         shard, fact = shards.name(path), facts[path]
+        failed_rows = None
         if have_parquet[path]:
-            _check_parquet(shards, path, shard, fact, report)
+            failed_rows = _check_parquet(shards, path, shard, fact, report)
         elif any(have_parquet.values()):
             report(shard, None, f"{shards.stem(path)}.parquet is missing (other shards have one)")
         if have_stats[path]:
-            _check_stats(shards, path, shard, fact, report)
+            _check_stats(shards, path, shard, fact, failed_rows, report)
         elif any(have_stats.values()):
             report(shard, None, f"{shards.stem(path)}_stats.json is missing (other shards have one)")
     _check_sizes(shards, facts, report)
 
 
-def _check_parquet(shards, path, shard, fact: _ShardFacts, report) -> None:
+def _check_parquet(shards, path, shard, fact: _ShardFacts, report) -> int | None:
+    """Check the parquet's rows against the tar; return how many failed rows it lists (None: unreadable)."""
     name = f"{shards.stem(path)}.parquet"
     try:
-        table = read_parquet(shards, path)
+        table = read_parquet(shards, path, samples_only=False)
     except ValueError as err:
         report(shard, None, str(err))
-        return
-    if table.num_rows != fact.count:
-        report(shard, None, f"{name} has {table.num_rows} rows, the tar {fact.count} samples")
+        return None
+    try:
+        mask = success_mask(table)
+    except ValueError as err:
+        report(shard, None, f"{name}: {err}")
+        return None
+    samples = table if mask is None else table.filter(mask)
+    failed = None if mask is None else table.filter(pc.invert(mask))
+    if samples.num_rows != fact.count:
+        report(shard, None, f"{name} has {samples.num_rows} sample rows, the tar {fact.count} samples")
     if "key" not in table.column_names:
         report(shard, None, f"{name} has no key column")
-        return
-    pkeys = table.column("key").to_pylist()
-    captions = table.column("caption").to_pylist() if "caption" in table.column_names else [None] * len(pkeys)
+        return None
+    pkeys = samples.column("key").to_pylist()
+    captions = samples.column("caption").to_pylist() if "caption" in samples.column_names else [None] * len(pkeys)
     tar_keys = set(fact.keys)
     for key, caption in zip(pkeys, captions):
         if key not in tar_keys:
@@ -183,9 +198,17 @@ def _check_parquet(shards, path, shard, fact: _ShardFacts, report) -> None:
             report(shard, key, f"{name} caption {_short(caption)!r} differs from .txt {_short(fact.captions[key])!r}")
     for key in sorted(tar_keys - set(pkeys)):
         report(shard, key, f"in the tar but not in {name}")
+    if failed is None:
+        return 0
+    for key, status in zip(failed.column("key").to_pylist(), failed.column("status").to_pylist()):
+        if status not in STATUSES:
+            report(shard, key, f"{name} status {_short(status)!r} is none of {', '.join(STATUSES)}")
+        elif key in tar_keys:
+            report(shard, key, f"{name} says {status} but the sample is in the tar")
+    return failed.num_rows
 
 
-def _check_stats(shards, path, shard, fact: _ShardFacts, report) -> None:
+def _check_stats(shards, path, shard, fact: _ShardFacts, failed_rows: int | None, report) -> None:
     name = f"{shards.stem(path)}_stats.json"
     try:
         stats = shards.read_json(shards.companion(path, "_stats.json"))
@@ -195,11 +218,31 @@ def _check_stats(shards, path, shard, fact: _ShardFacts, report) -> None:
     if not isinstance(stats, dict):
         report(shard, None, f"{name} is not a JSON object")
         return
-    for field in ("count", "successes"):
-        if field in stats and stats[field] != fact.count:
-            report(shard, None, f"{name} says {field} {stats[field]!r}, the tar has {fact.count} samples")
+    if "successes" in stats and stats["successes"] != fact.count:
+        report(shard, None, f"{name} says successes {stats['successes']!r}, the tar has {fact.count} samples")
     if "bytes" in stats and stats["bytes"] != shards.size(path):
         report(shard, None, f"{name} says {stats['bytes']!r} bytes, the tar is {shards.size(path)} bytes")
+    if "count" not in stats:
+        return
+    count = stats["count"]
+    parts = [stats.get(field) for field in ("successes", "failed_to_download", "failed_to_resize")]
+    if "failed_to_download" not in stats and "failed_to_resize" not in stats:  # older aligndata, other tools
+        if count != fact.count:
+            report(shard, None, f"{name} says count {count!r}, the tar has {fact.count} samples")
+    elif not all(isinstance(n, int) for n in parts) or count != sum(parts):
+        report(shard, None, f"{name} says count {count!r}, not successes + failed_to_download + "
+                            f"failed_to_resize ({' + '.join(map(repr, parts))})")
+    status_dict = stats.get("status_dict")
+    if isinstance(status_dict, dict):
+        total = sum(n for n in status_dict.values() if isinstance(n, int))
+        if total != count:
+            report(shard, None, f"{name}'s status_dict counts {total} rows, its count {count!r}")
+        if status_dict.get(SUCCESS, 0) != fact.count:
+            report(shard, None, f"{name}'s status_dict says {status_dict.get(SUCCESS, 0)!r} successes, the tar has "
+                                f"{fact.count} samples")
+    if failed_rows and isinstance(count, int) and failed_rows != count - fact.count:
+        report(shard, None, f"{shards.stem(path)}.parquet lists {failed_rows} failed rows, {name} counts "
+                            f"{count - fact.count}")
 
 
 def _check_sizes(shards: ShardSet, facts: dict[str, _ShardFacts], report) -> None:

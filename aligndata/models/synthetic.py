@@ -83,7 +83,7 @@ def write_world(output_dir: str, shards: int = 2, per_shard: int = 32, seed: int
                                start=index * per_shard)
         samples += list((extra or {}).get(index, []))
         stats = write_shard(output_dir, index, samples)
-        sizes[f"{shard_name(index)}.tar"] = stats["count"]
+        sizes[f"{shard_name(index)}.tar"] = stats["successes"]
         paths.append(os.path.join(output_dir, f"{shard_name(index)}.tar"))
     write_sizes(output_dir, sizes)
     return paths

@@ -12,9 +12,10 @@ from dataclasses import asdict, dataclass, field
 from aligndata.extract.pages import DEFAULT_MAX_PAGE_BYTES
 from aligndata.fetch.options import FETCH_OPTIONS, IMAGE_FETCH_OPTIONS
 from aligndata.filters import presets, registry
-from aligndata.filters.options import Option, non_negative_int, options_dataclass, positive_int
+from aligndata.filters.options import Option, int_within, non_negative_int, options_dataclass, positive_int
 from aligndata.images.process import OUTPUT_IMAGE_OPTIONS
 from aligndata.io.inputs import FORMATS
+from aligndata.shards.names import DEFAULT_SHARD_DIGITS, MAX_SHARD_DIGITS
 
 
 def columns(text: str) -> tuple[str, ...]:
@@ -49,6 +50,14 @@ INPUT_OPTIONS: tuple[Option, ...] = (
 SHARD_OPTIONS: tuple[Option, ...] = (
     Option("--samples-per-shard", 10_000, "target mean samples per shard (exact counts in sizes.json)",
            type=positive_int),
+    Option("--shard-digits", DEFAULT_SHARD_DIGITS, "digits of the zero-padded shard names: 5 is img2dataset's "
+           "00000.tar, 8 DataComp's pools' 00000000.tar", type=int_within(1, MAX_SHARD_DIGITS), metavar="N"),
+    Option("--parquet-failed-rows", False, "also write each shard's failed rows (status failed_to_download or "
+           "failed_to_resize, with error_message) into its parquet, as img2dataset does; readers use the "
+           "status == 'success' rows", action="store_true"),
+    Option("--shard-times", False, "write img2dataset's start_time, end_time and duration (wall clock) into each "
+           "NAME_stats.json; those files then differ from run to run (the tars and parquet files do not)",
+           action="store_true"),
 )
 RESUME_OPTIONS: tuple[Option, ...] = (
     Option("--image-threads", None, "images decoded, checked and re-encoded at once per worker (default: its "
@@ -73,9 +82,10 @@ class _CurateRun:
     extra: dict = field(default_factory=dict)
 
     # Options that do not change what a run produces: a run may resume under different values of these.
-    # skip_unreadable: a finished run read every file either way; allow_empty only decides the exit status.
+    # skip_unreadable: a finished run read every file either way; allow_empty only decides the exit status;
+    # shard_times adds wall-clock fields to the stats files, which every run (a resumed one too) rewrites.
     RUN_CONTROL = ("overwrite", "progress_dir", "keep_cache", "fetch_threads", "image_threads", "max_per_host",
-                   "host_rate", "skip_unreadable", "allow_empty", "allowlist_memory_mb")
+                   "host_rate", "skip_unreadable", "allow_empty", "allowlist_memory_mb", "shard_times")
 
     def to_json(self) -> dict:
         out = asdict(self)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import apache_beam as beam
@@ -23,18 +24,22 @@ from aligndata.fetch.cache import FetchCache, ShardCache, default_cache_dir
 from aligndata.images.content_checks import ImageChecks
 from aligndata.pipeline.progress import ProgressWriter
 from aligndata.images.process import ImageConfig, process_image
+from aligndata.shards.outcomes import Failure
 from aligndata.shards.writer import Sample, write_shard
+
+
+def row_meta(row: dict) -> dict:
+    """A row's own fields: every extra input column, then uid, url, caption and page_url."""
+    meta = dict(row.get("extra") or {})
+    meta.update(uid=row["uid"], url=row["url"], caption=row["caption"], page_url=row.get("page_url"))
+    return meta
 
 
 def sample_meta(row: dict, outcome) -> dict:
     """The sample's .json: the contract's fields plus every extra input column."""
-    meta = dict(row.get("extra") or {})
+    meta = row_meta(row)
     meta.update(
         key=row["uid"],
-        uid=row["uid"],
-        url=row["url"],
-        caption=row["caption"],
-        page_url=row.get("page_url"),
         width=outcome.width,
         height=outcome.height,
         original_width=outcome.original_width,
@@ -87,10 +92,16 @@ class FetchShard(beam.DoFn):
             return result, process_image(result.data, self.image_cfg, self.image_check), cached
 
     def process(self, element):
+        started = time.time() if self.cfg.shard_times else None  # wall clock, as img2dataset's start_time
         index, groups = element
         groups = sorted(groups, key=lambda kv: kv[0])  # a stable order for the fetch (the tar sorts anyway)
         samples: list[Sample] = []
+        failures: list[Failure] = []  # every row of the shard that did not become a sample (its _stats.json)
         stats: dict[str, int] = {}
+
+        def rejected(row, reason, detail=""):
+            failures.append(Failure(row["uid"], row_meta(row), reason, detail))
+            return emit(REJECTS, reject(row, reason, detail))
 
         def bump(key, n=1):
             stats[key] = stats.get(key, 0) + n
@@ -103,7 +114,7 @@ class FetchShard(beam.DoFn):
             if all(hits):
                 bump("urls_skipped_nsfw_text")
                 for row, hit in zip(rows, hits):
-                    yield emit(REJECTS, reject(row, *hit))
+                    yield rejected(row, *hit)
                 self.progress.add(urls_fetched=1, rejected=len(rows))
             else:
                 to_fetch.append((url, rows, hits))
@@ -111,13 +122,15 @@ class FetchShard(beam.DoFn):
         with self.cache.for_shard(index) as cache:
             # pool.map yields in order and keeps every thread busy; progress is reported as results arrive
             results = self.pool.map(lambda item: self._one(item[0], cache), to_fetch)
-            yield from self._record(to_fetch, results, samples, bump)
+            yield from self._record(to_fetch, results, samples, bump, rejected)
         yield emit(FETCH_STATS, stats)
-        yield write_shard(self.cfg.output, index, samples)
+        yield write_shard(self.cfg.output, index, samples, failures, digits=self.cfg.shard_digits,
+                          failed_rows=self.cfg.parquet_failed_rows, started=started)
         self.progress.flush()
 
-    def _record(self, to_fetch, results, samples: list[Sample], bump):
-        """Count each URL's outcome; yield its rejected rows, append its kept samples to ``samples``."""
+    def _record(self, to_fetch, results, samples: list[Sample], bump, rejected):
+        """Count each URL's outcome; yield its rejected rows (``rejected`` also keeps them for the shard's stats),
+        append its kept samples to ``samples``."""
         for (url, rows, hits), (result, outcome, cached) in zip(to_fetch, results):
             self.fetched.inc()
             bump("urls_fetched")
@@ -128,7 +141,7 @@ class FetchShard(beam.DoFn):
             if not result.ok:
                 bump(f"failed:{result.reason}:{result.detail.split(':')[0]}")
                 for row in rows:
-                    yield emit(REJECTS, reject(row, result.reason, result.detail))
+                    yield rejected(row, result.reason, result.detail)
             else:
                 bump("urls_downloaded")
                 bump("bytes_downloaded", len(result.data))
@@ -136,12 +149,12 @@ class FetchShard(beam.DoFn):
                 if outcome.reason:
                     bump(f"image_rejected:{outcome.reason}")
                     for row in rows:
-                        yield emit(REJECTS, reject(row, outcome.reason, outcome.detail))
+                        yield rejected(row, outcome.reason, outcome.detail)
                 else:
                     bump("urls_kept")
                     for row, hit in zip(rows, hits):
                         if hit:
-                            yield emit(REJECTS, reject(row, *hit))
+                            yield rejected(row, *hit)
                             continue
                         kept += 1
                         samples.append(Sample(key=row["uid"], image=outcome.image_bytes, image_ext=outcome.ext,

@@ -63,6 +63,19 @@ def build_report(cfg, rows_read: int, reason_counts: dict, freq: dict, kept: int
     }
 
 
+COUNTERS = ("count", "successes", "failed_to_download", "failed_to_resize")
+
+
+def _dropped(stats: dict) -> dict:
+    """img2dataset's counters of one shard (under the name it had before the renumbering)."""
+    return {"assigned_shard": stats["shard"], **{name: stats[name] for name in COUNTERS},
+            "status_dict": stats["status_dict"]}
+
+
+def _summed(stats: list[dict]) -> dict:
+    return {name: sum(s[name] for s in stats) for name in COUNTERS}
+
+
 def write_final(_, cfg, rows_read, reason_counts, freq, written, empty_written=0, extraction=None, shard_stats=None,
                 fetch_stats=None):
     """Runs once at the very end (its side inputs depend on every writer). ``written``: rows per ledger."""
@@ -72,10 +85,16 @@ def write_final(_, cfg, rows_read, reason_counts, freq, written, empty_written=0
     if cfg.dry_run:
         kept = extra["candidates"] = written.get("candidates", 0)
     else:
-        shard_stats = compact_shards(cfg.output, shard_stats)
-        kept = sum(s["count"] for s in shard_stats)
-        write_sizes(cfg.output, {f"{s['shard']}.tar": s["count"] for s in shard_stats})
+        dropped = [_dropped(s) for s in sorted(shard_stats, key=lambda s: (len(s["shard"]), s["shard"])) if not s["successes"]]
+        totals = _summed(shard_stats)
+        shard_stats = compact_shards(cfg.output, shard_stats, cfg.shard_digits)
+        kept = sum(s["successes"] for s in shard_stats)
+        write_sizes(cfg.output, {f"{s['shard']}.tar": s["successes"] for s in shard_stats})
         extra["shards"] = len(shard_stats)
+        # img2dataset's counters over every shard, and those of shards dropped because nothing in them succeeded
+        # (their _stats.json files are gone, their rows are in the rejected ledger)
+        extra["shard_rows"] = totals
+        extra["shards_dropped_empty"] = dropped
         extra["samples_per_shard_target"] = cfg.samples_per_shard
         extra["fetch"] = fetch_stats
         extra["bytes_written"] = sum(s.get("bytes", 0) for s in shard_stats)

@@ -21,6 +21,7 @@ from aligndata.pipeline.job_servers import with_cached_job_server
 from aligndata.fetch.cache import FetchCache, default_cache_dir
 from aligndata.images.content_checks import ImageChecks
 from aligndata.io.atomic import write_json_atomic
+from aligndata.shards.outcomes import STATUS_COLUMNS
 from aligndata.shards.writer import OutputDirNotEmpty, prepare_output_dir
 from aligndata.pipeline.progress import ProgressReporter
 from aligndata.inspect.report_page import write_report_html
@@ -78,6 +79,10 @@ def worker_input_errors():
 def input_specs(cfg: CurateConfig) -> list[InputSpec]:
     """Match the input patterns and check every file's columns before anything runs."""
     page_url_map = load_page_url_map(cfg.page_urls_file) if cfg.page_urls_file else None
+    reserved = [c for c in cfg.extra_cols if c in STATUS_COLUMNS]
+    if reserved:
+        raise InputError(f"--extra-cols {', '.join(reserved)}: the shards' parquet uses that name for each row's "
+                         f"outcome (img2dataset's {', '.join(STATUS_COLUMNS)}); copy the column under another name")
     extras = list(cfg.extra_cols)
     if cfg.page_url_col and cfg.page_url_col not in extras:
         extras.append(cfg.page_url_col)
@@ -129,9 +134,9 @@ def run_curate(cfg: CurateConfig, beam_args: list[str] | None = None, progress: 
     cache = FetchCache(cfg.cache_dir or default_cache_dir(cfg.output))
     if is_interrupted_run(cfg, specs):
         logging.warning("resuming the interrupted run in %s: finished downloads are not fetched again", cfg.output)
-        prepare_output_dir(cfg.output, overwrite=True)  # partial shards and temp files go; the fetch cache stays
+        prepare_output_dir(cfg.output, True, cfg.shard_digits)  # partial shards and temp files go; the cache stays
     else:
-        prepare_output_dir(cfg.output, cfg.overwrite)
+        prepare_output_dir(cfg.output, cfg.overwrite, cfg.shard_digits)
         if cfg.overwrite:
             cache.clear()
     runner = options.view_as(StandardOptions).runner

@@ -1,5 +1,10 @@
 """Deterministic WebDataset shard writer: ``NAME.tar`` + ``NAME.parquet`` + ``NAME_stats.json``.
 
+NAME is the shard's index zero-padded to ``digits`` (5 by default, as img2dataset's; 8 names shards the way
+DataComp's pools are named, ``00000000.tar``). The parquet holds a row per sample (``status`` "success") and, when
+asked, a row per failed row of the shard too (img2dataset's layout, see ``shards.outcomes``); the stats hold
+img2dataset's counters beside ours.
+
 Every path goes through ``aligndata.io.storage``, so the same code writes local disk, gs:// and s3://. Every file is
 written under a temporary name in its final directory and renamed into place (``aligndata.io.atomic``): a crash
 leaves at most a hidden
@@ -17,6 +22,7 @@ import io
 import json
 import re
 import tarfile
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import IO, Any
@@ -27,16 +33,27 @@ import pyarrow.parquet as pq
 from aligndata.io.atomic import atomic_writer, json_default, write_bytes_atomic, write_json_atomic
 from aligndata.io.storage import storage_for
 from aligndata.shards.contract import CANDIDATES, META_COLUMNS, REJECTED
+from aligndata.shards.names import DEFAULT_SHARD_DIGITS, shard_name
+from aligndata.shards.outcomes import STATUS_COLUMNS, SUCCESS, Failure, shard_counters
 
-KNOWN_COLUMNS = META_COLUMNS  # the contract's typed fields (aligndata/shards/contract.py)
+# The parquet's typed columns, in this order: the contract's fields (aligndata/shards/contract.py), then each
+# row's outcome (img2dataset's status and error_message).
+KNOWN_COLUMNS = {**META_COLUMNS, **STATUS_COLUMNS}
 
-# Files aligndata writes into an output directory; only these are removed by prepare_output_dir(overwrite=True).
-OWNED_FILE_RE = re.compile(
-    r"^(?:\d{5,}(?:\.tar|\.parquet|_stats\.json)"
-    r"|sizes\.json|report\.json|report\.html|rejected\.parquet|candidates\.parquet|config\.json"
-    r"|subset\.json|uids\.npy"
-    r"|\..+\.tmp-[0-9a-f]{32})$"
-)
+
+def owned_file_re(digits: int = DEFAULT_SHARD_DIGITS) -> re.Pattern:
+    """Files aligndata writes into an output directory; only these are removed by prepare_output_dir(overwrite=True).
+    Shard files of at least min(digits, 5) digits: a rerun with other --shard-digits still replaces the last one's."""
+    least = min(digits, DEFAULT_SHARD_DIGITS)
+    return re.compile(
+        rf"^(?:\d{{{least},}}(?:\.tar|\.parquet|_stats\.json)"
+        r"|sizes\.json|report\.json|report\.html|rejected\.parquet|candidates\.parquet|config\.json"
+        r"|subset\.json|uids\.npy"
+        r"|\..+\.tmp-[0-9a-f]{32})$"
+    )
+
+
+OWNED_FILE_RE = owned_file_re()
 
 # ... and inside the ledger directories (DIR/rejected/, DIR/candidates/): their parts and temp files.
 OWNED_LEDGER_FILE_RE = re.compile(r"^(?:part-\d{5,}-of-\d{5,}\.parquet|\..+\.tmp-[0-9a-f]{32})$")
@@ -58,13 +75,6 @@ class Sample:
     text: str
     meta: dict
     cls: int | None = None
-
-
-def shard_name(index: int) -> str:
-    """Zero-padded shard name: 0 -> "00000"; indexes >= 100000 simply get more digits."""
-    if index < 0:
-        raise ValueError(f"shard index must be >= 0, got {index}")
-    return f"{index:05d}"
 
 
 # ---------------------------------------------------------------------------------------------------- tar
@@ -173,26 +183,34 @@ class _TellingWriter:
 # ------------------------------------------------------------------------------------------------ parquet
 
 
-def samples_table(samples: list[Sample]) -> pa.Table:
-    """One row per sample: ``key`` then the metadata fields (known columns first, in KNOWN_COLUMNS order, then
-    the others sorted by name). A field missing from some samples is null there."""
-    columns = _meta_columns(samples)
+def samples_table(samples: list[Sample], failures: list[Failure] = ()) -> pa.Table:
+    """One row per sample (``status`` "success", ``error_message`` null), then one per failure in the order given
+    (its status and error message; the image fields null): ``key`` then the metadata fields (known columns first,
+    in KNOWN_COLUMNS order, then the others sorted by name). A field missing from some rows is null there."""
+    failures = list(failures)
     arrays = []
+    columns = _columns(samples, failures)
     for column in columns:
-        values = [sample.key if column == "key" else sample.meta.get(column) for sample in samples]
+        if column == "key":
+            values = [sample.key for sample in samples] + [failure.key for failure in failures]
+        elif column == "status":
+            values = [SUCCESS] * len(samples) + [failure.status for failure in failures]
+        elif column == "error_message":
+            values = [None] * len(samples) + [failure.error_message for failure in failures]
+        else:
+            values = [sample.meta.get(column) for sample in samples] + [failure.meta.get(column) for failure in failures]
         arrays.append(_column_array(column, values))
-    if not columns:
-        columns, arrays = ["key"], [pa.array([], type=pa.string())]
     return pa.Table.from_arrays(arrays, names=columns)
 
 
-def _meta_columns(samples: list[Sample]) -> list[str]:
-    present: set[str] = set()
+def _columns(samples: list[Sample], failures: list[Failure]) -> list[str]:
+    present: set[str] = {"key", *STATUS_COLUMNS}
     for sample in samples:
         if sample.meta.get("key", sample.key) != sample.key:
             raise ValueError(f"sample {sample.key!r}: meta['key'] = {sample.meta['key']!r} differs from the key")
         present.update(sample.meta)
-    present.add("key")
+    for failure in failures:
+        present.update(failure.meta)
     known = [name for name in KNOWN_COLUMNS if name in present]
     return known + sorted(present - set(known))
 
@@ -214,34 +232,46 @@ def parquet_bytes(table: pa.Table) -> bytes:
 # ---------------------------------------------------------------------------------------------- the shard
 
 
-def write_shard(output_dir: str, index: int, samples: Iterable[Sample]) -> dict:
+def write_shard(output_dir: str, index: int, samples: Iterable[Sample], failures: Iterable[Failure] = (), *,
+                digits: int = DEFAULT_SHARD_DIGITS, failed_rows: bool = False, started: float | None = None) -> dict:
     """Write ``NAME.tar``, ``NAME.parquet`` and (last) ``NAME_stats.json``; return the stats.
 
+    ``failures``: the shard's rows that did not become samples; they are counted in the stats (img2dataset's
+    count, failed_to_download, failed_to_resize, status_dict) and, with ``failed_rows``, written to the parquet
+    after the samples, sorted by key. ``started``: when the shard's work began (``time.time()``); given, the stats
+    get img2dataset's start_time, end_time (after the tar and parquet are written) and duration, which differ from
+    run to run (so they are off unless asked for: curate --shard-times).
     Everything is validated before the first write, so a bad sample leaves no file behind. The tar is streamed to
     its temporary file rather than built in memory a second time.
     """
-    name = shard_name(index)
+    name = shard_name(index, digits)
     ordered = _sorted_checked(samples)
-    table = samples_table(ordered)
+    failures = sorted(failures, key=lambda failure: failure.key)
+    table = samples_table(ordered, failures if failed_rows else ())
+    counters = shard_counters(len(ordered), failures)
     parquet = parquet_bytes(table)
     storage = storage_for(output_dir)
     with atomic_writer(storage.join(output_dir, f"{name}.tar")) as handle:
         size = _write_tar(handle, ordered)
-    return finish_shard(output_dir, name, parquet, table, size)
+    return finish_shard(output_dir, name, parquet, table, size, counters, started)
 
 
-def finish_shard(output_dir: str, name: str, parquet: bytes, table: pa.Table, tar_size: int) -> dict:
+def finish_shard(output_dir: str, name: str, parquet: bytes, table: pa.Table, tar_size: int,
+                 counters: dict | None = None, started: float | None = None) -> dict:
     """After ``NAME.tar``: write ``NAME.parquet`` (``parquet``, the bytes of ``table``) and then, last,
-    ``NAME_stats.json``; return the stats."""
+    ``NAME_stats.json``; return the stats. ``counters``: img2dataset's (shards.outcomes.shard_counters); by
+    default every row of ``table`` is a success."""
     storage = storage_for(output_dir)
     write_bytes_atomic(storage.join(output_dir, f"{name}.parquet"), parquet)
     stats = {
         "shard": name,
-        "count": table.num_rows,
-        "successes": table.num_rows,
+        **(counters or shard_counters(table.num_rows, ())),
         "bytes": tar_size,
         "meta_columns": table.column_names,
     }
+    if started is not None:
+        ended = time.time()
+        stats.update(start_time=started, end_time=ended, duration=ended - started)
     write_json_atomic(storage.join(output_dir, f"{name}_stats.json"), stats)
     return stats
 
@@ -249,25 +279,26 @@ def finish_shard(output_dir: str, name: str, parquet: bytes, table: pa.Table, ta
 SHARD_SUFFIXES = (".tar", ".parquet", "_stats.json")
 
 
-def compact_shards(output_dir: str, stats: list[dict]) -> list[dict]:
+def compact_shards(output_dir: str, stats: list[dict], digits: int = DEFAULT_SHARD_DIGITS) -> list[dict]:
     """Drop shards that ended up empty (every download failed) and renumber the rest contiguously.
 
     Readers expect 00000..N-1 with no gaps, and webdataset refuses a tar without samples. Shards are assigned
     before downloading, so an all-failed shard is only known afterwards; it is rare at real shard sizes, and
     when there is none this does nothing. Renaming in ascending order never overwrites a shard still needed:
-    every target name is either an empty shard already deleted or a shard already moved down.
+    every target name is either an empty shard already deleted or a shard already moved down. (A dropped shard's
+    failed rows stay in the rejected ledger; the caller keeps its counters, report.json lists them.)
     """
-    ordered = sorted(stats, key=lambda s: s["shard"])
-    if all(s["count"] for s in ordered):
+    ordered = sorted(stats, key=lambda s: (len(s["shard"]), s["shard"]))  # numeric order, past 99999 too
+    if all(s["successes"] for s in ordered):
         return ordered
     storage = storage_for(output_dir)
     kept = []
     for s in ordered:
-        if not s["count"]:
+        if not s["successes"]:
             for suffix in SHARD_SUFFIXES:
                 storage.delete(storage.join(output_dir, s["shard"] + suffix))
-    for new_index, s in enumerate(x for x in ordered if x["count"]):
-        new_name = shard_name(new_index)
+    for new_index, s in enumerate(x for x in ordered if x["successes"]):
+        new_name = shard_name(new_index, digits)
         if new_name != s["shard"]:
             for suffix in SHARD_SUFFIXES[:2]:
                 storage.replace(storage.join(output_dir, s["shard"] + suffix),
@@ -301,11 +332,11 @@ def check_output_dir(output_dir: str, overwrite: bool) -> list[str]:
     return entries
 
 
-def prepare_output_dir(output_dir: str, overwrite: bool) -> list[str]:
+def prepare_output_dir(output_dir: str, overwrite: bool, shard_digits: int = DEFAULT_SHARD_DIGITS) -> list[str]:
     """Create ``output_dir``; refuse a non-empty one unless ``overwrite``. Returns the paths deleted.
 
-    With ``overwrite`` only files aligndata owns are deleted: ``OWNED_FILE_RE`` directly in ``output_dir``
-    (numbered shards, their parquet/stats, sizes/report/config files, an older version's rejected.parquet,
+    With ``overwrite`` only files aligndata owns are deleted: ``owned_file_re(shard_digits)`` directly in
+    ``output_dir`` (numbered shards, their parquet/stats, sizes/report/config files, an older version's rejected.parquet,
     leftover temp files) and ``OWNED_LEDGER_FILE_RE`` in its ledger directories; anything else a user keeps
     there stays.
     """
@@ -313,9 +344,10 @@ def prepare_output_dir(output_dir: str, overwrite: bool) -> list[str]:
     entries = check_output_dir(output_dir, overwrite)
     parent = storage.parent(storage.join(output_dir, "child"))  # how the backend names output_dir as a parent
     ledgers = {storage.parent(storage.join(storage.join(output_dir, name), "child")) for name in (REJECTED, CANDIDATES)}
+    owned_re = owned_file_re(shard_digits)
     owned = sorted(
         path for path in entries
-        if (storage.parent(path) == parent and OWNED_FILE_RE.match(storage.basename(path)))
+        if (storage.parent(path) == parent and owned_re.match(storage.basename(path)))
         or (storage.parent(path) in ledgers and OWNED_LEDGER_FILE_RE.match(storage.basename(path)))
     )
     for path in owned:

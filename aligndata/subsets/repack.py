@@ -39,7 +39,7 @@ def write_output(context: Context, job: OutputJob) -> dict:
     """Write the job's NAME.tar, NAME.parquet and NAME_stats.json; return the stats."""
     output = context.request.output
     storage = context.shards.storage(output)
-    name = shard_name(job.index)
+    name = shard_name(job.index, context.request.shard_digits)
     parts = []
     for path, rows in job.segments:
         table = context.table(path)

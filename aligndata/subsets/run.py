@@ -50,10 +50,10 @@ def run_subset(request: Request, processes: int = 1, overwrite: bool = False, qu
                                    _bar(quiet, len(request.paths), "subset: select", "shard")))
         total = sum(choice.total for choice in choices)
         jobs = plan(choices, request.samples_per_shard)
-        prepare_output_dir(request.output, overwrite)
+        prepare_output_dir(request.output, overwrite, request.shard_digits)
         stats = list(workers.run(write_output, [(job,) for job in jobs],
                                  _bar(quiet, len(jobs), "subset: write", "shard")))
-    write_sizes(request.output, {f"{s['shard']}.tar": s["count"] for s in stats})
+    write_sizes(request.output, {f"{s['shard']}.tar": s["successes"] for s in stats})
     kept_hi = np.concatenate([c.hi for c in choices]) if choices else np.zeros(0, np.uint64)
     kept_lo = np.concatenate([c.lo for c in choices]) if choices else np.zeros(0, np.uint64)
     unique = len(sorted_unique(kept_hi, kept_lo)[0])
@@ -164,7 +164,8 @@ def _summary(context: Context, choices: list[ShardChoice], stats: list[dict], to
         "input": {"shards": len(request.paths), "samples": total},
         "filters": filters,
         "kept": kept,
-        "output": {"shards": len(stats), "samples_per_shard": request.samples_per_shard},
+        "output": {"shards": len(stats), "samples_per_shard": request.samples_per_shard,
+                   "shard_digits": request.shard_digits},
         "uids": {"file": UIDS_NPY, "format": UID_FORMAT, "count": unique, "repeated": kept - unique},
     }
     if model is not None or request.needs_scores:

@@ -19,7 +19,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from aligndata.shards.outcomes import success_rows, with_status
 from aligndata.shards.spec import ShardSet
+from aligndata.shards.names import DEFAULT_SHARD_DIGITS, digits_of
 from aligndata.subsets import SubsetError
 from aligndata.subsets import scores as scoring
 from aligndata.subsets.uids import UidSet, hex_to_pairs, read_duplicates, read_uid_list
@@ -43,6 +45,7 @@ class Request:
     uids: str | None = None
     duplicates: str | None = None
     samples_per_shard: int = 10_000
+    shard_digits: int = DEFAULT_SHARD_DIGITS  # of the output's names (the command follows the input's)
 
     @property
     def needs_scores(self) -> bool:
@@ -52,7 +55,8 @@ class Request:
         """The options as subset.json records them."""
         return {"shards": self.spec, "scores": self.scores_dir, "min_score": self.min_score,
                 "top_fraction": self.top_fraction, "where": self.where, "uids": self.uids,
-                "drop_duplicates": self.duplicates, "samples_per_shard": self.samples_per_shard}
+                "drop_duplicates": self.duplicates, "samples_per_shard": self.samples_per_shard,
+                "shard_digits": self.shard_digits}
 
 
 @dataclass
@@ -90,7 +94,9 @@ class Context:
     # --------------------------------------------------------------------------------------- shard reading
 
     def table(self, path: str, columns: list[str] | None = None) -> pa.Table:
-        """The shard's parquet (only ``columns`` when given; always uid and the key column)."""
+        """The shard's samples: its parquet's status == "success" rows (every row without a status column; failed
+        rows, which curate --parquet-failed-rows and img2dataset list too, are not samples). Only ``columns``
+        when given; always uid and the key column."""
         shard = self.shards.name(path)
         parquet_path = self.shards.companion(path, ".parquet")
         if not self.shards.exists(parquet_path):
@@ -102,14 +108,19 @@ class Context:
                 names = parquet.schema_arrow.names
                 if "uid" not in names:
                     raise SubsetError(f"shard {shard}: {self.shards.basename(parquet_path)} has no uid column")
+                wanted = None
                 if columns is not None:
                     if self.where is not None:
                         self.where.check_columns(names, shard)
                     wanted = list(dict.fromkeys(["uid", key_column(names), *columns]))
-                    return parquet.read(columns=wanted)
-                return parquet.read()
+                table = parquet.read(columns=with_status(wanted, names))
         except (pa.ArrowInvalid, OSError) as err:
             raise SubsetError(f"shard {shard}: {parquet_path} is not a readable parquet file ({err})") from None
+        try:
+            samples = success_rows(table)
+        except ValueError as err:  # a status column that is not text
+            raise SubsetError(f"shard {shard}: {self.shards.basename(parquet_path)}: {err}") from None
+        return samples if wanted is None or "status" in wanted else samples.select(wanted)
 
     def uids(self, path: str, table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
         shard = self.shards.name(path)
@@ -120,20 +131,29 @@ class Context:
         return pairs
 
     def check_count(self, path: str, rows: int) -> None:
-        """The parquet must describe every sample of the tar: compare with NAME_stats.json when there is one."""
+        """The parquet must describe every sample of the tar: compare with NAME_stats.json's ``successes`` (``count``
+        in stats that have no successes) when there is one."""
         shard = self.shards.name(path)
         try:
             stats = self.shards.read_json(self.shards.companion(path, "_stats.json"))
         except ValueError as err:
             raise SubsetError(f"shard {shard}: {err}") from None
-        count = stats.get("count") if isinstance(stats, dict) else None
+        stats = stats if isinstance(stats, dict) else {}
+        count = stats.get("successes", stats.get("count"))
         if isinstance(count, int) and count != rows:
-            raise SubsetError(f"shard {shard}: its parquet has {rows} rows but its _stats.json counts {count} "
+            raise SubsetError(f"shard {shard}: its parquet has {rows} sample rows but its _stats.json counts {count} "
                               f"samples (run aligndata inspect validate)")
 
     def scores(self, path: str, table: pa.Table) -> tuple[np.ndarray, set[str]]:
         return scoring.read_scores(self.shards.storage(self.scores_file(path)), self.scores_file(path),
                                    table.column("uid"), self.shards.name(path))
+
+
+def input_digits(shards: ShardSet) -> int:
+    """The digits of the source shards' names (the fewest among those that are all digits: 100000.tar is still a
+    5-digit set), else DEFAULT_SHARD_DIGITS: a subset is named like its input unless --shard-digits says."""
+    found = [digits_of(shards.stem(path)) for path in shards.paths]
+    return min((d for d in found if d is not None), default=DEFAULT_SHARD_DIGITS)
 
 
 def key_column(names: list[str]) -> str:
