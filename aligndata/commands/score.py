@@ -26,7 +26,7 @@ def register(subparsers) -> None:
                    help="directory for NNNNN_scores.parquet and scores.json (default: beside the shards when SHARDS "
                         "is one local directory; required otherwise)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--batch-size", type=positive_int, default=None, help="default: 256 on cuda, 64 on cpu")
     p.add_argument("--precision", default=None, choices=["fp32", "bf16"],
                    help="default: bf16 (autocast) on cuda, fp32 on cpu")
     p.add_argument("--workers", type=non_negative_int, default=2, help="processes decoding and preprocessing")

@@ -61,7 +61,7 @@ class ScoreConfig:
     model: str
     output: str | None = None  # default: the shards' directory, when SHARDS is one local directory
     device: str = "auto"
-    batch_size: int = 128
+    batch_size: int | None = None  # default: 256 on cuda, 64 on cpu
     precision: str | None = None  # default: bf16 on cuda, fp32 on cpu
     workers: int = 2
     overwrite: bool = False
@@ -282,6 +282,7 @@ def score(cfg: ScoreConfig) -> dict:
         raise ScoreError(f"--output is required when SHARDS ({cfg.shards}) is not one local directory")
     device = pick_device(cfg.device)
     precision = cfg.precision or ("bf16" if device.type == "cuda" else "fp32")
+    batch_size = cfg.batch_size or (256 if device.type == "cuda" else 64)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # forked workers + the tokenizer's threads deadlock
     start = time.perf_counter()
     try:
@@ -296,7 +297,7 @@ def score(cfg: ScoreConfig) -> dict:
     if done:
         log.info("%d of %d shards already scored by %s: kept", len(done), len(shards), encoder.model_id)
     start = time.perf_counter()
-    written = _score_shards(cfg, todo, encoder, device, precision)
+    written = _score_shards(cfg, todo, encoder, device, precision, batch_size)
     seconds = time.perf_counter() - start
     metas = [meta for _, meta in done] + written
     samples_now = sum(meta["samples"] for meta in written)
@@ -305,7 +306,7 @@ def score(cfg: ScoreConfig) -> dict:
         failed.update(meta["failed"])
     summary = {
         "model": encoder.model_id, "kind": encoder.kind, "model_settings": encoder.settings,
-        "precision": precision, "device": str(device), "batch_size": cfg.batch_size, "workers": cfg.workers,
+        "precision": precision, "device": str(device), "batch_size": batch_size, "workers": cfg.workers,
         "output": output, "shards": len(metas), "samples": sum(meta["samples"] for meta in metas),
         "scored": sum(meta["scored"] for meta in metas), "failed": dict(sorted(failed.items())),
         "shards_scored_now": len(written), "shards_kept": len(done), "samples_scored_now": samples_now,
@@ -317,13 +318,13 @@ def score(cfg: ScoreConfig) -> dict:
     return summary
 
 
-def _score_shards(cfg: ScoreConfig, todo: list[Job], encoder: Encoder, device: torch.device,
-                  precision: str) -> list[dict]:
+def _score_shards(cfg: ScoreConfig, todo: list[Job], encoder: Encoder, device: torch.device, precision: str,
+                  batch_size: int) -> list[dict]:
     if not todo:
         return []
     expected = [job.expected for job in todo]
     total = None if None in expected else sum(expected)
-    dataset = ShardBatches([job.path for job in todo], encoder.preprocess, cfg.batch_size)
+    dataset = ShardBatches([job.path for job in todo], encoder.preprocess, batch_size)
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=cfg.workers,
                                          prefetch_factor=4 if cfg.workers else None)
     rows: dict[int, ShardRows] = {}
