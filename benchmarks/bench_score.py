@@ -68,6 +68,26 @@ def loader_rate(urls: list[str], spec: str, batch_size: int, workers: int) -> fl
     return count / (time.perf_counter() - start)
 
 
+def model_rate(urls: list[str], spec: str, batch_size: int, device: str, precision: str, workers: int,
+               repeats: int) -> float:
+    """Samples/s of both towers alone, on one prepared batch, with the torch threads score gives the model."""
+    from aligndata.models.score import autocast, batch_scores, model_threads
+
+    if device == "cpu":
+        torch.set_num_threads(model_threads(workers))
+    encoder = load_encoder(spec).to(device)
+    batch = next(iter(ShardBatches(urls, encoder.preprocess, batch_size)))
+    device = torch.device(device)
+    with autocast(device, precision):
+        batch_scores(encoder, batch, device)  # warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            batch_scores(encoder, batch, device)  # ends in .cpu(): synchronised
+        return repeats * len(batch["keys"]) / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", default="tiny,small,b3-mini,open_clip-ViT-B-32")
@@ -77,6 +97,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="default: score's (64 on cpu, 256 on cuda)")
     parser.add_argument("--samples", type=int, default=None, help="per model (default by model and device)")
     args = parser.parse_args()
+    load_start = round(os.getloadavg()[0], 2)  # other work on the machine: these numbers depend on it
     batch_size = args.batch_size or (256 if args.device == "cuda" else 64)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -93,16 +114,24 @@ def main() -> None:
             score(ScoreConfig(shards=urls[0], **common))
             summary = score(ScoreConfig(shards=shards, **common))
             loader = loader_rate(urls, spec, batch_size, args.workers)
+            threads = torch.get_num_threads()
+            model = model_rate(urls, spec, batch_size, args.device, summary["precision"], args.workers,
+                               repeats=20 if args.device == "cuda" else 2)
+            torch.set_num_threads(threads)
             params = sum(p.numel() for p in load_encoder(spec).model.parameters())
             results[name] = {"samples": summary["samples"], "batch_size": batch_size,
                              "precision": summary["precision"], "params": params,
                              "score_samples_per_s": summary["samples_per_s"], "seconds": summary["seconds"],
                              "model_load_seconds": summary["model_load_seconds"],
-                             "loader_samples_per_s": round(loader, 1),
+                             "model_torch_threads": summary["torch_threads"],
+                             "loader_samples_per_s": round(loader, 1), "model_samples_per_s": round(model, 1),
+                             # On a CPU the loader and the model share the cores: this is the rate if nothing
+                             # overlapped and nothing were lost, so score / this is our pipeline's efficiency.
+                             "serial_samples_per_s": round(1 / (1 / loader + 1 / model), 1),
                              "model_id": summary["model"]}
             print(name, results[name], flush=True)
     emit(f"score_{args.device}", {"device": args.device, "workers": args.workers,
-                                  "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+                                  "cpus": os.cpu_count(), "load_average_1min_at_start": load_start,
                                   "load_average_1min_at_end": round(os.getloadavg()[0], 2),
                                   "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None,
                                   "models": results})
