@@ -135,7 +135,11 @@ def plan(shards: ShardSet, output: str, model_id: str, precision: str, overwrite
     done: list[tuple[Job, dict]] = []
     conflicts: list[str] = []
     for path in shards.paths:
-        job = Job(path, shards.stem(path), scores_path(shards, output, path), shards.size(path), sizes[path])
+        try:
+            tar_bytes = shards.size(path)
+        except OSError as err:
+            raise ScoreError(f"cannot read {path}: {err}") from err
+        job = Job(path, shards.stem(path), scores_path(shards, output, path), tar_bytes, sizes[path])
         if overwrite or not out_storage.exists(job.out):
             todo.append(job)
             continue
