@@ -22,7 +22,6 @@ keeps the model and turns those tensors into L2-normalised embeddings.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -314,7 +313,3 @@ def _open_clip(spec: str, rest: str) -> Encoder:
     model_id = f"{label}@{files_digest(hashed)}" if hashed else label
     return OpenClipEncoder(model_id, "open_clip", model.eval(), OpenClipPreprocess(transform, tokenizer),
                            {"open_clip": name, "pretrained": weights})
-
-
-def describe(encoder: Encoder) -> str:
-    return json.dumps({"model": encoder.model_id, "kind": encoder.kind, **encoder.settings}, sort_keys=True)
