@@ -2,15 +2,17 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-# A CPU build of torch shipped on disk (these machines have one); elsewhere pip resolves torch normally.
+# A CPU build of torch shipped on disk (these machines have one); elsewhere pip resolves torch normally. Its
+# torchvision goes with it (the openclip extra needs one), so pip never swaps torch for another build.
 TORCH_CPU_WHEEL := $(firstword $(wildcard /opt/wheels/torch-*+cpu-*.whl))
+TORCHVISION_CPU_WHEEL := $(firstword $(wildcard /opt/wheels/torchvision-*+cpu-*.whl))
 
 .PHONY: install test test-fast demo example benchmark clean browser rules-table flink spark
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(if $(TORCH_CPU_WHEEL),$(PIP) install -q $(TORCH_CPU_WHEEL),)
-	$(PIP) install -q -e '.[train,dev]'
+	$(if $(TORCH_CPU_WHEEL),$(PIP) install -q $(TORCH_CPU_WHEEL) $(TORCHVISION_CPU_WHEEL),)
+	$(PIP) install -q -e '.[train,dev,openclip]'
 	touch $@
 
 install: $(VENV)/.installed

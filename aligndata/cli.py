@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     from aligndata.commands.eval_index import register as register_eval_index
 
     from aligndata.commands.rules import register as register_rules
+    from aligndata.commands.score import register as register_score
     from aligndata.commands.subset import register as register_subset
 
     register_eval_index(sub)
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_inspect(sub)
     register_models(sub)
     register_subset(sub)
+    register_score(sub)
     return parser
 
 

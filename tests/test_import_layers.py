@@ -42,6 +42,7 @@ FENCES = {
     "apache_beam": {"pipeline", "io"},  # io: storage.py's lazy fallback for URL schemes only Beam serves
     "torch": {"models", "commands", "demo"},
     "transformers": {"models", "commands", "demo"},
+    "open_clip": {"models"},
 }
 
 

@@ -23,6 +23,7 @@ import torch
 
 from aligndata.models import transforms
 from aligndata.models.data import DEFAULT_TEMPLATES
+from aligndata.models.embedding import embed_images, embed_texts
 from aligndata.shards.reader import Sample, iter_shards
 from aligndata.shards.spec import resolve
 
@@ -79,27 +80,6 @@ def load_eval_set(urls: Iterable[str], image_size: int, resize_size: int, limit:
             out.texts.append(text)
             out.text_image.append(index[key])
     return out
-
-
-@torch.no_grad()
-def embed_images(model, pixels: list[torch.Tensor], device, batch_size: int = 64) -> torch.Tensor:
-    chunks = []
-    for start in range(0, len(pixels), batch_size):
-        batch = torch.stack(pixels[start:start + batch_size]).to(device)
-        chunks.append(model.get_image_features(pixel_values=batch).pooler_output.float())
-    return torch.nn.functional.normalize(torch.cat(chunks), dim=-1).cpu()
-
-
-@torch.no_grad()
-def embed_texts(model, tokenizer, texts: list[str], device, max_tokens: int = 64, batch_size: int = 128):
-    chunks = []
-    for start in range(0, len(texts), batch_size):
-        tokens = tokenizer(texts[start:start + batch_size], padding="longest", truncation=True,
-                           max_length=max_tokens, return_tensors="pt")
-        out = model.get_text_features(input_ids=tokens["input_ids"].to(device),
-                                      attention_mask=tokens["attention_mask"].to(device))
-        chunks.append(out.pooler_output.float())
-    return torch.nn.functional.normalize(torch.cat(chunks), dim=-1).cpu()
 
 
 def retrieval_metrics(image_emb: torch.Tensor, text_emb: torch.Tensor, text_image: list[int],
@@ -216,8 +196,8 @@ def load_trained(path: str, device="cpu"):
     if not os.path.isdir(path):
         raise EvalError(f"--model {path}: not a directory (expected RUN/final from `aligndata train`)")
     try:
-        model = AlignModel.from_pretrained(path).to(device)
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AlignModel.from_pretrained(path, local_files_only=True).to(device)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as err:
         raise EvalError(f"--model {path}: cannot load an ALIGN model and tokenizer ({err})") from err
     settings = {"image_size": None, "resize_size": None, "max_tokens": 64}
