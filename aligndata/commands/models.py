@@ -69,15 +69,18 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     length.add_argument("--steps", type=_positive_int, default=None)
     length.add_argument("--epochs", type=_positive_float, default=None, help="passes over sizes.json's samples")
     p.add_argument("--batch-size", type=_positive_int, default=32, help="per rank")
-    p.add_argument("--lr", type=_positive_float, default=1e-3, help="peak learning rate (ALIGN: 1e-3)")
+    p.add_argument("--lr", type=_positive_float, default=None,
+                   help="peak learning rate (default: the preset's; tiny/small 2e-3, b3-mini/base ALIGN's 1e-3)")
     p.add_argument("--warmup-steps", type=_non_negative_int, default=None,
                    help="linear warmup (default: min(10000, 10%% of the steps)), then linear decay to 0")
-    p.add_argument("--optimizer", default="lamb", choices=["lamb", "adamw"])
+    p.add_argument("--optimizer", default=None, choices=["lamb", "adamw"],
+                   help="default: the preset's; tiny/small adamw, b3-mini/base ALIGN's lamb")
     p.add_argument("--weight-decay", type=float, default=1e-5)
     p.add_argument("--loss", default="align", choices=["align", "unicl"])
     p.add_argument("--label-smoothing", type=_fraction, default=0.1)
-    p.add_argument("--temperature-init", type=_positive_float, default=1.0,
-                   help="initial softmax temperature (ALIGN: 1.0, learned); short runs learn faster from ~0.1")
+    p.add_argument("--temperature-init", type=_positive_float, default=None,
+                   help="initial softmax temperature, learned (default: the preset's; tiny/small 0.1, which learns "
+                        "in 100 steps; b3-mini/base ALIGN's 1.0)")
     p.add_argument("--image-size", type=_positive_int, default=None,
                    help="crop size (default: the preset's; 289 for b3-mini/base as in ALIGN)")
     p.add_argument("--resize-size", type=_positive_int, default=None,

@@ -19,7 +19,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
@@ -46,13 +46,13 @@ class TrainConfig:
     steps: int | None = None
     epochs: float | None = None
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float | None = None  # None: the preset's recipe (models/presets.py)
     warmup_steps: int | None = None
-    optimizer: str = "lamb"
+    optimizer: str | None = None
     weight_decay: float = 1e-5
     loss: str = "align"
     label_smoothing: float = 0.1
-    temperature_init: float = 1.0
+    temperature_init: float | None = None
     image_size: int | None = None
     resize_size: int | None = None
     max_tokens: int = 64
@@ -223,9 +223,16 @@ class MetricsLog:
             handle.write(json.dumps(record, sort_keys=True) + "\n")
 
 
+def with_recipe(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with the preset's optimizer, lr and initial temperature wherever ``cfg`` leaves them None."""
+    recipe = presets.PRESETS[cfg.preset].recipe
+    return replace(cfg, **{k: v for k, v in recipe.items() if getattr(cfg, k) is None})
+
+
 def train(cfg: TrainConfig) -> dict:
     """Run (or resume) training; returns a summary. Raises TrainError for problems a user must fix."""
     _validate(cfg)
+    cfg = with_recipe(cfg)
     dist = init_distributed(device_kind(cfg.device))
     device = pick_device(cfg.device, dist)
     preset = presets.PRESETS[cfg.preset]
