@@ -10,6 +10,7 @@ DUPLICATE_PAIR = "duplicate_pair"  # same (url, normalized text) seen on an earl
 TEXT_TOO_SHORT = "text_too_short"
 TEXT_TOO_LONG = "text_too_long"
 TEXT_BOILERPLATE = "text_boilerplate"
+TEXT_LANGUAGE = "text_language"  # not in --languages (off by default)
 TEXT_RARE_TOKEN = "text_rare_token"
 TEXT_SHARED_BY_TOO_MANY_IMAGES = "text_shared_by_too_many_images"
 IMAGE_TOO_MANY_TEXTS = "image_too_many_texts"

@@ -23,11 +23,14 @@ from aligndata.fetch.cache import FetchCache, ShardCache, default_cache_dir
 from aligndata.images.content_checks import ImageChecks
 from aligndata.pipeline.progress import ProgressWriter
 from aligndata.images.process import ImageConfig, process_image
+from aligndata.filters.language import detection_on
+from aligndata.shards.contract import LANGUAGE_COLUMNS
 from aligndata.shards.writer import Sample, write_shard
 
 
 def sample_meta(row: dict, outcome) -> dict:
-    """The sample's .json: the contract's fields plus every extra input column."""
+    """The sample's .json: the contract's fields plus every extra input column (and, with language detection
+    on, the language fields the row stage added to them)."""
     meta = dict(row.get("extra") or {})
     meta.update(
         key=row["uid"],
@@ -69,6 +72,8 @@ class FetchShard(beam.DoFn):
         self.kept = Metrics.counter(NAMESPACE, "samples_kept")
         self.progress = ProgressWriter(self.cfg.progress_dir)
         self.image_slots = threading.BoundedSemaphore(self.cfg.image_threads or os.cpu_count() or 1)
+        # the fields language detection adds to every sample, typed alike in every shard (none when it is off)
+        self.typed = LANGUAGE_COLUMNS if detection_on(self.cfg) else None
 
     def teardown(self):
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -113,7 +118,7 @@ class FetchShard(beam.DoFn):
             results = self.pool.map(lambda item: self._one(item[0], cache), to_fetch)
             yield from self._record(to_fetch, results, samples, bump)
         yield emit(FETCH_STATS, stats)
-        yield write_shard(self.cfg.output, index, samples)
+        yield write_shard(self.cfg.output, index, samples, self.typed)
         self.progress.flush()
 
     def _record(self, to_fetch, results, samples: list[Sample], bump):

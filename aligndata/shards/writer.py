@@ -145,33 +145,37 @@ class _TellingWriter:
 # ------------------------------------------------------------------------------------------------ parquet
 
 
-def samples_table(samples: list[Sample]) -> pa.Table:
+def samples_table(samples: list[Sample], typed: dict[str, pa.DataType] | None = None) -> pa.Table:
     """One row per sample: ``key`` then the metadata fields (known columns first, in KNOWN_COLUMNS order, then
-    the others sorted by name). A field missing from some samples is null there."""
-    columns = _meta_columns(samples)
+    ``typed``'s in its order, then the others sorted by name). A field missing from some samples is null there.
+
+    ``typed``: fields a run adds to every sample besides the contract's (language detection's, see
+    contract.LANGUAGE_COLUMNS), typed so every shard of the run has one schema."""
+    types = {**KNOWN_COLUMNS, **(typed or {})}
+    columns = _meta_columns(samples, types)
     arrays = []
     for column in columns:
         values = [sample.key if column == "key" else sample.meta.get(column) for sample in samples]
-        arrays.append(_column_array(column, values))
+        arrays.append(_column_array(column, values, types))
     if not columns:
         columns, arrays = ["key"], [pa.array([], type=pa.string())]
     return pa.Table.from_arrays(arrays, names=columns)
 
 
-def _meta_columns(samples: list[Sample]) -> list[str]:
+def _meta_columns(samples: list[Sample], types: dict[str, pa.DataType]) -> list[str]:
     present: set[str] = set()
     for sample in samples:
         if sample.meta.get("key", sample.key) != sample.key:
             raise ValueError(f"sample {sample.key!r}: meta['key'] = {sample.meta['key']!r} differs from the key")
         present.update(sample.meta)
     present.add("key")
-    known = [name for name in KNOWN_COLUMNS if name in present]
+    known = [name for name in types if name in present]
     return known + sorted(present - set(known))
 
 
-def _column_array(column: str, values: list[Any]) -> pa.Array:
+def _column_array(column: str, values: list[Any], types: dict[str, pa.DataType]) -> pa.Array:
     try:
-        return pa.array(values, type=KNOWN_COLUMNS.get(column))
+        return pa.array(values, type=types.get(column))
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as err:
         raise ValueError(f"metadata column {column!r} cannot be stored in parquet: {err}") from err
 
@@ -186,15 +190,16 @@ def parquet_bytes(table: pa.Table) -> bytes:
 # ---------------------------------------------------------------------------------------------- the shard
 
 
-def write_shard(output_dir: str, index: int, samples: Iterable[Sample]) -> dict:
+def write_shard(output_dir: str, index: int, samples: Iterable[Sample],
+                typed: dict[str, pa.DataType] | None = None) -> dict:
     """Write ``NAME.tar``, ``NAME.parquet`` and (last) ``NAME_stats.json``; return the stats.
 
     Everything is validated before the first write, so a bad sample leaves no file behind. The tar is streamed to
-    its temporary file rather than built in memory a second time.
+    its temporary file rather than built in memory a second time. ``typed``: see `samples_table`.
     """
     name = shard_name(index)
     ordered = _sorted_checked(samples)
-    table = samples_table(ordered)
+    table = samples_table(ordered, typed)
     parquet = parquet_bytes(table)
     storage = storage_for(output_dir)
     with atomic_writer(storage.join(output_dir, f"{name}.tar")) as handle:
