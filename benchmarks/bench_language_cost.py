@@ -1,0 +1,98 @@
+"""What the text_language rule costs: per row, and in the whole text stage (`curate --dry-run`), on against off.
+
+    .venv/bin/python benchmarks/bench_language_cost.py [--rows 50000] [--languages en] [--repeats 2]
+
+The corpus is bench_text_stage.py's (rows drawn from the real LAION + CC3M alt-texts). Three measurements, each
+with the rule off and on, alternating (off, on, off, on, ...) so a busy phase of the shared machine falls on
+both; the best of --repeats is kept:
+
+* the rule alone: ``language.detect`` on every caption that reaches it (those passing the word-count and
+  boilerplate rules), in CPU time, per row;
+* the lean plain-Python floor (pipeline/lean_floor.py) with and without the rule;
+* ``curate --dry-run`` on FnApiRunner with and without ``--languages`` (which also tags every candidate, so its
+  record carries two more fields through the shuffle).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from common import emit, synthetic_corpus, write_parquet
+from aligndata.filters import language
+from aligndata.filters.registry import row_rules, rule_options
+from aligndata.filters.text import normalize_text, tokenize
+from aligndata.io.inputs import InputSpec
+from aligndata.pipeline.config import CurateConfig
+from aligndata.pipeline.lean_floor import lean_text_stage
+from aligndata.pipeline.run import run_curate
+from aligndata.pipeline.sources import iter_rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=50_000)
+    parser.add_argument("--languages", type=language.language_codes, default=("en",))
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    on = {"languages": args.languages}
+
+    with tempfile.TemporaryDirectory(prefix="aligndata-bench-") as tmp:
+        tmp = Path(tmp)
+        path = write_parquet(synthetic_corpus(args.rows), tmp / "pairs.parquet")
+        spec = InputSpec(path=path, index=0, fmt="parquet", url_col="url", caption_col="caption")
+        raws = list(iter_rows(spec))
+
+        # the captions that reach the rule: valid, normalized, through the earlier (cheap) row rules
+        cheap = row_rules(rule_options())
+        reaching = []
+        for raw in raws:
+            caption = normalize_text(raw["text"]) if raw["text"] else ""
+            words = tokenize(caption)
+            if caption and not any(decide(caption, words) for _, decide in cheap):
+                reaching.append(caption)
+        language.detect("warm up the model")
+        detect_s = float("inf")
+        for _ in range(args.repeats):
+            language._last = (None, ("", 0.0))  # noqa: SLF001 (no answer carried over from the last pass)
+            start = time.process_time()
+            for caption in reaching:
+                language.detect(caption)
+            detect_s = min(detect_s, time.process_time() - start)
+
+        floor = {"off": float("inf"), "on": float("inf")}
+        pipeline = {"off": float("inf"), "on": float("inf")}
+        kept = {}
+        for i in range(args.repeats):
+            for variant, options in (("off", {}), ("on", on)):
+                start = time.perf_counter()
+                verdicts, _ = lean_text_stage(iter(raws), **options)
+                floor[variant] = min(floor[variant], time.perf_counter() - start)
+                kept[variant] = sum(v is None for v in verdicts.values())
+                cfg = CurateConfig(inputs=(path,), output=str(tmp / f"out-{variant}-{i}"), dry_run=True, **options)
+                start = time.perf_counter()
+                report = run_curate(cfg, [])
+                pipeline[variant] = min(pipeline[variant], time.perf_counter() - start)
+                if report["kept"] != kept[variant]:
+                    raise SystemExit(f"{variant}: pipeline kept {report['kept']}, the floor {kept[variant]}")
+
+    per_row = lambda s: round(s / args.rows * 1e6, 1)  # noqa: E731 (microseconds per input row)
+    emit(f"language_cost_{'_'.join(args.languages)}", {
+        "rows": args.rows,
+        "languages": list(args.languages),
+        "rows_reaching_the_rule": len(reaching),
+        "kept": kept,
+        "detect_us_per_caption_cpu": round(detect_s / len(reaching) * 1e6, 1),
+        "floor_seconds": {k: round(v, 2) for k, v in floor.items()},
+        "floor_us_per_row": {k: per_row(v) for k, v in floor.items()},
+        "floor_on_over_off": round(floor["on"] / floor["off"], 3),
+        "pipeline_seconds": {k: round(v, 2) for k, v in pipeline.items()},
+        "pipeline_us_per_row": {k: per_row(v) for k, v in pipeline.items()},
+        "pipeline_on_over_off": round(pipeline["on"] / pipeline["off"], 3),
+    })
+
+
+if __name__ == "__main__":
+    main()
