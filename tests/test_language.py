@@ -233,6 +233,14 @@ def test_a_users_language_column_is_refused_with_detection_on(tmp_path, capsys):
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
+def test_a_score_threshold_without_languages_is_refused(tmp_path, capsys):
+    path = write_pairs(tmp_path / "p.parquet", [("http://a.test/1.jpg", "a red car on the road")])
+    code = main(["curate", "--input", path, "--output", str(tmp_path / "o"), "--dry-run", "--quiet",
+                 "--detect-language", "--min-language-score", "0.5"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--min-language-score" in err[0]
+
+
 def test_a_bad_language_code_is_a_usage_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["curate", "--input", "x.parquet", "--output", str(tmp_path / "o"), "--languages", "en,klingon"])

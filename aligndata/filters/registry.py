@@ -99,7 +99,7 @@ RULES: tuple[Rule, ...] = (
          options=(Option("--no-boilerplate", True, "turn off the boilerplate rule (camera file names, "
                          "resolutions, bare URLs, placeholders)", action="store_false"),),
          decide=text.boilerplate, decided_in="filters/text.py: boilerplate", enabled_by="boilerplate"),
-    # After the cheap rules: the detector costs ~10 us a caption, so it sees only captions that passed them, and
+    # After the cheap rules: the detector costs tens of us a caption, so it sees only captions that passed them, and
     # a caption that is boilerplate ("IMG_1234.jpg") has no language to speak of (that reason is the truer one).
     Rule(reasons.TEXT_LANGUAGE, ROW, "text_rules", CAPTION,
          "captions not in one of --languages (or below --min-language-score); off by default",

@@ -61,7 +61,7 @@ def prepare_row(raw: dict, rules, page_url_col: str | None = None, tag=None):
 
     ``tag`` (language detection on: ``language.fields``) maps a caption to fields added to the row's extra
     columns when every row rule passed; they travel in its packed record to the sample's .json and parquet.
-    Run options make sure no input column of the same name is carried (``run.check_language_columns``).
+    Run options make sure no input column of the same name is carried (``run.check_language_options``).
     """
     url = (raw.get("url") or "").strip()
     text = raw.get("text")

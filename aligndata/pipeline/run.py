@@ -100,9 +100,13 @@ def input_specs(cfg: CurateConfig) -> list[InputSpec]:
     return specs
 
 
-def check_language_columns(cfg: CurateConfig) -> None:
-    """Language detection writes ``language`` and ``language_score`` into every kept sample's .json: an input
-    column of the same name carried by --extra-cols would be overwritten, so the run refuses to start."""
+def check_language_options(cfg: CurateConfig) -> None:
+    """--min-language-score needs --languages (alone it would do nothing). Language detection writes
+    ``language`` and ``language_score`` into every kept sample's .json: an input column of the same name carried
+    by --extra-cols would be overwritten, so the run refuses to start."""
+    if cfg.min_language_score and not cfg.languages:
+        raise InputError("--min-language-score applies to the --languages rule; pass --languages too "
+                         "(--detect-language only tags)")
     if not language.detection_on(cfg):
         return
     clash = [c for c in cfg.extra_cols if c in language.FIELDS and c != cfg.page_url_col]
@@ -141,7 +145,7 @@ def run_curate(cfg: CurateConfig, beam_args: list[str] | None = None, progress: 
     specs = input_specs(cfg)
     # Bad eval-index or NSFW options fail here, naming the option, before anything runs.
     ImageChecks.from_options(cfg.eval_index, cfg.eval_hamming, cfg.nsfw, cfg.nsfw_threshold)
-    check_language_columns(cfg)
+    check_language_options(cfg)
     if cfg.page_url_col is None and any(s.fmt in WEB_FORMATS for s in specs):
         cfg = dataclasses.replace(cfg, page_url_col="page_url")  # extraction puts the page's URL there
     cache = FetchCache(cfg.cache_dir or default_cache_dir(cfg.output))
