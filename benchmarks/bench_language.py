@@ -358,6 +358,8 @@ def measure(name: str, texts: list[tuple[str, str, str]], alt: dict, speed_rows:
         "accuracy_by_language": {lang: round(correct[lang] / total[lang], 3) for lang in LANGUAGES if total[lang]},
         "accuracy_by_source": {s: round(by_source[0][s] / by_source[1][s], 4) for s in by_source[1]},
         "deterministic": predictions == again,
+        "same_languages_twice": [c for c, _ in predictions] == [c for c, _ in again],
+        "scores_differing_twice": sum(a != b for a, b in zip(predictions, again)),
         "english_share": {key: round(sum(c == "en" for c, _ in tags) / len(tags), 4) for key, tags in en_pred.items()},
         "laion_top_languages": laion_langs,
         "english_threshold_sweep": sweep,
@@ -378,6 +380,14 @@ def speed(detectors: dict, repeats: int) -> dict:
     return {name: {"us_per_row": round(s * 1e6, 1), "rows_per_s": round(1 / s)} for name, s in best.items()}
 
 
+def _twice(d: dict) -> str:
+    if d["deterministic"]:
+        return "yes"
+    if d.get("same_languages_twice"):
+        return f"languages yes; **scores no** ({d['scores_differing_twice']:,} differ in the last digits)"
+    return "**no**"
+
+
 def markdown(result: dict) -> str:
     """docs/language.md's tables from a results JSON (``--table benchmarks/results/language.json``)."""
     dets = result["detectors"]
@@ -391,10 +401,10 @@ def markdown(result: dict) -> str:
                      f" | {src.get('django', 0):.3f} | {src.get('debian-gtk', 0):.3f} | "
                      f"{d['english_share']['laion_10k']:.3f} | {d['english_share']['cc3m_validation']:.3f} |")
     lines += ["", "| detector | version | µs/row (CPU) | rows/s, 1 core | load s | wheel MB | installed MB | "
-                  "deterministic | licence |", "|---|---|---:|---:|---:|---:|---:|---|---|"]
+                  "same answer twice | licence |", "|---|---|---:|---:|---:|---:|---:|---|---|"]
     for name, d in dets.items():
         lines.append(f"| {name} | {d['version']} | {d['us_per_row']:,} | {d['rows_per_s']:,} | {d['load_s']} | "
-                     f"{d['wheel_mb']} | {d['installed_mb']} | {'yes' if d['deterministic'] else '**no**'} | "
+                     f"{d['wheel_mb']} | {d['installed_mb']} | {_twice(d)} | "
                      f"{d['licence']} |")
     for key, title in (("english_threshold_sweep", "keep a caption when its top language is en with score >= t"),
                        ("drop_confident_other_sweep", "drop a caption only when its top language is not en with "

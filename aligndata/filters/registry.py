@@ -107,7 +107,8 @@ RULES: tuple[Rule, ...] = (
                          "e.g. en or en,de; docs/language.md); every kept sample gets language and language_score",
                          type=language.language_codes, metavar="en[,de,...]", shown_default="off"),
                   Option("--min-language-score", language.DEFAULT_MIN_SCORE, "with --languages: also drop captions "
-                         "whose detected language scores below this (0-1; docs/language.md)", type=unit_interval),
+                         "whose detected language scores below this (0-1; docs/language.md)", type=unit_interval,
+                         metavar="SCORE"),
                   Option("--detect-language", False, "tag every kept sample with language and language_score "
                          "without dropping any (implied by --languages)", action="store_true")),
          decide=language.wrong_language, decided_in="filters/language.py: wrong_language", enabled_by="languages"),
