@@ -71,8 +71,10 @@ def _raw(text: str, url: str = "https://example.com/a.jpg") -> dict:
 def test_row_stage_applies_the_registered_row_rules_in_order():
     rules = row_rules(rule_options())
     order = [reason for reason, _ in rules]
-    assert order == [r.reason for r in RULES if r.stage == registry.ROW and r.decide is not None
-                     and registry._enabled(r, rule_options())]  # the rules off by default are left out
+    on_by_default = [r.reason for r in RULES if r.stage == registry.ROW and r.decide is not None
+                     and (r.enabled_by is None or registry.defaults()[r.enabled_by])]
+    assert order == on_by_default and reasons.TEXT_LANGUAGE not in order  # --languages is off by default
+    assert reasons.TEXT_TOO_FEW_CHARACTERS not in order  # --min-chars too
     assert order.index(reasons.TEXT_TOO_SHORT) < order.index(reasons.TEXT_TOO_LONG) < order.index(
         reasons.TEXT_BOILERPLATE)
     cand, _ = prepare_row(_raw("two words"), rules)

@@ -55,6 +55,13 @@ def positive_float(text: str) -> float:
     return value
 
 
+def unit_interval(text: str) -> float:
+    value = _number(text, float)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
+    return value
+
+
 def fraction(text: str) -> float:
     value = _number(text, float)
     if not 0 <= value < 1:

@@ -56,7 +56,7 @@ class Preset:
 def _align() -> Preset:
     return Preset(
         "align", "ALIGN (the paper's rules; our defaults) on English alt-text", ALIGN_PAPER,
-        (Setting("languages", "en", "'we follow the methodology of constructing Conceptual Captions dataset ... "
+        (Setting("languages", ("en",), "'we follow the methodology of constructing Conceptual Captions dataset ... "
                                     "to get a version of raw English alt-text data'"),),
         not_covered=("the eval-set near-duplicate rule needs your eval images: --eval-index (aligndata "
                      "eval-index build)",),
@@ -66,7 +66,7 @@ def _align() -> Preset:
 def _coyo() -> Preset:
     return Preset(
         "coyo", "COYO-700M's image- and text-level filters", COYO_README,
-        (Setting("languages", "en", "'We collected only English text using cld3'"),
+        (Setting("languages", ("en",), "'We collected only English text using cld3'"),
          Setting("min_chars", 6, "'Any text with a length of 5 or less has been dropped'"),
          Setting("min_words", 3, "'Text less than 3 words or more than 256 words ... were dropped'"),
          Setting("max_words", 256, "(same sentence)"),
@@ -94,7 +94,7 @@ def _coyo() -> Preset:
 def _datacomp_basic() -> Preset:
     return Preset(
         "datacomp-basic", "DataComp's 'basic filtering' baseline", DATACOMP_CODE,
-        (Setting("languages", "en", "english_mask = fasttext_lang_pred == 'en' (fastText lid.176)"),
+        (Setting("languages", ("en",), "english_mask = fasttext_lang_pred == 'en' (fastText lid.176)"),
          Setting("min_words", 3, "caption_num_words > 2 (words split on whitespace; ours are word tokens)"),
          Setting("min_chars", 6, "caption_num_chars > 5"),
          Setting("max_words", MAX_WORDS_OFF, "no upper length bound in the baseline: off"),
@@ -115,7 +115,7 @@ def _datacomp_basic() -> Preset:
 def _laion() -> Preset:
     return Preset(
         "laion", "LAION-2B-en's rules (LAION-5B's English part)", LAION_PAPER,
-        (Setting("languages", "en", "the English subset (LAION-2B-en); LAION-5B detected the language with CLD3"),
+        (Setting("languages", ("en",), "the English subset (LAION-2B-en); LAION-5B detected the language with CLD3"),
          Setting("min_chars", 5, "alt-texts shorter than 5 characters were dropped"),
          Setting("min_words", 0, "no word-count rule: off"),
          Setting("max_words", MAX_WORDS_OFF, "no word-count rule: off"),
@@ -147,6 +147,8 @@ def get(name: str) -> Preset:
 
 
 def _shown(value) -> str:
+    if isinstance(value, tuple):
+        return ",".join(value) or "off"
     if isinstance(value, bool):
         return "on" if value else "off"
     if value == ASPECT_AT_MOST_3:

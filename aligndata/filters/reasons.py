@@ -11,6 +11,7 @@ TEXT_TOO_SHORT = "text_too_short"
 TEXT_TOO_LONG = "text_too_long"
 TEXT_TOO_FEW_CHARACTERS = "text_too_few_characters"
 TEXT_BOILERPLATE = "text_boilerplate"
+TEXT_LANGUAGE = "text_language"  # not in --languages (off by default)
 TEXT_RARE_TOKEN = "text_rare_token"
 TEXT_SHARED_BY_TOO_MANY_IMAGES = "text_shared_by_too_many_images"
 IMAGE_TOO_MANY_TEXTS = "image_too_many_texts"

@@ -27,11 +27,11 @@ import types
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from aligndata.filters import frequency, image, reasons, text
+from aligndata.filters import frequency, image, language, reasons, text
 from aligndata.filters.dedup import DEFAULT_EVAL_HAMMING
 from aligndata.filters.nsfw import DEFAULT_MODE as NSFW_DEFAULT_MODE
 from aligndata.filters.nsfw import DEFAULT_THRESHOLD as NSFW_DEFAULT_THRESHOLD
-from aligndata.filters.options import Option, non_negative_int, positive_float, positive_int
+from aligndata.filters.options import Option, non_negative_int, positive_float, positive_int, unit_interval
 from aligndata.filters.options import defaults as option_defaults
 
 # Stages, in pipeline order: where a rule is decided.
@@ -104,6 +104,19 @@ RULES: tuple[Rule, ...] = (
          options=(Option("--no-boilerplate", True, "turn off the boilerplate rule (camera file names, "
                          "resolutions, bare URLs, placeholders)", action="store_false"),),
          decide=text.boilerplate, decided_in="filters/text.py: boilerplate", enabled_by="boilerplate"),
+    # After the cheap rules: the detector costs tens of us a caption, so it sees only captions that passed them, and
+    # a caption that is boilerplate ("IMG_1234.jpg") has no language to speak of (that reason is the truer one).
+    Rule(reasons.TEXT_LANGUAGE, ROW, "text_rules", CAPTION,
+         "captions not in one of --languages (or below --min-language-score); off by default",
+         options=(Option("--languages", (), "keep only captions detected in these languages (ISO 639-1 codes, "
+                         "e.g. en or en,de; docs/language.md); every kept sample gets language and language_score",
+                         type=language.language_codes, metavar="en[,de,...]", shown_default="off"),
+                  Option("--min-language-score", language.DEFAULT_MIN_SCORE, "with --languages: also drop captions "
+                         "whose detected language scores below this (0-1; docs/language.md)", type=unit_interval,
+                         metavar="SCORE"),
+                  Option("--detect-language", False, "tag every kept sample with language and language_score "
+                         "without dropping any (implied by --languages)", action="store_true")),
+         decide=language.wrong_language, decided_in="filters/language.py: wrong_language", enabled_by="languages"),
     Rule(reasons.TEXT_RARE_TOKEN, TEXT_GROUP, "frequency_rules", CAPTION,
          "captions with an n-gram outside the --vocab-size most frequent unigrams+bigrams of the raw corpus",
          paper="alt-texts that contain any rare token (outside of 100 million most frequent unigrams and "

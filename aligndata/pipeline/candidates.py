@@ -50,7 +50,7 @@ def invalid_detail(url: str, text: str | None) -> str | None:
     return None
 
 
-def prepare_row(raw: dict, rules, page_url_col: str | None = None):
+def prepare_row(raw: dict, rules, page_url_col: str | None = None, tag=None):
     """Validate and normalize one raw row, then apply the row rules.
 
     ``rules`` is ``registry.row_rules(options)``: (reason, decide) pairs in reason order; the first rule whose
@@ -58,6 +58,10 @@ def prepare_row(raw: dict, rules, page_url_col: str | None = None):
     word-token list used for corpus statistics, or None for an invalid row (invalid rows take no part in the
     statistics). ``candidate["reason"]`` holds the row rule that failed, if any; corpus-level rules are decided
     later.
+
+    ``tag`` (language detection on: ``language.fields``) maps a caption to fields added to the row's extra
+    columns when every row rule passed; they travel in its packed record to the sample's .json and parquet.
+    Run options make sure no input column of the same name is carried (``run.check_language_options``).
     """
     url = (raw.get("url") or "").strip()
     text = raw.get("text")
@@ -79,6 +83,8 @@ def prepare_row(raw: dict, rules, page_url_col: str | None = None):
         if found:
             reason, detail = rule_reason, found
             break
+    if tag is not None and reason is None:
+        extra.update(tag(caption))
     candidate = {
         "uid": make_uid(url, caption),
         "url": url,

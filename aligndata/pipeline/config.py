@@ -88,10 +88,8 @@ class _CurateRun:
                    "host_rate", "skip_unreadable", "allow_empty", "allowlist_memory_mb", "shard_times")
 
     def to_json(self) -> dict:
-        out = asdict(self)
-        out["inputs"] = list(self.inputs)
-        out["extra_cols"] = list(self.extra_cols)
-        return out
+        # tuples as lists, as JSON gives them back (a resumed run compares its options with config.json's)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     def identity(self) -> dict:
         """The options that decide the output; a resumed run must match the interrupted one on these."""

@@ -29,7 +29,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from aligndata.extract.pages import ExtractStats, pairs_from_page
-from aligndata.filters import reasons, registry
+from aligndata.filters import language, reasons, registry
 from aligndata.filters.frequency import (
     CappedDistinct,
     allowlist_threshold,
@@ -157,6 +157,7 @@ class PrepareRows(beam.DoFn):
     def setup(self):
         self.progress = ProgressWriter(self.cfg.progress_dir)
         self.rules = registry.row_rules(self.cfg)
+        self.tag = language.fields if language.detection_on(self.cfg) else None
 
     def start_bundle(self):
         self.counts = collections.Counter()
@@ -165,7 +166,7 @@ class PrepareRows(beam.DoFn):
         self.invalid = 0
 
     def process(self, raw):
-        cand, words = prepare_row(raw, self.rules, self.cfg.page_url_col)
+        cand, words = prepare_row(raw, self.rules, self.cfg.page_url_col, self.tag)
         src, row = cand["src"], cand["row"]
         code = packed.REASON_CODE[cand["reason"]] if cand["reason"] else packed.KEEP
         record = packed.pack_record(cand, code, final=words is None)

@@ -24,6 +24,8 @@ from aligndata.fetch.cache import FetchCache, ShardCache, default_cache_dir
 from aligndata.images.content_checks import ImageChecks
 from aligndata.pipeline.progress import ProgressWriter
 from aligndata.images.process import ImageConfig, process_image
+from aligndata.filters.language import detection_on
+from aligndata.shards.contract import LANGUAGE_COLUMNS
 from aligndata.shards.outcomes import Failure
 from aligndata.shards.writer import Sample, write_shard
 
@@ -36,7 +38,8 @@ def row_meta(row: dict) -> dict:
 
 
 def sample_meta(row: dict, outcome) -> dict:
-    """The sample's .json: the contract's fields plus every extra input column."""
+    """The sample's .json: the contract's fields plus every extra input column (and, with language detection
+    on, the language fields the row stage added to them)."""
     meta = row_meta(row)
     meta.update(
         key=row["uid"],
@@ -74,6 +77,8 @@ class FetchShard(beam.DoFn):
         self.kept = Metrics.counter(NAMESPACE, "samples_kept")
         self.progress = ProgressWriter(self.cfg.progress_dir)
         self.image_slots = threading.BoundedSemaphore(self.cfg.image_threads or os.cpu_count() or 1)
+        # the fields language detection adds to every sample, typed alike in every shard (none when it is off)
+        self.typed = LANGUAGE_COLUMNS if detection_on(self.cfg) else None
 
     def teardown(self):
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -125,7 +130,7 @@ class FetchShard(beam.DoFn):
             yield from self._record(to_fetch, results, samples, bump, rejected)
         yield emit(FETCH_STATS, stats)
         yield write_shard(self.cfg.output, index, samples, failures, digits=self.cfg.shard_digits,
-                          failed_rows=self.cfg.parquet_failed_rows, started=started)
+                          failed_rows=self.cfg.parquet_failed_rows, started=started, typed=self.typed)
         self.progress.flush()
 
     def _record(self, to_fetch, results, samples: list[Sample], bump, rejected):

@@ -46,9 +46,10 @@ _DUPLICATE = reasons.DUPLICATE_PAIR
 
 
 def lean_text_stage(rows, min_words=3, max_words=20, vocab_size=100_000_000, max_images_per_text=10,
-                    max_texts_per_image=1000):
-    """rows: raw row dicts in input order. Returns (verdicts, info): verdicts maps (src, row) -> reason or None."""
-    rules = row_rules(rule_options(min_words=min_words, max_words=max_words))
+                    max_texts_per_image=1000, **row_options):
+    """rows: raw row dicts in input order. Returns (verdicts, info): verdicts maps (src, row) -> reason or None.
+    ``row_options``: the row rules' other options (``languages=("en",)``, ``boilerplate=False``, ...)."""
+    rules = row_rules(rule_options(min_words=min_words, max_words=max_words, **row_options))
     counts: Counter = Counter()  # unigram str / bigram (str, str) -> occurrences over all valid rows
     urls_per_text = defaultdict(set)  # lowercased caption -> distinct URLs
     texts_per_url = defaultdict(set)  # URL -> distinct lowercased captions

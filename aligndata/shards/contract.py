@@ -10,6 +10,8 @@ import re
 
 import pyarrow as pa
 
+from aligndata.filters.language import LANGUAGE_FIELD, SCORE_FIELD
+
 # Extensions of a sample's image member, in the order readers pick one when a sample has several (lower case;
 # readers lower-case the members' extensions). Our writer writes jpg, webp or png (images/process.py); the others
 # are what other WebDataset tools write and Pillow decodes.
@@ -31,6 +33,13 @@ META_COLUMNS: dict[str, pa.DataType] = {
     "original_height": pa.int64(),
     "sha256": pa.string(),
     "phash": pa.string(),
+}
+
+# Fields that language detection (--languages or --detect-language) adds to every kept sample's .json, typed
+# in the parquet the same way in every shard; absent when detection is off (the shards are then as before).
+LANGUAGE_COLUMNS: dict[str, pa.DataType] = {
+    LANGUAGE_FIELD: pa.string(),
+    SCORE_FIELD: pa.float64(),
 }
 
 # The row ledgers: DIR/rejected/ (every rejected input row with its reason) and, for --dry-run, DIR/candidates/

@@ -183,13 +183,19 @@ class _TellingWriter:
 # ------------------------------------------------------------------------------------------------ parquet
 
 
-def samples_table(samples: list[Sample], failures: list[Failure] = ()) -> pa.Table:
+def samples_table(samples: list[Sample], failures: list[Failure] = (),
+                  typed: dict[str, pa.DataType] | None = None) -> pa.Table:
     """One row per sample (``status`` "success", ``error_message`` null), then one per failure in the order given
     (its status and error message; the image fields null): ``key`` then the metadata fields (known columns first,
-    in KNOWN_COLUMNS order, then the others sorted by name). A field missing from some rows is null there."""
+    in KNOWN_COLUMNS order, then ``typed``'s in its order, then the others sorted by name). A field missing from
+    some rows is null there.
+
+    ``typed``: fields a run adds to every sample besides the contract's (language detection's, see
+    contract.LANGUAGE_COLUMNS), typed so every shard of the run has one schema."""
     failures = list(failures)
+    types = {**KNOWN_COLUMNS, **(typed or {})}
     arrays = []
-    columns = _columns(samples, failures)
+    columns = _columns(samples, failures, types)
     for column in columns:
         if column == "key":
             values = [sample.key for sample in samples] + [failure.key for failure in failures]
@@ -199,11 +205,11 @@ def samples_table(samples: list[Sample], failures: list[Failure] = ()) -> pa.Tab
             values = [None] * len(samples) + [failure.error_message for failure in failures]
         else:
             values = [sample.meta.get(column) for sample in samples] + [failure.meta.get(column) for failure in failures]
-        arrays.append(_column_array(column, values))
+        arrays.append(_column_array(column, values, types))
     return pa.Table.from_arrays(arrays, names=columns)
 
 
-def _columns(samples: list[Sample], failures: list[Failure]) -> list[str]:
+def _columns(samples: list[Sample], failures: list[Failure], types: dict[str, pa.DataType]) -> list[str]:
     present: set[str] = {"key", *STATUS_COLUMNS}
     for sample in samples:
         if sample.meta.get("key", sample.key) != sample.key:
@@ -211,13 +217,13 @@ def _columns(samples: list[Sample], failures: list[Failure]) -> list[str]:
         present.update(sample.meta)
     for failure in failures:
         present.update(failure.meta)
-    known = [name for name in KNOWN_COLUMNS if name in present]
+    known = [name for name in types if name in present]
     return known + sorted(present - set(known))
 
 
-def _column_array(column: str, values: list[Any]) -> pa.Array:
+def _column_array(column: str, values: list[Any], types: dict[str, pa.DataType]) -> pa.Array:
     try:
-        return pa.array(values, type=KNOWN_COLUMNS.get(column))
+        return pa.array(values, type=types.get(column))
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as err:
         raise ValueError(f"metadata column {column!r} cannot be stored in parquet: {err}") from err
 
@@ -233,7 +239,8 @@ def parquet_bytes(table: pa.Table) -> bytes:
 
 
 def write_shard(output_dir: str, index: int, samples: Iterable[Sample], failures: Iterable[Failure] = (), *,
-                digits: int = DEFAULT_SHARD_DIGITS, failed_rows: bool = False, started: float | None = None) -> dict:
+                digits: int = DEFAULT_SHARD_DIGITS, failed_rows: bool = False, started: float | None = None,
+                typed: dict[str, pa.DataType] | None = None) -> dict:
     """Write ``NAME.tar``, ``NAME.parquet`` and (last) ``NAME_stats.json``; return the stats.
 
     ``failures``: the shard's rows that did not become samples; they are counted in the stats (img2dataset's
@@ -242,12 +249,12 @@ def write_shard(output_dir: str, index: int, samples: Iterable[Sample], failures
     get img2dataset's start_time, end_time (after the tar and parquet are written) and duration, which differ from
     run to run (so they are off unless asked for: curate --shard-times).
     Everything is validated before the first write, so a bad sample leaves no file behind. The tar is streamed to
-    its temporary file rather than built in memory a second time.
+    its temporary file rather than built in memory a second time. ``typed``: see `samples_table`.
     """
     name = shard_name(index, digits)
     ordered = _sorted_checked(samples)
     failures = sorted(failures, key=lambda failure: failure.key)
-    table = samples_table(ordered, failures if failed_rows else ())
+    table = samples_table(ordered, failures if failed_rows else (), typed)
     counters = shard_counters(len(ordered), failures)
     parquet = parquet_bytes(table)
     storage = storage_for(output_dir)
