@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_rules(sub)
     register_inspect(sub)
     register_models(sub)
+    from aligndata.commands.dedup import register as register_dedup; register_dedup(sub)  # noqa: E702 (one line)
     return parser
 
 
