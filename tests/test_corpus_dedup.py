@@ -75,7 +75,7 @@ def test_components_inside_a_band_bucket_search_only_the_other_bits(hashes, radi
         if len(members) < 3:
             continue
         expected = reference_roots(members, radius)
-        for method in ("brute", "index"):
+        for method in ("brute", "index", "auto"):  # auto: one matrix for small buckets
             assert cd.near_components(members, radius, ranges[band], method)[0].tolist() == expected
         checked += 1
     assert checked
@@ -86,6 +86,19 @@ def test_star_edges_keep_each_component_connected_through_its_smallest_member(ha
     a, b = cd.star_edges(hashes, roots)
     assert len(a) == len(hashes) - len(set(roots.tolist()))  # members minus components
     assert (a < b).all() and set(a.tolist()) <= set(hashes[np.unique(roots)].tolist())
+
+
+def test_small_buckets_in_plain_python_equal_the_numpy_path(hashes):
+    rng = random.Random(5)
+    for _ in range(200):
+        members = rng.sample(hashes.tolist(), rng.randint(2, cd.SMALL_BUCKET))
+        base = members[0]
+        members += [flip(base, rng.randint(0, 6), rng) for _ in range(3)]
+        values = np.unique(np.array(members, dtype=np.uint64))
+        roots, pairs = cd.near_components(values, 4)
+        expected = sorted(zip(*(side.tolist() for side in cd.star_edges(values, roots))))
+        edges, found = cd.small_bucket_edges(rng.sample(values.tolist(), len(values)), 4)  # any order
+        assert (sorted(edges), found) == (expected, pairs)
 
 
 def test_union_pairs_on_dense_and_chained_graphs():

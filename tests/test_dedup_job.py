@@ -260,9 +260,9 @@ def test_propagation_reports_a_chain_longer_than_its_rounds():
             assert (counts[-1] > 0) == (rounds < n - 1), counts
 
         with beam.Pipeline(runner="FnApiRunner") as p:
-            states = p | beam.Create([(k, components.VertexState(n - 1 - k, True, neighbours[k])) for k in range(n)])
+            states = p | beam.Create([(k, components.state(n - 1 - k, neighbours[k])) for k in range(n)])
             final, changes = components.propagate(states, rounds)
-            labels = final | beam.Map(lambda kv: (kv[0], kv[1].label))
+            labels = final | beam.Map(lambda kv: (kv[0], kv[1][components.LABEL]))
             assert_that(labels, equal_to([(k, max(0, n - 1 - k - rounds)) for k in range(n)]), label="Labels")
             assert_that(changes, last_round, label="LastRound")
 

@@ -53,6 +53,7 @@ DEFAULT_MAX_BAND_SIZE = 20_000
 # Rounds of min-label propagation (pipeline/components.py) for transitive groups; each is cheap when nothing
 # changes, and the summary says when the last one still changed labels.
 DEFAULT_MAX_ROUNDS = 16
+SMALL_BUCKET = 16  # buckets up to this size are verified in plain Python (numpy's per-call cost dominates)
 BRUTE_FORCE_MAX = 4096  # buckets up to this size are verified by blocked popcount; larger ones with the index
 _BLOCK_ELEMENTS = 1 << 20  # pairs compared per numpy block: bounds the temporary arrays (~8 MB each)
 _PAIRS_PER_UNION = 1 << 20  # index hits merged into the forest this many at a time
@@ -108,6 +109,11 @@ def parse_sha256(text) -> bytes:
 def salts_add(salts, more) -> tuple | bytes:
     """``salts`` (a tuple or bitmap) with the salts of ``more`` (an int, a tuple or a bitmap) added."""
     if isinstance(more, int):
+        if isinstance(salts, tuple):
+            if more in salts:
+                return salts
+            if len(salts) < _SALT_LIST_MAX:
+                return tuple(sorted(salts + (more,)))
         more = (more,)
     if isinstance(salts, tuple) and isinstance(more, tuple):
         merged = tuple(sorted(set(salts).union(more)))
@@ -159,6 +165,8 @@ def band_batches(values: np.ndarray, ranges) -> Iterator[tuple[tuple[int, int], 
 
 def capped_members(chunks: list[np.ndarray], cap: int) -> np.ndarray:
     """The ``cap`` smallest distinct values of the chunks, sorted: what a bucket keeps, whatever the order."""
+    if len(chunks) == 1 and len(chunks[0]) <= cap and (len(chunks[0]) < 2 or (chunks[0][1:] > chunks[0][:-1]).all()):
+        return chunks[0]  # one sorted batch (band_batches' order): the common case, without a sort
     values = np.unique(np.concatenate(chunks)) if chunks else np.empty(0, dtype=np.uint64)
     return values[:cap]
 
@@ -251,9 +259,11 @@ def near_components(values: np.ndarray, radius: int, band: tuple[int, int] | Non
     blocks = _brute_force_pairs(values, radius) if method == "brute" else _index_pairs(values, radius, band)
     pairs = 0
     for i, j in blocks:
-        pairs += len(i)
-        union_pairs(parent, i, j)
-    compress(parent)
+        if len(i):
+            pairs += len(i)
+            union_pairs(parent, i, j)
+    if pairs:  # most buckets of uniform hashes hold no pair at all
+        compress(parent)
     return parent, pairs
 
 
@@ -261,6 +271,49 @@ def star_edges(values: np.ndarray, roots: np.ndarray) -> tuple[np.ndarray, np.nd
     """(root value, member value) for every member that is not its component's root."""
     members = np.flatnonzero(roots != np.arange(len(roots)))
     return values[roots[members]], values[members]
+
+
+def small_bucket_edges(values: list[int], radius: int) -> tuple[list[tuple[int, int]], int]:
+    """:func:`near_components` + :func:`star_edges` for a few values (any order), in plain Python: ((root,
+    member) edges, pairs within ``radius``). Most buckets hold one to three distinct pHashes."""
+    values = sorted(values)
+    n = len(values)
+    root = list(range(n))
+    pairs = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            if (values[i] ^ values[j]).bit_count() <= radius:
+                pairs += 1
+                a, b = root[i], root[j]
+                while root[a] != a:
+                    a = root[a]
+                while root[b] != b:
+                    b = root[b]
+                if a != b:
+                    root[max(a, b)] = min(a, b)
+    edges = []
+    for i in range(n):
+        r = i
+        while root[r] != r:
+            r = root[r]
+        if r != i:
+            edges.append((values[r], values[i]))
+    return edges, pairs
+
+
+def bucket_edges(values: np.ndarray, radius: int, band: tuple[int, int] | None) -> tuple[list, list, int]:
+    """One bucket's verification: (root values, member values, pairs within ``radius``) of its star edges.
+    ``values``: the bucket's distinct members in any order (the combine's order is arbitrary; the edges are
+    not)."""
+    if len(values) <= SMALL_BUCKET:
+        edges, pairs = small_bucket_edges(values.tolist(), radius)
+        return [a for a, _ in edges], [b for _, b in edges], pairs
+    values = np.sort(values)
+    roots, pairs = near_components(values, radius, band)
+    if not pairs:
+        return [], [], 0
+    roots_at, members_at = star_edges(values, roots)
+    return roots_at.tolist(), members_at.tolist(), pairs
 
 
 # ---------------------------------------------------------------------------------------------- keep rule

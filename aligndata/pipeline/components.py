@@ -15,7 +15,6 @@ never silently split.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
@@ -25,26 +24,28 @@ from aligndata.pipeline.outputs import emit
 CHANGED = "changed"
 
 
-@dataclass(frozen=True)
-class VertexState:
-    label: int
-    changed: bool
-    neighbours: tuple  # the neighbours' keys
-    payload: object = None  # carried along untouched (dedup: the vertex's salts)
+def state(label: int, neighbours: tuple, payload=None, changed: bool = True) -> tuple:
+    """A vertex's state: (label, changed last round, the neighbours' keys, a payload carried along untouched
+    (dedup: the vertex's salts)). A plain tuple: Beam codes it natively, where a class would be pickled."""
+    return label, changed, neighbours, payload
+
+
+LABEL, CHANGED_FLAG, NEIGHBOURS, PAYLOAD = range(4)
 
 
 class SendLabels(beam.DoFn):
-    """A vertex's state to itself, and its label to every neighbour if it changed last round."""
+    """A vertex's state to itself, and its label (an int) to every neighbour if it changed last round."""
 
     def process(self, kv):
-        key, state = kv
-        yield key, state
-        if state.changed:
-            for neighbour in state.neighbours:
-                yield neighbour, state.label
+        key, vertex = kv
+        yield key, vertex
+        if vertex[CHANGED_FLAG]:
+            label = vertex[LABEL]
+            for neighbour in vertex[NEIGHBOURS]:
+                yield neighbour, label
 
 
-@beam.typehints.with_output_types(tuple[Any, VertexState])  # the main output
+@beam.typehints.with_output_types(tuple[Any, tuple])  # the main output
 class TakeSmallest(beam.DoFn):
     """The state and the labels heard (at most one a neighbour) -> the new state; counts the changes (CHANGED:
     (round, labels changed in this bundle))."""
@@ -57,24 +58,24 @@ class TakeSmallest(beam.DoFn):
 
     def process(self, kv):
         key, values = kv
-        state, heard = None, None
+        vertex, heard = None, None
         for value in values:
-            if isinstance(value, VertexState):
-                state = value
+            if isinstance(value, tuple):
+                vertex = value
             elif heard is None or value < heard:
                 heard = value
-        if state is None:  # only messages: every neighbour is itself a vertex, so this is a broken edge list
+        if vertex is None:  # only messages: every neighbour is itself a vertex, so this is a broken edge list
             raise RuntimeError(f"labels sent to {key!r}, which has no state")
-        changed = heard is not None and heard < state.label
+        changed = heard is not None and heard < vertex[LABEL]
         self.changes += changed
-        yield key, VertexState(heard if changed else state.label, changed, state.neighbours, state.payload)
+        yield key, state(heard if changed else vertex[LABEL], vertex[NEIGHBOURS], vertex[PAYLOAD], changed)
 
     def finish_bundle(self):
         yield emit(CHANGED, (self.round_index, self.changes), from_finish_bundle=True)
 
 
 def propagate(states, max_rounds: int, prefix: str = "Round"):
-    """(key, VertexState) -> (final states, {round: labels changed in it}, one dict as a PCollection; a round
+    """(key, state) -> (final states, {round: labels changed in it}, one dict as a PCollection; a round
     without any vertex is absent)."""
     changes = []
     for r in range(max_rounds):

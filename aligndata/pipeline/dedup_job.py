@@ -16,8 +16,8 @@ Reads only each shard's parquet (uid, sha256, phash, caption), never the tars. T
   group id (the first member's position) -> the vertex's salts          <= SALTS messages a vertex
   samples meet their group id by (vertex, salt)                         ~count / SALTS samples a key, streamed
   keep rule: (group, caption) -> (count, smallest uid) -> group best    O(1) combines
-  each listed sample meets its keep mark by (uid, group)                one sample (a repeated uid: a few)
-  parts by uid hash, sorted within a part                               ~PART_ROWS rows a part
+  parts by uid hash (one per PART_ROWS samples read): members meet      <= ~PART_ROWS samples a part
+  their keep marks, sorted by (uid, group), written
   summary.json, last
 
 No step gathers a hot key: a pHash shared by millions of placeholder images is one combine (O(1) state) and
@@ -29,6 +29,7 @@ every run: group ids are positions, combines are order-free, parts are sorted.
 from __future__ import annotations
 
 import math
+import struct
 from typing import Any
 import zlib
 from dataclasses import dataclass
@@ -44,13 +45,16 @@ from aligndata.io.inputs import InputError
 from aligndata.io.storage import storage_for
 from aligndata.pipeline import components
 from aligndata.pipeline.outputs import emit
+from apache_beam.pvalue import TaggedOutput
 from aligndata.pipeline.progress import ProgressWriter
 from aligndata.shards import duplicates as dup
 from aligndata.shards.writer import parquet_bytes
 
 FLUSH_VERTICES = 1 << 18  # distinct pHashes a banding bundle buffers before emitting its buckets (2 MB)
-ROWS, STATS, LISTED, REPEATS = "rows", "stats", "listed", "repeats"
+ROWS, STATS, LISTED = "rows", "stats", "listed"
 _EXACT, _NEAR = 0, 1
+_SALT = struct.Struct(">H")  # a salt after the vertex in the (vertex, salt) key
+_ROW = struct.Struct(">qq")  # a sample's position and caption key, then its uid (UTF-8)
 _KIND_NAMES = (dup.EXACT, dup.NEAR)
 
 
@@ -79,9 +83,9 @@ class DedupConfig:
 
 @beam.typehints.with_output_types(tuple[Any, Any])  # the main output (inference would see the tagged)
 class ReadShard(beam.DoFn):
-    """One shard's parquet -> per sample: (vertex, (position, salt, sha256)) for its vertex's stats, and
-    ((vertex, salt), (uid, position, caption key)) to meet its group id later (ROWS). The vertex is the pHash
-    (8 bytes, big-endian) in near mode, the sha256 (32 bytes) in exact-only mode."""
+    """One shard's parquet -> per sample: (vertex, (position, salt, sha256[:8])) for its vertex's stats, and
+    (vertex + salt, position + caption key + uid) packed as bytes, to meet its group id later (ROWS). The vertex
+    is the pHash (8 bytes, big-endian) in near mode, the sha256 (32 bytes) in exact-only mode."""
 
     COLUMNS = ("uid", "sha256", "phash", "caption")
 
@@ -108,8 +112,9 @@ class ReadShard(beam.DoFn):
                 raise InputError(f"{path}: row {row} (uid {uid!r}): {err}") from None
             pos = cd.position(index, row)
             salt = cd.salt_of(uid)
-            yield vertex, (pos, salt, digest)
-            yield emit(ROWS, ((vertex, salt), (uid, pos, cd.caption_key(values[-1][row]))))
+            yield vertex, (pos, salt, digest[:8])
+            yield TaggedOutput(ROWS, (vertex + _SALT.pack(salt), _ROW.pack(pos, cd.caption_key(values[-1][row]))
+                                      + uid.encode("utf-8", errors="surrogatepass")))
         self.progress.add(rows_read=len(values[0]))
         self.progress.flush()  # once a shard: the count is exact when the reading ends
         yield emit(STATS, {"shards": 1, "rows": len(values[0])})
@@ -131,31 +136,41 @@ def read_parquet_columns(path: str, columns: list[str]) -> pa.Table:
 
 
 class VertexStats(beam.CombineFn):
-    """One vertex's samples -> (count, first position, one sha256 among them?, salts). O(1) state."""
+    """One vertex's samples -> (count, first position, one sha256 among them?, salts). O(1) state. (Whether the
+    samples share one sha256 is judged on its first 8 bytes: a false "exact" needs a 64-bit collision.)"""
 
     def create_accumulator(self):
-        return [0, None, None, None, ()]  # count, min position, min sha256, max sha256, salts
+        return [0, None, None, None, ()]  # count, min position, min sha256[:8], max sha256[:8], salts
 
     def add_input(self, acc, element):
         pos, salt, digest = element
+        if not acc[0]:
+            acc[:] = [1, pos, digest, digest, (salt,)]
+            return acc
         acc[0] += 1
-        acc[1] = pos if acc[1] is None or pos < acc[1] else acc[1]
-        acc[2] = digest if acc[2] is None or digest < acc[2] else acc[2]
-        acc[3] = digest if acc[3] is None or digest > acc[3] else acc[3]
+        if pos < acc[1]:
+            acc[1] = pos
+        if digest < acc[2]:
+            acc[2] = digest
+        elif digest > acc[3]:
+            acc[3] = digest
         acc[4] = cd.salts_add(acc[4], salt)
         return acc
 
     def merge_accumulators(self, accs):
-        out = self.create_accumulator()
+        out = None
         for acc in accs:
             if not acc[0]:
                 continue
+            if out is None:
+                out = list(acc)
+                continue
             out[0] += acc[0]
-            out[1] = acc[1] if out[1] is None or acc[1] < out[1] else out[1]
-            out[2] = acc[2] if out[2] is None or acc[2] < out[2] else out[2]
-            out[3] = acc[3] if out[3] is None or acc[3] > out[3] else out[3]
+            out[1] = min(out[1], acc[1])
+            out[2] = min(out[2], acc[2])
+            out[3] = max(out[3], acc[3])
             out[4] = cd.salts_add(out[4], acc[4])
-        return out
+        return out or self.create_accumulator()
 
     def extract_output(self, acc):
         count, first, low, high, salts = acc
@@ -191,23 +206,23 @@ class BandVertices(beam.DoFn):
 
 
 class BucketMembers(beam.CombineFn):
-    """A bucket's members -> (count, its ``cap`` smallest values as uint64 bytes). O(cap) state."""
+    """A bucket's members -> (count, uint64 bytes of them, in no particular order; over ``cap`` members: the
+    ``cap`` smallest, sorted). O(cap) state: at most 2 * cap members held before the smallest cap are kept."""
 
     def __init__(self, cap: int):
         self.cap = cap
 
     def create_accumulator(self):
-        return [0, []]  # members seen, arrays held (compacted to the cap smallest beyond 2 * cap)
+        return [0, []]  # members seen, uint64 bytes held
 
     def _held(self, acc):
-        if sum(len(a) for a in acc[1]) > 2 * self.cap:
-            acc[1] = [cd.capped_members(acc[1], self.cap)]
+        if sum(len(b) for b in acc[1]) > 16 * self.cap:  # 8 bytes a member
+            acc[1] = [cd.capped_members([np.frombuffer(b, np.uint64) for b in acc[1]], self.cap).tobytes()]
         return acc
 
     def add_input(self, acc, element):
-        members = np.frombuffer(element, dtype=np.uint64)
-        acc[0] += len(members)
-        acc[1].append(members)
+        acc[0] += len(element) // 8
+        acc[1].append(element)
         return self._held(acc)
 
     def merge_accumulators(self, accs):
@@ -219,12 +234,14 @@ class BucketMembers(beam.CombineFn):
         return out
 
     def extract_output(self, acc):
-        return acc[0], cd.capped_members(acc[1], self.cap).tobytes()
+        if acc[0] <= self.cap:
+            return acc[0], b"".join(acc[1])
+        return acc[0], cd.capped_members([np.frombuffer(b, np.uint64) for b in acc[1]], self.cap).tobytes()
 
 
-@beam.typehints.with_output_types(tuple[Any, Any])  # the main output (inference would see the tagged)
 class VerifyBucket(beam.DoFn):
-    """A bucket -> the star edges of its local components (as pairs of 8-byte keys), and its counters."""
+    """A bucket -> the star edges of its local components (as pairs of 8-byte keys); its counters are summed
+    per bundle (STATS)."""
 
     def __init__(self, radius: int, ranges, cap: int, progress_dir: str | None):
         self.radius, self.ranges, self.cap, self.progress_dir = radius, ranges, cap, progress_dir
@@ -232,70 +249,89 @@ class VerifyBucket(beam.DoFn):
     def setup(self):
         self.progress = ProgressWriter(self.progress_dir)
 
+    def start_bundle(self):
+        self.stats = SumStats().create_accumulator()
+
     def process(self, kv):
         (band, _), (count, members) = kv
-        values = np.frombuffer(members, dtype=np.uint64)
-        roots, pairs = cd.near_components(values, self.radius, self.ranges[band])
-        roots_at, members_at = cd.star_edges(values, roots)
-        for a, b in zip(roots_at.tolist(), members_at.tolist()):
-            yield a.to_bytes(8, "big"), b.to_bytes(8, "big")
-        capped = count > self.cap
+        stats = {"buckets": 1, "largest_bucket": count}
+        if count > self.cap:
+            stats.update(buckets_over_cap=1, left_out=count - self.cap)
+        if count >= 2:
+            values = np.frombuffer(members, dtype=np.uint64)
+            roots_at, members_at, stats["pairs_within_t"] = cd.bucket_edges(values, self.radius, self.ranges[band])
+            edges = zip(roots_at, members_at)
+            for a, b in edges:
+                yield a.to_bytes(8, "big"), b.to_bytes(8, "big")
+        SumStats().add_input(self.stats, stats)
         self.progress.add(buckets=1)
-        yield emit(STATS, {"buckets": 1, "buckets_over_cap": int(capped), "left_out": count - len(values),
-                           "pairs_within_t": pairs, "largest_bucket": count})
 
     def finish_bundle(self):
         self.progress.flush()
+        if self.stats:
+            yield emit(STATS, self.stats, from_finish_bundle=True)
 
 
 @beam.typehints.with_output_types(tuple[Any, Any])  # the main output (inference would see the tagged)
 class JoinVertex(beam.DoFn):
     """A vertex's stats and (near mode) its neighbours -> a group id now (no neighbours: a group when it has
-    two samples or more) or a state for the propagation. Holds one vertex: its degree."""
+    two samples or more; LISTED) or a state for the propagation (main). Holds one vertex: its degree. Without
+    near edges (exact-only, T = 0) it gets the stats alone. Counts vertices per bundle (STATS)."""
+
+    def start_bundle(self):
+        self.vertices = self.in_components = 0
 
     def process(self, kv):
         vertex, values = kv
-        stats, neighbours = None, []
-        for value in values:
-            if isinstance(value, tuple):
-                stats = value
-            else:
-                neighbours.append(value)
+        if isinstance(values, tuple):  # the stats themselves: no neighbours to wait for
+            stats, neighbours = values, ()
+        else:
+            stats, neighbours = None, []
+            for value in values:
+                if isinstance(value, tuple):
+                    stats = value
+                else:
+                    neighbours.append(value)
         count, first, uniform, salts = stats
+        self.vertices += 1
         if neighbours:
-            yield emit(STATS, {"cc_vertices": 1})
-            yield vertex, components.VertexState(first, True, tuple(neighbours), salts)
+            self.in_components += 1
+            yield vertex, components.state(first, tuple(neighbours), salts)
         elif count >= 2:
-            yield emit(LISTED, (vertex, first, _EXACT if uniform else _NEAR, salts))
+            yield TaggedOutput(LISTED, (vertex, first, _EXACT if uniform else _NEAR, salts))
+
+    def finish_bundle(self):
+        yield emit(STATS, {"vertices": self.vertices, "cc_vertices": self.in_components}, from_finish_bundle=True)
 
 
 def fan_out(item):
-    """(vertex, group, kind, salts) -> ((vertex, salt), (group, kind)) for each salt its samples carry."""
+    """(vertex, group, kind, salts) -> (vertex + salt, (group, kind)) for each salt its samples carry."""
     vertex, group, kind, salts = item
     for salt in cd.salts_list(salts):
-        yield (vertex, salt), (group, kind)
+        yield vertex + _SALT.pack(salt), (group, kind)
 
 
 @beam.typehints.with_output_types(tuple[Any, Any])  # the main output (inference would see the tagged)
 class MeetGroup(beam.DoFn):
     """The samples of one (vertex, salt) and, if the vertex is in a group, its (group, kind): two streamed passes
-    (the group arrives once; the samples are never listed). Outputs ((uid, group), kind) and votes for the keep
-    rule ((group, caption key), uid)."""
+    (the group arrives once; the samples are never listed). Outputs members (uid, group, kind) (LISTED) and votes
+    for the keep rule ((group, caption key), uid). Samples of a vertex in no group are not even unpacked."""
 
     def process(self, kv):
         _, values = kv
         label = None
         for value in values:
-            if len(value) == 2:
+            if isinstance(value, tuple):
                 label = value
                 break
         if label is None:
             return
         group, kind = label
         for value in values:  # a GroupByKey's values may be iterated again
-            if len(value) == 3:
-                uid, _, caption = value
-                yield emit(LISTED, ((uid, group), kind))
+            if isinstance(value, bytes):
+                _, caption = _ROW.unpack_from(value)
+                uid = value[_ROW.size:].decode("utf-8", errors="surrogatepass")
+                yield TaggedOutput(LISTED, (uid, group, kind))
                 yield (group, caption), uid
 
 
@@ -338,50 +374,6 @@ class BestVote(beam.CombineFn):
         return acc
 
 
-@beam.typehints.with_output_types(tuple[str, int, bool, int])
-class ListRow(beam.DoFn):
-    """(uid, group) with its kind(s) and keep mark -> one output row; counts rows that named the uid twice."""
-
-    def process(self, kv):
-        (uid, group), values = kv
-        kind, keep, copies = None, False, 0
-        for value in values:
-            if value is True:
-                keep = True
-            else:
-                copies += 1
-                kind = value if kind is None else min(kind, value)
-        if kind is None:
-            raise RuntimeError(f"a keep mark for uid {uid} in group {group}, which has no such member")
-        if copies > 1:
-            yield emit(REPEATS, copies - 1)
-        yield uid, group, keep, kind
-
-
-class TallyRows(beam.CombineFn):
-    """Output rows -> {kind: [samples, groups]} (a group has exactly one keep)."""
-
-    def create_accumulator(self):
-        return [[0, 0], [0, 0]]
-
-    def add_input(self, acc, row):
-        _, _, keep, kind = row
-        acc[kind][0] += 1
-        acc[kind][1] += keep
-        return acc
-
-    def merge_accumulators(self, accs):
-        out = self.create_accumulator()
-        for acc in accs:
-            for kind in (_EXACT, _NEAR):
-                out[kind][0] += acc[kind][0]
-                out[kind][1] += acc[kind][1]
-        return out
-
-    def extract_output(self, acc):
-        return acc
-
-
 class SumStats(beam.CombineFn):
     """Counter dicts -> their sums (``largest_*``: the maximum)."""
 
@@ -407,6 +399,7 @@ class SumStats(beam.CombineFn):
 
 
 def parts_for(rows: int) -> int:
+    """One part per PART_ROWS samples read: a part can never hold more than PART_ROWS listed samples."""
     return max(1, math.ceil(rows / dup.PART_ROWS))
 
 
@@ -414,18 +407,10 @@ def part_of(uid: str, parts: int) -> int:
     return zlib.crc32(b"part:" + uid.encode("utf-8", errors="surrogatepass")) % parts
 
 
-def rows_table(rows) -> pa.Table:
-    rows = sorted(rows, key=lambda r: (r[0], r[1]))  # bounded: one part
-    return pa.table({
-        "uid": pa.array([r[0] for r in rows], pa.string()),
-        "group": pa.array([r[1] for r in rows], pa.int64()),
-        "keep": pa.array([r[2] for r in rows], pa.bool_()),
-        "kind": pa.array([_KIND_NAMES[r[3]] for r in rows], pa.string()),
-    }, schema=dup.SCHEMA)
-
-
 class WritePart(beam.DoFn):
-    """One part's rows (None: the part's placeholder, so an empty part is written too) -> its parquet file."""
+    """One part: its members (uid, group, kind), the keep marks (uid, group) of its uids, and None (every part
+    gets one, so an empty part is written too) -> the part's parquet, sorted by (uid, group); outputs its
+    counters. Holds one part (<= PART_ROWS samples)."""
 
     def __init__(self, output: str, progress_dir: str | None):
         self.output, self.progress_dir = output, progress_dir
@@ -434,21 +419,49 @@ class WritePart(beam.DoFn):
         self.progress = ProgressWriter(self.progress_dir)
 
     def process(self, kv, parts):
-        index, rows = kv
-        rows = [r for r in rows if r is not None]
+        index, values = kv
+        rows: dict[tuple[str, int], list] = {}  # (uid, group) -> [kind, keep, copies]
+        keeps = []
+        for value in values:
+            if value is None:
+                continue
+            if len(value) == 2:
+                keeps.append(value)
+                continue
+            uid, group, kind = value
+            row = rows.get((uid, group))
+            if row is None:
+                rows[(uid, group)] = [kind, False, 1]
+            else:  # SHARDS holds this sample twice (one uid, one group): listed once
+                row[0], row[2] = min(row[0], kind), row[2] + 1
+        for key in keeps:
+            if key not in rows:
+                raise RuntimeError(f"a keep mark for uid {key[0]} in group {key[1]}, which has no such member")
+            rows[key][1] = True
+        ordered = sorted(rows.items())
+        table = pa.table({
+            "uid": pa.array([k[0] for k, _ in ordered], pa.string()),
+            "group": pa.array([k[1] for k, _ in ordered], pa.int64()),
+            "keep": pa.array([r[1] for _, r in ordered], pa.bool_()),
+            "kind": pa.array([_KIND_NAMES[r[0]] for _, r in ordered], pa.string()),
+        }, schema=dup.SCHEMA)
         storage = storage_for(self.output)
-        write_bytes_atomic(storage.join(self.output, dup.part_name(index, parts)), parquet_bytes(rows_table(rows)))
-        self.progress.add(listed=len(rows))
+        write_bytes_atomic(storage.join(self.output, dup.part_name(index, parts)), parquet_bytes(table))
+        self.progress.add(listed=len(ordered))
         self.progress.flush()
-        yield len(rows)
+        counts = {"rows_written": len(ordered), "repeated_uid_rows": sum(r[2] - 1 for _, r in ordered)}
+        for kind, keep, _ in rows.values():
+            name = _KIND_NAMES[kind]
+            counts[f"{name}_samples"] = counts.get(f"{name}_samples", 0) + 1
+            counts[f"{name}_groups"] = counts.get(f"{name}_groups", 0) + keep
+        yield counts
 
 
-def write_summary(_, cfg: DedupConfig, output: str, shard_count: int, read, tally, near_stats, changes, repeats,
-                  vertices, written):
-    """summary.json, once, after every part (``written`` depends on them all). The driver adds ``seconds``."""
+def write_summary(_, cfg: DedupConfig, output: str, shard_count: int, read, written, near_stats, changes):
+    """summary.json, once, after every part (``written``: the parts' counters). The driver adds ``seconds``."""
     by_kind = {}
-    for code, name in enumerate(_KIND_NAMES):
-        samples, groups = tally[code]
+    for name in _KIND_NAMES:
+        samples, groups = written.get(f"{name}_samples", 0), written.get(f"{name}_groups", 0)
         by_kind[name] = {"groups": groups, "samples": samples, "dropped": samples - groups}
     samples = sum(k["samples"] for k in by_kind.values())
     groups = sum(k["groups"] for k in by_kind.values())
@@ -461,11 +474,11 @@ def write_summary(_, cfg: DedupConfig, output: str, shard_count: int, read, tall
         "by_kind": by_kind,
         "T": cfg.options()["hamming"],
         **{k: v for k, v in cfg.options().items() if k != "hamming"},
-        "distinct_vertices": vertices,
+        "distinct_vertices": near_stats.get("vertices", 0),
         "vertex": "sha256" if cfg.exact_only else "phash",
-        "rows_written": written,
-        "repeated_uid_rows": repeats,
-        "parts": parts_for(samples),
+        "rows_written": written.get("rows_written", 0),
+        "repeated_uid_rows": written.get("repeated_uid_rows", 0),
+        "parts": parts_for(read.get("rows", 0)),
     }
     if cfg.near:
         bands = cd.band_ranges(cfg.hamming) if cfg.hamming else []
@@ -500,7 +513,6 @@ def build_dedup(p: beam.Pipeline, cfg: DedupConfig, shard_parquets: list[str], o
         | "Read" >> beam.ParDo(ReadShard(cfg.near, cfg.progress_dir)).with_outputs(ROWS, STATS, main="samples")
     )
     vertex_stats = read.samples | "VertexStats" >> beam.CombinePerKey(VertexStats())
-    vertices = vertex_stats | "CountVertices" >> beam.combiners.Count.Globally()
     near_stats_parts = []
     changes = None
     if cfg.near and cfg.hamming > 0:
@@ -517,67 +529,53 @@ def build_dedup(p: beam.Pipeline, cfg: DedupConfig, shard_parquets: list[str], o
                              edges | "EdgeCount" >> beam.combiners.Count.Globally()
                              | "AsEdges" >> beam.Map(lambda n: {"edges": n})]
         neighbours = edges | "BothWays" >> beam.FlatMap(lambda e: ((e[0], e[1]), (e[1], e[0])))
-        joined = (
+        by_vertex = (
             (vertex_stats, neighbours)
             | "StatsAndNeighbours" >> beam.Flatten()
             | "ByVertex" >> beam.GroupByKey()  # one vertex: its stats and its degree's neighbours
-            | "JoinVertex" >> beam.ParDo(JoinVertex()).with_outputs(LISTED, STATS, main="states")
         )
-        near_stats_parts.append(joined[STATS])
-        states, changes = components.propagate(joined.states, cfg.max_rounds)
-        in_components = states | "Labelled" >> beam.Map(lambda kv: (kv[0], kv[1].label, _NEAR, kv[1].payload))
-        labelled = (joined[LISTED], in_components) | "AllLabelled" >> beam.Flatten()
     else:  # no near edges: a vertex with two samples or more is a group by itself
-        labelled = (
-            vertex_stats
-            | "Groups" >> beam.Filter(lambda kv: kv[1][0] >= 2)
-            | "Label" >> beam.Map(lambda kv: (kv[0], kv[1][1], _EXACT if kv[1][2] else _NEAR, kv[1][3]))
-        )
+        by_vertex = vertex_stats
+    joined = by_vertex | "JoinVertex" >> beam.ParDo(JoinVertex()).with_outputs(LISTED, STATS, main="states")
+    near_stats_parts.append(joined[STATS])
+    labelled = joined[LISTED]
+    if cfg.near and cfg.hamming > 0:
+        states, changes = components.propagate(joined.states, cfg.max_rounds)
+        in_components = states | "Labelled" >> beam.Map(
+            lambda kv: (kv[0], kv[1][components.LABEL], _NEAR, kv[1][components.PAYLOAD]))
+        labelled = (labelled, in_components) | "AllLabelled" >> beam.Flatten()
 
     met = (
         (labelled | "FanOut" >> beam.FlatMap(fan_out), read[ROWS])
         | "GroupsAndSamples" >> beam.Flatten()
-        | "BySalt" >> beam.GroupByKey()  # one (vertex, salt): ~count / SALTS samples, streamed
+        | "BySalt" >> beam.GroupByKey()  # one vertex + salt: ~count / SALTS samples, streamed
         | "MeetGroup" >> beam.ParDo(MeetGroup()).with_outputs(LISTED, main="votes")
     )
+    read_stats = read[STATS] | "ReadTotal" >> beam.CombineGlobally(SumStats())
+    parts = read_stats | "Parts" >> beam.Map(lambda stats: parts_for(stats.get("rows", 0)))
+    parts_side = beam.pvalue.AsSingleton(parts)
     keeps = (
         met.votes
         | "CaptionVotes" >> beam.CombinePerKey(CaptionVotes())
         | "ByGroup" >> beam.Map(lambda kv: (kv[0][0], kv[1]))
         | "BestVote" >> beam.CombinePerKey(BestVote())
-        | "KeepMark" >> beam.Map(lambda kv: ((kv[1][1], kv[0]), True))
+        | "KeepMark" >> beam.Map(lambda kv, n: (part_of(kv[1][1], n), (kv[1][1], kv[0])), n=parts_side)
     )
-    listed = (
-        (met[LISTED], keeps)
-        | "MembersAndKeeps" >> beam.Flatten()
-        | "ByUid" >> beam.GroupByKey()  # one (uid, group): one sample, a few if SHARDS repeats it
-        | "ListRow" >> beam.ParDo(ListRow()).with_outputs(REPEATS, main="rows")
-    )
-    rows = listed.rows
-    tally = rows | "Tally" >> beam.CombineGlobally(TallyRows())
-    parts = tally | "Parts" >> beam.Map(lambda t: parts_for(t[0][0] + t[1][0]))
-    parts_side = beam.pvalue.AsSingleton(parts)
+    members = met[LISTED] | "ToPart" >> beam.Map(lambda m, n: (part_of(m[0], n), m), n=parts_side)
     placeholders = parts | "EveryPart" >> beam.FlatMap(lambda n: ((i, None) for i in range(n)))
     written = (
-        (rows | "ToPart" >> beam.Map(lambda r, n: (part_of(r[0], n), r), n=parts_side), placeholders)
-        | "RowsAndParts" >> beam.Flatten()
-        | "ByPart" >> beam.GroupByKey()  # one part: ~PART_ROWS rows
+        (members, keeps, placeholders)
+        | "MembersKeepsAndParts" >> beam.Flatten()
+        | "ByPart" >> beam.GroupByKey()  # one part: <= PART_ROWS samples and their keep marks
         | "WritePart" >> beam.ParDo(WritePart(output, cfg.progress_dir), parts_side)
-        | "Written" >> beam.CombineGlobally(sum)
+        | "Written" >> beam.CombineGlobally(SumStats())
     )
-
-    def total(pcoll, label, combine):
-        return beam.pvalue.AsSingleton(pcoll | f"{label}Total" >> beam.CombineGlobally(combine))
-
-    near_stats = (near_stats_parts or [p | "NoNear" >> beam.Create([{}])]) | "NearParts" >> beam.Flatten()
+    near_stats = near_stats_parts | "NearParts" >> beam.Flatten()
     side = {
-        "read": total(read[STATS], "Read", SumStats()),
-        "tally": beam.pvalue.AsSingleton(tally),
-        "near_stats": total(near_stats, "Near", SumStats()),
-        "changes": beam.pvalue.AsSingleton(changes if changes is not None else p | "NoRounds" >> beam.Create([{}])),
-        "repeats": total(listed[REPEATS], "Repeats", sum),
-        "vertices": beam.pvalue.AsSingleton(vertices),
+        "read": beam.pvalue.AsSingleton(read_stats),
         "written": beam.pvalue.AsSingleton(written),
+        "near_stats": beam.pvalue.AsSingleton(near_stats | "NearTotal" >> beam.CombineGlobally(SumStats())),
+        "changes": beam.pvalue.AsSingleton(changes if changes is not None else p | "NoRounds" >> beam.Create([{}])),
     }
     return (p | "Final" >> beam.Create([None])
             | "Summary" >> beam.Map(write_summary, cfg=cfg, output=output, shard_count=len(shard_parquets), **side))

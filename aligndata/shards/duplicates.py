@@ -8,8 +8,8 @@ plus ``summary.json``. One row per sample that is in a group of two or more (sam
     keep   bool     exactly one true per group: the sample a deduplicated corpus keeps
     kind   string   "exact" (every member has the same bytes, one sha256) or "near" (pHashes within T)
 
-Parts are split by a hash of the uid (at most about 1,000,000 rows each) and sorted by (uid, group) within a
-part; the same shards and options give the same bytes on every runner. Every part is written under a temporary
+Parts are split by a hash of the uid, one part per 1,000,000 samples read (so at most about that many rows a
+part), and sorted by (uid, group) within a part; the same shards and options give the same bytes on every runner. Every part is written under a temporary
 name and renamed. A uid is listed once per group it falls in, so only a SHARDS list that holds one sample twice
 (several outputs with the same url and caption whose images differ) can list a uid twice.
 """
