@@ -11,7 +11,8 @@ the pHash of the decoded image, the sha256 of the bytes) into shards written by 
 dedup`` runs on them (FnApiRunner) once per T.
 
 Recall: is a copy in its original's group? False positives: pairs of *different* photos in one group (transitive
-groups included), of the 159 * 158 / 2 = 12,561 unrelated pairs; and photos grouped with any other photo.
+groups included), of the n * (n - 1) / 2 unrelated pairs of the photos curate keeps (a photo whose shorter side is
+<= 200 px is rejected by ALIGN's size rule, as it would be in a real run); and photos grouped with any other.
 Corpus dedup compares every sample with every other, so the rate that matters grows with the corpus: from a
 beta-binomial fitted to the unrelated-pair distances (docs/dedup.md's model; there the observed tail was 1.6-3.3x
 heavier than the model, so read these as optimistic by a few times), the expected fraction of samples that have
@@ -111,8 +112,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         shards = Path(tmp) / "shards"
         roles, hashes = build_corpus(photos, shards)
+        # a photo curate itself would reject (shorter side <= 200 px, aspect >= 3) is left out with its copies
+        roles = {uid: (photo, role) for uid, (photo, role) in roles.items() if photo in hashes}
         n = len(hashes)
-        originals = np.array([hashes[i] for i in range(n)], dtype=np.uint64)
+        originals = np.array(list(hashes.values()), dtype=np.uint64)
         unrelated = np.bitwise_count(originals[:, None] ^ originals[None, :])[np.triu_indices(n, 1)].astype(np.int64)
         a, b = fit_beta_binomial(unrelated, 64)
         for t in range(0, args.max_t + 1, 2):  # pHash distances are even
@@ -142,19 +145,25 @@ def main() -> int:
                 "job_seconds": summary["seconds"], "groups": summary["groups"],
             })
             print(t, {k: v for k, v in rows[-1].items() if k != "model_fp_sample_rate"}, flush=True)
-    print_table(rows)
-    emit("corpus_dedup_accuracy", {"photos": len(photos), "samples": len(roles), "transforms": ["exact", *TRANSFORMS],
+    print_table(rows, n)
+    emit("corpus_dedup_accuracy", {"photos": len(photos), "photos_curate_keeps": n, "samples": len(roles), "transforms": ["exact", *TRANSFORMS],
                                    "beta_binomial": [a, b], "unrelated_distance_min": int(unrelated.min()),
                                    "rows": rows, "seconds": round(time.perf_counter() - started, 1)})
     return 0
 
 
-def print_table(rows: list[dict]) -> None:
+def _percent(rate: float) -> str:
+    pct = 100 * rate
+    return f"{pct:.0f}%" if pct >= 10 else f"{pct:.2g}%"
+
+
+def print_table(rows: list[dict], photos: int) -> None:
     names = list(rows[0]["recall"])
-    print("| T | " + " | ".join(names) + " | FP pairs /12,561 | FP photos /159 | modelled FP per sample at 1M / 100M / 1B |")
+    print("| T | " + " | ".join(names) + f" | FP pairs /{photos * (photos - 1) // 2:,} | FP photos /{photos} "
+          "| modelled FP per sample at 1M / 100M / 1B |")
     print("|---:|" + "---:|" * (len(names) + 3))
     for r in rows:
-        model = " / ".join(f"{100 * r['model_fp_sample_rate'][str(s)]:.2g}%" for s in CORPUS_SIZES)
+        model = " / ".join(_percent(r["model_fp_sample_rate"][str(s)]) for s in CORPUS_SIZES)
         print(f"| {r['T']} | " + " | ".join(f"{r['recall'][k]:.3f}" for k in names)
               + f" | {r['fp_pairs']} | {r['fp_photos']} | {model} |")
 

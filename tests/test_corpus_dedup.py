@@ -169,7 +169,7 @@ def test_salts_stay_a_short_tuple_until_many():
     many = cd.salts_add(salts, tuple(range(100, 140)))
     assert isinstance(many, bytes) and cd.salts_list(many) == [3, 9] + list(range(100, 140)) + [4000]
     assert cd.salts_list(cd.salts_add(many, (1,))) == [1, 3, 9] + list(range(100, 140)) + [4000]
-    assert 0 <= cd.salt_of("a" * 32) < cd.SALTS
+    assert 0 <= cd.salt_of(b"a" * 32) < cd.SALTS
 
 
 def test_the_keep_rule_prefers_the_commonest_caption_then_the_smallest_uid():
@@ -190,10 +190,13 @@ def test_positions_and_parsing():
     with pytest.raises(ValueError):
         cd.position(0, 2**32)
     assert cd.parse_phash("00ff") == 255 and cd.parse_phash("f" * 16) == 2**64 - 1
-    for bad in ("", "g", "1" * 17, None, "-1", "0x1f", "f_f", " ff"):
+    assert cd.phash_bytes("1") == b"\0" * 7 + b"\1"
+    for bad in ("", "g", "1" * 17, None, "-1", "0x1f", "f_f", " ff", "ff ff"):
         with pytest.raises(ValueError):
             cd.parse_phash(bad)
-    with pytest.raises(ValueError):
-        cd.parse_sha256("ab")
+    assert cd.parse_sha256("ab" * 32) == b"\xab" * 32
+    for bad in ("ab", "ab" * 31 + "a ", "zz" * 32, None, "ab" * 33):
+        with pytest.raises(ValueError):
+            cd.parse_sha256(bad)
     with pytest.raises(ValueError, match="0..16"):
         cd.band_ranges(17)

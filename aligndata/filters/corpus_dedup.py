@@ -61,7 +61,6 @@ _PAIRS_PER_UNION = 1 << 20  # index hits merged into the forest this many at a t
 # pHash shared by millions of placeholder images is delivered in SALTS pieces, never in one group.
 SALTS = 4096
 _SALT_LIST_MAX = 32  # salts kept as a sorted tuple up to this many; above, a SALTS-bit bitmap (512 bytes)
-_HEX = frozenset("0123456789abcdefABCDEF")  # int(text, 16) alone would take "-1", "0x1f" and "f_f"
 ROW_BITS = 32  # position = shard index << ROW_BITS | row within the shard's parquet
 
 
@@ -84,21 +83,35 @@ def caption_key(caption: str | None) -> int:
     return hash64((caption or "").lower())
 
 
-def salt_of(uid: str) -> int:
-    return zlib.crc32(uid.encode("utf-8", errors="surrogatepass")) % SALTS
+def salt_of(uid: bytes) -> int:
+    """The salt of a sample: 12 bits of a hash of its uid (UTF-8)."""
+    return zlib.crc32(uid) % SALTS
+
+
+def phash_bytes(text) -> bytes:
+    """The shard's hex ``phash`` -> its 8 bytes, big-endian (a vertex key; unsigned order = byte order);
+    ValueError for anything but 1..16 hex digits."""
+    if not isinstance(text, str) or not 0 < len(text) <= BITS // 4:
+        raise ValueError(f"not a 64-bit hex pHash: {text!r}")
+    raw = bytes.fromhex(text.rjust(BITS // 4, "0"))  # strict hex: no sign, "0x" or "_"; whitespace shortens it
+    if len(raw) != BITS // 8:
+        raise ValueError(f"not a 64-bit hex pHash: {text!r}")
+    return raw
 
 
 def parse_phash(text) -> int:
     """The shard's hex ``phash`` -> int; ValueError for anything that is not 1..16 hex digits."""
-    if not isinstance(text, str) or not 0 < len(text) <= BITS // 4 or not _HEX.issuperset(text):
-        raise ValueError(f"not a 64-bit hex pHash: {text!r}")
-    return int(text, 16)
+    return int.from_bytes(phash_bytes(text), "big")
 
 
 def parse_sha256(text) -> bytes:
-    if not isinstance(text, str) or len(text) != 64 or not _HEX.issuperset(text):
+    try:
+        digest = bytes.fromhex(text) if isinstance(text, str) and len(text) == 64 else b""
+    except ValueError:
+        digest = b""
+    if len(digest) != 32:  # (whitespace inside would shorten it)
         raise ValueError(f"not a hex sha256: {text!r}")
-    return bytes.fromhex(text)
+    return digest
 
 
 # ------------------------------------------------------------------------------------------------ salts

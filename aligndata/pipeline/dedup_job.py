@@ -102,19 +102,21 @@ class ReadShard(beam.DoFn):
         table = read_parquet_columns(path, columns)
         values = [table.column(c).to_pylist() for c in columns]
         phashes = values[2] if self.near else None
+        captions = values[-1]
         for row, (uid, sha) in enumerate(zip(values[0], values[1])):
             try:
                 if not isinstance(uid, str) or not uid:
                     raise ValueError(f"uid {uid!r} is not a non-empty string")
                 digest = cd.parse_sha256(sha)
-                vertex = cd.parse_phash(phashes[row]).to_bytes(8, "big") if self.near else digest
+                vertex = cd.phash_bytes(phashes[row]) if self.near else digest
             except ValueError as err:
                 raise InputError(f"{path}: row {row} (uid {uid!r}): {err}") from None
             pos = cd.position(index, row)
-            salt = cd.salt_of(uid)
+            uid_bytes = uid.encode("utf-8", errors="surrogatepass")
+            salt = cd.salt_of(uid_bytes)
             yield vertex, (pos, salt, digest[:8])
-            yield TaggedOutput(ROWS, (vertex + _SALT.pack(salt), _ROW.pack(pos, cd.caption_key(values[-1][row]))
-                                      + uid.encode("utf-8", errors="surrogatepass")))
+            yield TaggedOutput(ROWS, (vertex + _SALT.pack(salt), _ROW.pack(pos, cd.caption_key(captions[row]))
+                                      + uid_bytes))
         self.progress.add(rows_read=len(values[0]))
         self.progress.flush()  # once a shard: the count is exact when the reading ends
         yield emit(STATS, {"shards": 1, "rows": len(values[0])})
