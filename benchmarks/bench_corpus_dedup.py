@@ -175,14 +175,15 @@ def floor_brute_force(directory: Path, radius: int, sample: int) -> dict:
     distinct = np.unique(values)
     rng = np.random.default_rng(1)
     subset = rng.choice(distinct, size=min(sample, len(distinct)), replace=False)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds()
     found = 0
     for start in range(0, len(subset), 256):
         block = subset[start:start + 256]
         found += int((np.bitwise_count(block[:, None] ^ subset[None, start:]) <= radius).sum())
-    seconds = time.perf_counter() - started
-    return {"sample": len(subset), "sample_seconds": round(seconds, 2),
-            "extrapolated_seconds_at_distinct": round(seconds * (len(distinct) / len(subset)) ** 2)}
+    seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
+    scale = (len(distinct) / len(subset)) ** 2
+    return {"sample": len(subset), "sample_seconds": round(seconds, 2), "sample_cpu_s": round(cpu, 2),
+            "extrapolated_seconds_at_distinct": round(seconds * scale), "extrapolated_cpu_s": round(cpu * scale)}
 
 
 # ------------------------------------------------------------------------------------------------- job

@@ -47,9 +47,11 @@ BITS = 64
 # per pair is ~100x lower, which is what counts when every sample is compared with every other (docs/dedup.md).
 DEFAULT_CORPUS_HAMMING = 4
 MAX_HAMMING = 16  # unrelated real photos already match at 14-16 (docs/dedup.md); T + 1 bands of >= 3 bits
-# A bucket keeps at most this many distinct pHashes: bounds one worker's memory (8 bytes a member) and its
-# verification work (at most n**2 / 2 popcounts, ~0.5 s at 20,000 on one core).
-DEFAULT_MAX_BAND_SIZE = 20_000
+# A bucket keeps at most this many distinct pHashes: bounds one worker's memory (8 bytes a member: 1.6 MB, 3.2 MB
+# while combining) and its verification work (the index's search, sub-linear for spread-out hashes; at most
+# n**2 / 2 popcounts for a dense cluster). Uniform buckets hold N / 2**(64 / (T + 1)) of N distinct pHashes: at
+# T = 4 (12-13 bit bands) none reaches it below ~800M distinct pHashes, at T = 6 (9-10 bits) below ~100M.
+DEFAULT_MAX_BAND_SIZE = 200_000
 # Rounds of min-label propagation (pipeline/components.py) for transitive groups; each is cheap when nothing
 # changes, and the summary says when the last one still changed labels.
 DEFAULT_MAX_ROUNDS = 16

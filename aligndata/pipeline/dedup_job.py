@@ -30,14 +30,15 @@ from __future__ import annotations
 
 import math
 import struct
-from typing import Any
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from apache_beam.pvalue import TaggedOutput
 
 from aligndata.filters import corpus_dedup as cd
 from aligndata.io.atomic import write_bytes_atomic, write_json_atomic
@@ -45,7 +46,6 @@ from aligndata.io.inputs import InputError
 from aligndata.io.storage import storage_for
 from aligndata.pipeline import components
 from aligndata.pipeline.outputs import emit
-from apache_beam.pvalue import TaggedOutput
 from aligndata.pipeline.progress import ProgressWriter
 from aligndata.shards import duplicates as dup
 from aligndata.shards.writer import parquet_bytes
