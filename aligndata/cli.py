@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     from aligndata.commands.extract import register as register_extract
     from aligndata.commands.inspect import register as register_inspect
     from aligndata.commands.models import register as register_models
+    from aligndata.commands.dedup import register as register_dedup
     from aligndata.commands.eval_index import register as register_eval_index
 
     from aligndata.commands.rules import register as register_rules
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_models(sub)
     register_subset(sub)
     register_score(sub)
+    register_dedup(sub)
     return parser
 
 

@@ -8,6 +8,7 @@ case: a fetched image that is in no eval set) and 10% copies of an eval hash wit
 found). Both sides answer single queries, as the fetch stage asks them; brute force is
 ``np.bitwise_count(hashes ^ q) <= T`` over all 400k entries. Every index answer is checked against brute force.
 Also measured: build time, memory of the index, the index file's size and load time (.npz).
+Duplicates inside the corpus (``aligndata dedup``) have their own benchmark: bench_corpus_dedup.py.
 """
 
 from __future__ import annotations
