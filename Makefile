@@ -56,6 +56,7 @@ benchmark: $(VENV)/.installed
 	$(PY) benchmarks/bench_shuffle_bytes.py --rows 100000 --vocab-size 100000
 	$(PY) benchmarks/bench_dry_run_memory.py --rows 1000000 --vocab-size 300000  # rule active (c* = 2)
 	$(PY) benchmarks/bench_image_stage.py
+	$(PY) benchmarks/bench_language_cost.py --rows 50000  # the text_language rule on against off
 
 clean:
 	rm -rf $(VENV) demo_output example_output .pytest_cache

