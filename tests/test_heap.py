@@ -3,52 +3,71 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
 from aligndata.pipeline import heap
 
 
-def _rss_mb() -> float:
+# Run in a fresh interpreter: in a long-lived process (the test session) earlier frees leave holes in the heap
+# that new blocks reuse, so what a pattern holds would depend on everything that ran before it.
+_PATTERN = """
+import os, sys
+from aligndata.pipeline import heap
+
+def rss_mb():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
-
-def _fragment_and_free(blocks: int = 300, size: int = 512 * 1024) -> float:
-    """Interleave large blocks with small long-lived ones (as Beam's buffers and our batches are), free the large
-    ones, and return how many MB the process still holds of them."""
+def fragment_and_free(blocks=300, size=512 * 1024):
+    # large blocks interleaved with small long-lived ones (as Beam's buffers and our batches are), then freed
     primer = bytearray(size)  # freeing one mmapped block is what makes glibc raise its threshold
     del primer
-    before = _rss_mb()
+    before = rss_mb()
     large, small = [], []
     for _ in range(blocks):
         large.append(bytearray(size))
         small.append(bytes(1000))  # > 512 bytes: glibc's heap, not Python's small-object arenas
     del large
-    return _rss_mb() - before
+    return rss_mb() - before
 
-
-def test_freed_blocks_are_returned_during_a_run_and_the_environment_restored(monkeypatch):
-    for key in heap.ENVIRONMENT:
-        monkeypatch.delenv(key, raising=False)
-    if heap._mallopt() is None:
-        pytest.skip("no glibc mallopt on this machine: the heap policy is a no-op here, nothing to check")
+if sys.argv[1] == "policy":
     with heap.returning_freed_memory() as active:
         assert active
-        assert {k: os.environ[k] for k in heap.ENVIRONMENT} == heap.ENVIRONMENT  # worker processes inherit it
-        held = _fragment_and_free()
+        env = {k: os.environ.get(k) for k in heap.ENVIRONMENT}
+        held = fragment_and_free()
+    assert env == heap.ENVIRONMENT, env  # worker processes inherit it
+    assert not any(k in os.environ for k in heap.ENVIRONMENT)  # and it is gone afterwards
+else:
+    held = fragment_and_free()
+print(held)
+"""
+
+
+def _held_mb(mode: str) -> float:
+    env = {k: v for k, v in os.environ.items() if k not in heap.ENVIRONMENT}
+    out = subprocess.run([sys.executable, "-c", _PATTERN, mode], env=env, capture_output=True, text=True, check=True)
+    return float(out.stdout.split()[-1])
+
+
+def _need_glibc():
+    if heap._mallopt() is None:
+        pytest.skip("no glibc mallopt on this machine: the heap policy is a no-op here, nothing to check")
+
+
+def test_freed_blocks_are_returned_during_a_run_and_the_environment_restored():
+    _need_glibc()
+    held = _held_mb("policy")
     assert held < 30, f"{held:.0f} MB of 150 MB freed blocks still held"
-    assert not any(k in os.environ for k in heap.ENVIRONMENT)
 
 
-def test_without_the_policy_the_same_pattern_keeps_the_memory(monkeypatch):
-    """The control: glibc's dynamic threshold (reached after a run here) keeps the freed blocks, so the test
-    above measures the policy, not the allocator's luck."""
-    mallopt = heap._mallopt()
-    if mallopt is None:
-        pytest.skip("no glibc mallopt on this machine: nothing to compare")
-    heap._set(mallopt, heap.AFTER_RUN)
-    assert _fragment_and_free() > 100
+def test_without_the_policy_the_same_pattern_keeps_the_memory():
+    """The control: glibc's default dynamic threshold keeps the freed blocks, so the test above measures the
+    policy, not the allocator's luck."""
+    _need_glibc()
+    assert _held_mb("default") > 100
 
 
 def test_a_users_own_setting_wins(monkeypatch):
