@@ -33,7 +33,7 @@ def _score(text: str) -> float:
     return value
 
 
-def _fraction(text: str) -> str:
+def exact_fraction(text: str) -> str:
     """Kept as typed, so the count k = floor(F * N) is computed exactly (Fraction("0.29") is 29/100)."""
     try:
         value = Fraction(text.strip())
@@ -106,7 +106,7 @@ def register(subparsers) -> None:
     parser.add_argument("--output", required=True, metavar="NEW", help="the new shard directory")
     by_score = parser.add_mutually_exclusive_group()
     by_score.add_argument("--min-score", type=_score, metavar="X", help="keep samples whose score is >= X")
-    by_score.add_argument("--top-fraction", type=_fraction, metavar="F",
+    by_score.add_argument("--top-fraction", type=exact_fraction, metavar="F",
                           help="keep exactly floor(F*N) of the N samples: the highest scores, ties by the smaller "
                                "uid; ranked over the whole set, before the other filters")
     parser.add_argument("--scores", metavar="DIR",
