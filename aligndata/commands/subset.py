@@ -87,6 +87,10 @@ def format_summary(summary: dict, output: str) -> str:
              f"{summary['output']['shards']} shard(s) in {output}"]
     for row in summary["filters"]:
         lines.append(f"  {row['filter']:<16} passed {row['passed']:>10}   left after it {row['left']:>10}")
+    unscored = summary.get("scores", {}).get("unscored")
+    if unscored:
+        lines.append(f"  unscored (null score: aligndata score could not read the image or caption): {unscored}, "
+                     f"never kept by a score filter")
     if "top_fraction" in summary:
         top = summary["top_fraction"]
         lowest = f", lowest score kept {top['lowest_score_kept']:.6g}" if "lowest_score_kept" in top else ""
@@ -107,8 +111,9 @@ def register(subparsers) -> None:
     by_score = parser.add_mutually_exclusive_group()
     by_score.add_argument("--min-score", type=_score, metavar="X", help="keep samples whose score is >= X")
     by_score.add_argument("--top-fraction", type=exact_fraction, metavar="F",
-                          help="keep exactly floor(F*N) of the N samples: the highest scores, ties by the smaller "
-                               "uid; ranked over the whole set, before the other filters")
+                          help="keep exactly floor(F*N) of the N scored samples: the highest scores, ties by the "
+                               "smaller uid; ranked over the whole set, before the other filters (a null score, "
+                               "unscored, is never kept)")
     parser.add_argument("--scores", metavar="DIR",
                         help="where the NAME_scores.parquet files (uid, score, model) are (default: beside each "
                              "shard)")
