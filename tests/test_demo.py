@@ -116,6 +116,10 @@ def test_closed_loop(tmp_path):
         assert sorted(kept) == sorted(top_uids(scores_dir, k))  # exactly the k best scores of that corpus
         assert set(kept) <= set(shard_uids(source))
     assert runs["score-only"]["train_samples"] == curated  # the same size as the rules' cut, by construction
+    for run in runs.values():  # what each set holds by the hidden ground truth
+        assert run["mix"]["clean"] + run["mix"]["noise"] == sum(run["mix"]["by_kind"].values()) == run["train_samples"]
+    cut_kinds, curated_kinds = runs["rules-and-score"]["mix"]["by_kind"], runs["curated"]["mix"]["by_kind"]
+    assert all(n <= curated_kinds[kind] for kind, n in cut_kinds.items())  # a cut of curated/, nothing else
     configs = {name: json.loads((out / f"run-{name}" / "train_config.json").read_text()) for name in runs}
     for name, config in configs.items():
         assert Path(config["data"]) == Path(runs[name]["data"])
@@ -126,7 +130,7 @@ def test_closed_loop(tmp_path):
         assert [step for step, _ in learning_curve(out / f"run-{name}")] == list(range(1, steps + 1))
         assert 0 < runs[name]["unleaked"]["images"] <= 20
     page = (out / "curated" / "report.html").read_text()
-    assert "Closed loop" in page and page.count("<polyline") == 4
+    assert "Closed loop" in page and "Noise samples in each training set" in page and page.count("<polyline") == 4
     assert all(label in page for label in ("rules only", "score only", "rules + score"))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from fractions import Fraction
 from pathlib import Path
 
@@ -27,6 +28,23 @@ def shard_samples(shards: str) -> int:
     """The samples of a shard directory, from its sizes.json (curate and subset both write one)."""
     with open(os.path.join(shards, "sizes.json"), encoding="utf-8") as handle:
         return sum(json.load(handle).values())
+
+
+def training_mix(shards: str) -> dict:
+    """What a training set holds by the web's hidden ground truth: clean samples, noise samples, and each kind
+    (the ``kind`` column curate carried into every shard's parquet, and subset copied)."""
+    import pyarrow.parquet as pq
+
+    from aligndata.demo.web import CLEAN
+    from aligndata.shards.outcomes import success_rows
+
+    kinds: Counter = Counter()
+    for path in sorted(Path(shards).glob("[0-9]*.parquet")):
+        if not path.name.endswith("_scores.parquet"):
+            table = success_rows(pq.read_table(path))
+            kinds.update(table.column("kind").to_pylist())
+    return {"clean": kinds[CLEAN], "noise": sum(n for kind, n in kinds.items() if kind != CLEAN),
+            "by_kind": dict(kinds.most_common())}
 
 
 def rules_share(curated: str, unfiltered: str) -> str:

@@ -210,17 +210,20 @@ def _results_section(result: dict, curves: dict) -> str:
         "<table><tr><th>training data</th><th>samples</th><th>image→text R@1 %</th><th>text→image R@1 %</th>"
         "<th>zero-shot top-1 %</th></tr>" + "".join(rows) + "</table>"
         f"<p>Chance: R@1 {result['chance']['retrieval_R@1']:.1f}%, zero-shot {result['chance']['zeroshot']:.1f}%.</p>"
-        + (_loop_paragraph(result["loop"], html.escape) if "loop" in result else "") +
+        + (_loop_paragraph(result, html.escape) if "loop" in result else "") +
         f"<h3>Learning curves</h3>{curve_svg(curves)}</section>"
     )
 
 
-def _loop_paragraph(facts: dict, escape) -> str:
+def _loop_paragraph(result: dict, escape) -> str:
+    facts = result["loop"]
+    noise = ", ".join(f"{run_label(name)} {run['mix']['noise']} of {run['train_samples']}"
+                      for name, run in result["runs"].items())
     cuts = "; ".join(f"{escape(run_label(name))}: the top {cut['k']} of {cut['of']} {escape(cut['corpus'])} samples"
                      for name, cut in facts["cuts"].items())
     return (f"<p>Closed loop: the rules-only model ({escape(facts['scorer'])}) scored both corpora; kept fraction "
             f"{escape(facts['keep_fraction'])} ({facts['keep_fraction_value']:.3f}, {escape(facts['keep_fraction_why'])}); "
-            f"{cuts}.</p>")
+            f"{cuts}. Noise samples in each training set (hidden ground truth): {escape(noise)}.</p>")
 
 
 def run_label(name: str) -> str:
@@ -249,6 +252,7 @@ def _run_summary(summary: dict, data: str) -> dict:
     return {
         "data": data,
         "train_samples": loop.shard_samples(data),
+        "mix": loop.training_mix(data),  # clean and noise samples, by the hidden ground truth
         "final_loss": summary.get("loss"),
         "retrieval": {k: v for k, v in retrieval.items() if isinstance(v, (int, float))},
         "zeroshot_top1": zeroshot.get("top1", 0.0),
@@ -401,4 +405,7 @@ def print_results(result: dict, stream=None) -> None:
             lowest = cut["lowest_score_kept"]
             print(f"  {run_label(name):14s} top {cut['k']} of {cut['of']} {cut['corpus']} samples"
                   + (f", lowest score kept {lowest:.4f}" if lowest is not None else ""), file=stream)
+        print("noise in each training set (hidden ground truth): "
+              + ", ".join(f"{run_label(name)} {run['mix']['noise']}/{run['train_samples']}"
+                          for name, run in result["runs"].items()), file=stream)
     print(f"\n{result['seconds']} s; report: {result['report']}", file=stream)
