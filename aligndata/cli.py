@@ -9,6 +9,7 @@ import sys
 from aligndata import __version__
 from aligndata.commands.curate import add_progress_arguments, print_summary, progress_mode
 from aligndata.commands.curate import register as register_curate
+from aligndata.commands.subset import exact_fraction
 from aligndata.filters.options import positive_int as _positive_int
 
 
@@ -26,8 +27,8 @@ def cmd_demo(args, beam_args) -> int:
     from aligndata.demo.run import DemoConfig, DemoError, print_results, run_demo
 
     cfg = DemoConfig(output=args.output, pairs=args.pairs, eval_size=args.eval_size, train_steps=args.train_steps,
-                     batch_size=args.batch_size, compare=args.compare, seed=args.seed, overwrite=args.overwrite,
-                     quiet=args.quiet)
+                     batch_size=args.batch_size, compare=args.compare, loop=args.loop, keep_fraction=args.keep_fraction,
+                     seed=args.seed, overwrite=args.overwrite, quiet=args.quiet)
     try:
         result = run_demo(cfg, beam_args)
     except DemoError as exc:
@@ -59,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--train-steps", type=_positive_int, default=2000)
     demo.add_argument("--batch-size", type=_positive_int, default=32)
     demo.add_argument("--compare", action="store_true", help="also train on the unfiltered corpus, same budget")
+    demo.add_argument("--loop", action="store_true",
+                      help="the closed loop (implies --compare): the curated run's model scores both corpora, and two "
+                           "more runs train on their top fraction by score (score only, rules + score)")
+    demo.add_argument("--keep-fraction", type=exact_fraction, default=None, metavar="F",
+                      help="--loop's top fraction of each corpus (0.3, 1/3; default: the share of the unfiltered "
+                           "corpus the rules kept, so score only and rules only train on as many samples)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--overwrite", action="store_true")
     demo.add_argument("--quiet", action="store_true")

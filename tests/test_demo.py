@@ -61,3 +61,80 @@ def test_reduced_demo_end_to_end(tmp_path, capsys):
     page = (out / "curated" / "report.html").read_text()
     assert "Demo: did curation matter?" in page and "<polyline" in page  # the learning curves
     assert result["runs"]["curated"]["train_samples"] < result["runs"]["unfiltered"]["train_samples"]
+
+
+def top_uids(scores_dir: Path, k: int) -> list[str]:
+    """The k best-scored uids of a scores directory (ties by the smaller uid), by a full sort."""
+    import pyarrow.parquet as pq
+
+    scores = {}
+    for path in scores_dir.glob("*_scores.parquet"):
+        table = pq.read_table(path, columns=["uid", "score"])
+        scores.update(zip(table.column("uid").to_pylist(), table.column("score").to_pylist()))
+    return sorted(scores, key=lambda uid: (-scores[uid], uid))[:k]
+
+
+def shard_uids(directory: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    return [uid for path in sorted(directory.glob("[0-9]*.parquet")) if not path.name.endswith("_scores.parquet")
+            for uid in pq.read_table(path, columns=["uid"]).column("uid").to_pylist()]
+
+
+@pytest.mark.e2e
+def test_closed_loop(tmp_path):
+    """--loop: the curated run's model scores both corpora; the top fraction of each (default: the share the rules
+    kept) trains two more runs with the same settings; all four are evaluated on the same held-out set."""
+    out = tmp_path / "demo"
+    steps = 4
+    assert main(["demo", "--output", str(out), "--pairs", "400", "--eval-size", "20", "--train-steps", str(steps),
+                 "--batch-size", "8", "--loop", "--quiet"]) == 0
+    result = json.loads((out / "demo.json").read_text())
+    assert result["config"]["compare"] is True  # --loop implies it
+    runs = result["runs"]
+    assert list(runs) == ["unfiltered", "curated", "score-only", "rules-and-score"]
+    loop = result["loop"]
+    assert loop["scorer"] == runs["curated"]["model"] == str(out / "run-curated" / "final")
+    curated, unfiltered = runs["curated"]["train_samples"], runs["unfiltered"]["train_samples"]
+    assert 8 <= curated < unfiltered
+    assert loop["keep_fraction"] == f"{curated}/{unfiltered}"  # the rules' share
+    sources = {"score-only": out / "unfiltered", "rules-and-score": out / "curated"}
+    for name, source in sources.items():
+        cut = loop["cuts"][name]
+        scores_dir = out / "scores" / source.name
+        scored = json.loads((scores_dir / "scores.json").read_text())
+        assert scored["model"].startswith("run-curated@") and scored["failed"] == {}
+        assert scored["samples"] == scored["scored"] == len(shard_uids(source))  # every sample of its corpus
+        k = cut["k"]
+        assert k == curated * scored["samples"] // unfiltered and cut["of"] == scored["samples"]  # floor(F * N)
+        subset_dir = out / f"subset-{name}"
+        assert subset_dir == Path(cut["subset"]) == Path(runs[name]["data"])
+        summary = json.loads((subset_dir / "subset.json").read_text())
+        assert summary["asked"]["shards"] == str(source) and summary["kept"] == k == runs[name]["train_samples"]
+        assert summary["scores"] == {"model": scored["model"], "unscored": 0}
+        kept = shard_uids(subset_dir)
+        assert sorted(kept) == sorted(top_uids(scores_dir, k))  # exactly the k best scores of that corpus
+        assert set(kept) <= set(shard_uids(source))
+    assert runs["score-only"]["train_samples"] == curated  # the same size as the rules' cut, by construction
+    for run in runs.values():  # what each set holds by the hidden ground truth
+        assert run["mix"]["clean"] + run["mix"]["noise"] == sum(run["mix"]["by_kind"].values()) == run["train_samples"]
+    cut_kinds, curated_kinds = runs["rules-and-score"]["mix"]["by_kind"], runs["curated"]["mix"]["by_kind"]
+    assert all(n <= curated_kinds[kind] for kind, n in cut_kinds.items())  # a cut of curated/, nothing else
+    configs = {name: json.loads((out / f"run-{name}" / "train_config.json").read_text()) for name in runs}
+    for name, config in configs.items():
+        assert Path(config["data"]) == Path(runs[name]["data"])
+        assert (config["steps"], config["batch_size"], config["seed"]) == (steps, 8, 0)  # the same budget
+        retrieval = runs[name]["retrieval"]
+        assert retrieval["images"] == 20
+        assert_recall(retrieval["image_to_text_R@1"], 20) and assert_recall(retrieval["text_to_image_R@1"], 20)
+        assert [step for step, _ in learning_curve(out / f"run-{name}")] == list(range(1, steps + 1))
+        assert 0 < runs[name]["unleaked"]["images"] <= 20
+    page = (out / "curated" / "report.html").read_text()
+    assert "Closed loop" in page and "Noise samples in each training set" in page and page.count("<polyline") == 4
+    assert all(label in page for label in ("rules only", "score only", "rules + score"))
+
+
+def test_keep_fraction_must_be_a_fraction(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--loop", "--keep-fraction", "1.5"])
+    assert exit_info.value.code == 2 and "must be in (0, 1]" in capsys.readouterr().err

@@ -34,7 +34,7 @@ ALLOWED: dict[str, set[str]] = {
     "commands": {"filters", "io", "fetch", "shards", "images", "extract", "inspect", "models", "pipeline",
                  "subsets"},
     "demo": {"filters", "io", "fetch", "shards", "images", "extract", "inspect", "models", "pipeline",
-             "localweb", "example"},
+             "subsets", "localweb", "example"},
     "cli": {"filters", "commands", "demo", "example", "pipeline", "shards", "io"},
 }
 # Third-party fences: (module prefix, the layers that may import it).

@@ -165,7 +165,7 @@ def test_min_score(source, tmp_path):
     assert subset(source, out, "--min-score", "0.5") == 0
     scores = scores_by_uid(source)
     summary = check_output(source, out, [uid for uid, s in scores.items() if s >= np.float32(0.5)])
-    assert summary["scores"] == {"model": "clip-test"}
+    assert summary["scores"] == {"model": "clip-test", "unscored": 0}
     # The same scores in a directory of their own (--scores DIR), beside shards that have none.
     bare, elsewhere = tmp_path / "bare", tmp_path / "scores"
     shutil.copytree(source, bare, ignore=shutil.ignore_patterns("*_scores.parquet"))
@@ -190,6 +190,32 @@ def test_top_fraction_is_exact_with_ties_broken_by_uid(source, tmp_path, fractio
         tied = sorted(uid for uid, s in scores.items() if s == np.float32(0.8))
         assert len(tied) == 5 and set(expected) == {max(scores, key=scores.get), *tied[:3]}
         assert summary["top_fraction"]["lowest_score_kept"] == pytest.approx(0.8)
+
+
+def test_unscored_samples_are_never_kept_and_are_counted(source, tmp_path, capsys):
+    """A null score (aligndata score could not read the image or caption) passes no score filter; the top fraction
+    is of the scored samples; subset.json and the summary line count the unscored."""
+    partly = tmp_path / "src"
+    shutil.copytree(source, partly)
+    table = pq.read_table(partly / "00001_scores.parquet")
+    values = table.column("score").to_pylist()
+    unscored = table.column("uid").to_pylist()[:2]
+    values[:2] = [None, None]
+    pq.write_table(table.set_column(1, "score", pa.array(values, pa.float32())), partly / "00001_scores.parquet")
+    scores = {uid: s for uid, s in scores_by_uid(partly).items() if s is not None}
+    assert len(scores) == 16 and not set(unscored) & set(scores)
+    assert main(["subset", str(partly), "--output", str(tmp_path / "top"), "--processes", "1",
+                 "--top-fraction", "0.5"]) == 0
+    assert "unscored (null score: aligndata score could not read the image or caption): 2" in capsys.readouterr().out
+    expected = sorted(scores, key=lambda uid: (-scores[uid], uid))[:8]  # floor(0.5 * 16), not of 18
+    summary = check_output(partly, tmp_path / "top", expected)
+    assert summary["scores"] == {"model": "clip-test", "unscored": 2}
+    assert (summary["top_fraction"]["k"], summary["top_fraction"]["of"]) == (8, 16)
+    assert subset(partly, tmp_path / "all", "--top-fraction", "1") == 0
+    check_output(partly, tmp_path / "all", list(scores))
+    assert subset(partly, tmp_path / "min", "--min-score", "-1") == 0
+    assert check_output(partly, tmp_path / "min", list(scores))["filters"] == [
+        {"filter": "min_score", "passed": 16, "left": 16}]
 
 
 def test_uid_lists_text_and_parquet(source, tmp_path):
@@ -461,7 +487,7 @@ def test_score_errors_name_the_shard(source, tmp_path, capsys):
     scores[0] = float("nan")
     pq.write_table(table.set_column(1, "score", pa.array(scores, pa.float32())), broken / "00001_scores.parquet")
     err = run_error(capsys, "subset", str(broken), "--output", str(tmp_path / "a"), "--min-score", "0")
-    assert "shard 00001: 1 samples" in err and "NaN" in err
+    assert "shard 00001: 1 samples" in err and "NaN score" in err
     assert not (tmp_path / "a").exists()
 
 

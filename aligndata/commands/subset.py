@@ -33,7 +33,7 @@ def _score(text: str) -> float:
     return value
 
 
-def _fraction(text: str) -> str:
+def exact_fraction(text: str) -> str:
     """Kept as typed, so the count k = floor(F * N) is computed exactly (Fraction("0.29") is 29/100)."""
     try:
         value = Fraction(text.strip())
@@ -87,6 +87,10 @@ def format_summary(summary: dict, output: str) -> str:
              f"{summary['output']['shards']} shard(s) in {output}"]
     for row in summary["filters"]:
         lines.append(f"  {row['filter']:<16} passed {row['passed']:>10}   left after it {row['left']:>10}")
+    unscored = summary.get("scores", {}).get("unscored")
+    if unscored:
+        lines.append(f"  unscored (null score: aligndata score could not read the image or caption): {unscored}, "
+                     f"never kept by a score filter")
     if "top_fraction" in summary:
         top = summary["top_fraction"]
         lowest = f", lowest score kept {top['lowest_score_kept']:.6g}" if "lowest_score_kept" in top else ""
@@ -106,9 +110,10 @@ def register(subparsers) -> None:
     parser.add_argument("--output", required=True, metavar="NEW", help="the new shard directory")
     by_score = parser.add_mutually_exclusive_group()
     by_score.add_argument("--min-score", type=_score, metavar="X", help="keep samples whose score is >= X")
-    by_score.add_argument("--top-fraction", type=_fraction, metavar="F",
-                          help="keep exactly floor(F*N) of the N samples: the highest scores, ties by the smaller "
-                               "uid; ranked over the whole set, before the other filters")
+    by_score.add_argument("--top-fraction", type=exact_fraction, metavar="F",
+                          help="keep exactly floor(F*N) of the N scored samples: the highest scores, ties by the "
+                               "smaller uid; ranked over the whole set, before the other filters (a null score, "
+                               "unscored, is never kept)")
     parser.add_argument("--scores", metavar="DIR",
                         help="where the NAME_scores.parquet files (uid, score, model) are (default: beside each "
                              "shard)")

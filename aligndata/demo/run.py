@@ -7,7 +7,9 @@
 4. score the filters against the hidden ground truth (precision and recall of "rejected" vs "noise");
 5. train the tiny dual encoder on the curated shards and evaluate zero-shot retrieval and classification on the
    held-out set (with --compare, also on the unfiltered corpus, same budget);
-6. write report.html (funnel, grid, learning curves) and demo.json.
+6. with --loop (implies --compare), the closed loop (aligndata.demo.loop): the curated run's model scores both
+   corpora, each is cut to its top fraction by score, and two more runs train on the cuts with the same budget;
+7. write report.html (funnel, grid, learning curves) and demo.json.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from aligndata.demo import loop
 from aligndata.demo.web import CLEAN, build_web
 from aligndata.demo.world import class_names
 from aligndata.filters.frequency import hash64
@@ -51,6 +54,8 @@ class DemoConfig:
     train_steps: int = 2000
     batch_size: int = 32
     compare: bool = False
+    loop: bool = False  # implies compare
+    keep_fraction: str | None = None  # --loop's top fraction, as typed; None: the share the rules kept
     seed: int = 0
     overwrite: bool = False
     quiet: bool = False
@@ -171,7 +176,7 @@ def curve_svg(curves: dict[str, list[tuple[int, float]]], width: int = 640, heig
     max_step = max(s for s, _ in points) or 1
     max_loss = max(v for _, v in points) or 1.0
     pad = 40
-    colours = ["#2b7bba", "#d95f02", "#1b9e77"]
+    colours = ["#2b7bba", "#d95f02", "#1b9e77", "#7570b3"]
     lines = []
     for (name, curve), colour in zip(curves.items(), colours):
         coords = " ".join(
@@ -194,7 +199,7 @@ def _results_section(result: dict, curves: dict) -> str:
     rows = []
     for name, run in result["runs"].items():
         r = run["retrieval"]
-        rows.append(f"<tr><td>{html.escape(name)}</td><td>{run['train_samples']}</td>"
+        rows.append(f"<tr><td>{html.escape(run_label(name))}</td><td>{run['train_samples']}</td>"
                     f"<td>{r['image_to_text_R@1']:.1f}</td><td>{r['text_to_image_R@1']:.1f}</td>"
                     f"<td>{run['zeroshot_top1']:.1f}</td></tr>")
     f = result["filters"]
@@ -205,8 +210,25 @@ def _results_section(result: dict, curves: dict) -> str:
         "<table><tr><th>training data</th><th>samples</th><th>image→text R@1 %</th><th>text→image R@1 %</th>"
         "<th>zero-shot top-1 %</th></tr>" + "".join(rows) + "</table>"
         f"<p>Chance: R@1 {result['chance']['retrieval_R@1']:.1f}%, zero-shot {result['chance']['zeroshot']:.1f}%.</p>"
+        + (_loop_paragraph(result, html.escape) if "loop" in result else "") +
         f"<h3>Learning curves</h3>{curve_svg(curves)}</section>"
     )
+
+
+def _loop_paragraph(result: dict, escape) -> str:
+    facts = result["loop"]
+    noise = ", ".join(f"{run_label(name)} {run['mix']['noise']} of {run['train_samples']}"
+                      for name, run in result["runs"].items())
+    cuts = "; ".join(f"{escape(run_label(name))}: the top {cut['k']} of {cut['of']} {escape(cut['corpus'])} samples"
+                     for name, cut in facts["cuts"].items())
+    return (f"<p>Closed loop: the rules-only model ({escape(facts['scorer'])}) scored both corpora; kept fraction "
+            f"{escape(facts['keep_fraction'])} ({facts['keep_fraction_value']:.3f}, {escape(facts['keep_fraction_why'])}); "
+            f"{cuts}. Noise samples in each training set (hidden ground truth): {escape(noise)}.</p>")
+
+
+def run_label(name: str) -> str:
+    """How the tables name a run: the loop's wording (rules only, score only, ...), else its own name."""
+    return loop.LOOP_RUNS[name][0] if name in loop.LOOP_RUNS else name
 
 
 def write_demo_report(curated: str, result: dict, curves: dict) -> str:
@@ -223,14 +245,14 @@ def write_demo_report(curated: str, result: dict, curves: dict) -> str:
     return path
 
 
-def _run_summary(summary: dict, curated_dir: str) -> dict:
+def _run_summary(summary: dict, data: str) -> dict:
     val = summary.get("val", {})
     retrieval = val.get("retrieval", {})
     zeroshot = val.get("zeroshot", {})
-    with open(os.path.join(curated_dir, "report.json")) as f:
-        kept = json.load(f)["kept"]
     return {
-        "train_samples": kept,
+        "data": data,
+        "train_samples": loop.shard_samples(data),
+        "mix": loop.training_mix(data),  # clean and noise samples, by the hidden ground truth
         "final_loss": summary.get("loss"),
         "retrieval": {k: v for k, v in retrieval.items() if isinstance(v, (int, float))},
         "zeroshot_top1": zeroshot.get("top1", 0.0),
@@ -243,6 +265,9 @@ def run_demo(cfg: DemoConfig, beam_args: list[str] | None = None) -> dict:
     from aligndata.images.eval_index import build_index
     from aligndata.pipeline.run import run_curate
 
+    if cfg.loop:
+        cfg.compare = True  # the loop compares against the unfiltered run
+    steps = 6 if cfg.loop else 5
     out = Path(cfg.output)
     if out.exists() and any(out.iterdir()):
         if not cfg.overwrite:
@@ -256,7 +281,7 @@ def run_demo(cfg: DemoConfig, beam_args: list[str] | None = None) -> dict:
 
         hf_logging.disable_progress_bar()
 
-    _say(cfg, f"[1/5] building a synthetic noisy web: {cfg.pairs} pairs + {cfg.eval_size} held-out images")
+    _say(cfg, f"[1/{steps}] building a synthetic noisy web: {cfg.pairs} pairs + {cfg.eval_size} held-out images")
     web = build_web(cfg.pairs, cfg.eval_size, cfg.seed)
     eval_images, eval_shards, unleaked_shards, classnames = write_eval_set(web, out / "eval")
     index_path = str(out / "eval" / "index.npz")
@@ -275,13 +300,13 @@ def run_demo(cfg: DemoConfig, beam_args: list[str] | None = None) -> dict:
         vocab = demo_vocab_size([row["caption"] for row in web.rows])
         common = dict(inputs=(pairs_path,), extra_cols=("kind",), allow_private_networks=True, retries=0,
                       timeout=5.0, samples_per_shard=500)
-        _say(cfg, f"[2/5] curating on 127.0.0.1 with every ALIGN rule (allowlist K = {vocab})")
+        _say(cfg, f"[2/{steps}] curating on 127.0.0.1 with every ALIGN rule (allowlist K = {vocab})")
         curated = str(out / "curated")
         run_curate(CurateConfig(output=curated, vocab_size=vocab, max_texts_per_image=DEMO_MAX_TEXTS_PER_IMAGE,
                                 eval_index=index_path, eval_hamming=DEMO_EVAL_HAMMING, **common),
                    beam_args, progress)
         if cfg.compare:
-            _say(cfg, "[2/5] ... and once more with the filters off (the unfiltered baseline)")
+            _say(cfg, f"[2/{steps}] ... and once more with the filters off (the unfiltered baseline)")
             unfiltered = str(out / "unfiltered")
             run_curate(CurateConfig(output=unfiltered, min_words=0, max_words=10**6, vocab_size=10**12,
                                     max_images_per_text=0, max_texts_per_image=0, min_side=0,
@@ -290,26 +315,66 @@ def run_demo(cfg: DemoConfig, beam_args: list[str] | None = None) -> dict:
 
     result["filters"] = filter_scores(pairs_path, curated)
     f = result["filters"]
-    _say(cfg, f"[3/5] filters vs ground truth: precision {f['precision']:.3f}, recall {f['recall']:.3f}")
+    _say(cfg, f"[3/{steps}] filters vs ground truth: precision {f['precision']:.3f}, recall {f['recall']:.3f}")
 
-    _say(cfg, f"[4/5] training the tiny dual encoder for {cfg.train_steps} steps on the curated shards")
-    curves = {}
-    runs = [("curated", curated)] + ([("unfiltered", unfiltered)] if cfg.compare else [])
-    for name, data in runs:
+    _say(cfg, f"[4/{steps}] training the tiny dual encoder for {cfg.train_steps} steps on the curated shards")
+    curves: dict = {}
+
+    def train_on(name: str, data: str) -> None:
         run_dir = out / f"run-{name}"
+        began = time.monotonic()
         summary = _train_and_evaluate(cfg, data, run_dir, eval_shards, classnames)
         result["runs"][name] = _run_summary(summary, data)
         result["runs"][name]["unleaked"] = _evaluate_unleaked(summary["final"], unleaked_shards)
+        result["runs"][name]["seconds"] = round(time.monotonic() - began, 1)  # training and both evaluations
         curves[name] = learning_curve(run_dir)
+
+    for name, data in [("curated", curated)] + ([("unfiltered", unfiltered)] if cfg.compare else []):
+        train_on(name, data)
+    if cfg.loop:
+        result["loop"] = _closed_loop(cfg, out, curated, unfiltered, result["runs"]["curated"]["model"], steps)
+        for name, cut in result["loop"]["cuts"].items():
+            _say(cfg, f"[5/{steps}] training for {cfg.train_steps} steps on {run_label(name)} ({cut['kept']} samples)")
+            train_on(name, cut["subset"])
+        result["runs"] = {name: result["runs"][name] for name in loop.LOOP_RUNS}  # the table's order
+        curves = {run_label(name): curves[name] for name in loop.LOOP_RUNS}
 
     n_eval = len(web.eval_set)
     result["chance"] = {"retrieval_R@1": 100.0 / n_eval, "zeroshot": 100.0 / len(class_names())}  # percent
     result["seconds"] = round(time.monotonic() - started, 1)
-    _say(cfg, "[5/5] writing report.html and demo.json")
+    _say(cfg, f"[{steps}/{steps}] writing report.html and demo.json")
     result["report"] = write_demo_report(curated, result, curves)
     with open(out / "demo.json", "w", encoding="utf-8") as handle:
         json.dump(result, handle, indent=2, default=str)
     return result
+
+
+def _closed_loop(cfg: DemoConfig, out: Path, curated: str, unfiltered: str, scorer: str, steps: int) -> dict:
+    """Score both corpora with the rules-only model and cut each to the kept fraction (the loop's training data)."""
+    from aligndata.io.inputs import InputError
+    from aligndata.models.score import ScoreError
+
+    if cfg.keep_fraction is None:
+        fraction, why = loop.rules_share(curated, unfiltered), "the share of the unfiltered corpus the rules kept"
+    else:
+        fraction, why = cfg.keep_fraction, "--keep-fraction"
+    facts: dict = {"scorer": scorer, "keep_fraction": fraction, "keep_fraction_value": loop.fraction_value(fraction),
+                   "keep_fraction_why": why, "cuts": {}}
+    _say(cfg, f"[5/{steps}] the closed loop: scoring both corpora with {scorer}, keeping the top {fraction} of each")
+    for name, (_, corpus, _) in loop.LOOP_RUNS.items():
+        if name in ("unfiltered", "curated"):
+            continue
+        source = curated if corpus == "curated" else unfiltered
+        try:
+            cut = loop.score_and_cut(scorer, source, out / "scores" / corpus, out / f"subset-{name}", fraction,
+                                     progress=not cfg.quiet)
+        except (ScoreError, InputError) as err:
+            raise DemoError(f"the closed loop could not cut {corpus}/: {err}") from None
+        if cut["kept"] < cfg.batch_size:  # the trainer needs one whole batch
+            raise DemoError(f"the top {fraction} of the {cut['of']} {corpus} samples is {cut['kept']}, fewer than "
+                            f"one batch of {cfg.batch_size}: pass a larger --keep-fraction or --pairs")
+        facts["cuts"][name] = {"corpus": corpus, **cut}
+    return facts
 
 
 def print_results(result: dict, stream=None) -> None:
@@ -323,13 +388,24 @@ def print_results(result: dict, stream=None) -> None:
           file=stream)
     for name, run in result["runs"].items():
         r = run["retrieval"]
-        print(f"{name:14s} {run['train_samples']:8d} {r.get('image_to_text_R@1', 0):11.1f} "
+        print(f"{run_label(name):14s} {run['train_samples']:8d} {r.get('image_to_text_R@1', 0):11.1f} "
               f"{r.get('text_to_image_R@1', 0):11.1f} {run['zeroshot_top1']:12.1f}", file=stream)
     print(f"{'chance':14s} {'':8s} {chance['retrieval_R@1']:11.1f} {chance['retrieval_R@1']:11.1f} "
           f"{chance['zeroshot']:12.1f}", file=stream)
     print("\nheld-out images with no near-duplicate in the web (no leak into the unfiltered corpus):", file=stream)
     for name, run in result["runs"].items():
         u = run["unleaked"]
-        print(f"{name:14s} {u['images'] or 0:8d} {u['image_to_text_R@1'] or 0:11.1f} "
+        print(f"{run_label(name):14s} {u['images'] or 0:8d} {u['image_to_text_R@1'] or 0:11.1f} "
               f"{u['text_to_image_R@1'] or 0:11.1f} {u['zeroshot_top1'] or 0:12.1f}", file=stream)
+    if "loop" in result:
+        facts = result["loop"]
+        print(f"\nclosed loop: scored by {facts['scorer']}; kept fraction {facts['keep_fraction']} "
+              f"({facts['keep_fraction_value']:.3f}, {facts['keep_fraction_why']})", file=stream)
+        for name, cut in facts["cuts"].items():
+            lowest = cut["lowest_score_kept"]
+            print(f"  {run_label(name):14s} top {cut['k']} of {cut['of']} {cut['corpus']} samples"
+                  + (f", lowest score kept {lowest:.4f}" if lowest is not None else ""), file=stream)
+        print("noise in each training set (hidden ground truth): "
+              + ", ".join(f"{run_label(name)} {run['mix']['noise']}/{run['train_samples']}"
+                          for name, run in result["runs"].items()), file=stream)
     print(f"\n{result['seconds']} s; report: {result['report']}", file=stream)

@@ -45,7 +45,7 @@ def run_subset(request: Request, processes: int = 1, overwrite: bool = False, qu
     _check_output(context)
     check_output_dir(request.output, overwrite)
     with _Workers(request, context, processes) as workers:
-        model, top = _score_passes(workers, context, quiet)
+        model, unscored, top = _score_passes(workers, context, quiet)
         choices = list(workers.run(choose, [(path, top.get("cutoff")) for path in request.paths],
                                    _bar(quiet, len(request.paths), "subset: select", "shard")))
         total = sum(choice.total for choice in choices)
@@ -59,7 +59,7 @@ def run_subset(request: Request, processes: int = 1, overwrite: bool = False, qu
     unique = len(sorted_unique(kept_hi, kept_lo)[0])
     storage = context.shards.storage(request.output)
     write_bytes_atomic(storage.join(request.output, UIDS_NPY), npy_bytes(kept_hi, kept_lo))
-    summary = _summary(context, choices, stats, total, model, top, unique)
+    summary = _summary(context, choices, stats, total, model, unscored, top, unique)
     write_json_atomic(storage.join(request.output, SUBSET_JSON), summary)
     return summary
 
@@ -86,18 +86,19 @@ def plan(choices: list[ShardChoice], per_shard: int) -> list[OutputJob]:
 # ------------------------------------------------------------------------------------------------ scores
 
 
-def _score_passes(workers: _Workers, context: Context, quiet: bool) -> tuple[str | None, dict]:
-    """Check every shard's scores; with --top-fraction, find the cutoff. Returns (model, top-fraction facts)."""
+def _score_passes(workers: _Workers, context: Context, quiet: bool) -> tuple[str | None, int, dict]:
+    """Check every shard's scores; with --top-fraction, find the cutoff among the scored samples. Returns (model,
+    unscored samples, top-fraction facts)."""
     request = context.request
     if not request.needs_scores:
-        return None, {}
+        return None, 0, {}
     passes = 0
 
     def count_next(prefix: tuple[int, ...]) -> np.ndarray:
         nonlocal passes
         passes += 1
         counts = np.zeros(scoring.BINS, np.int64)
-        for _, _, histogram in workers.run(rank_histogram, [(path, prefix) for path in request.paths],
+        for _, _, _, histogram in workers.run(rank_histogram, [(path, prefix) for path in request.paths],
                                            _bar(quiet, len(request.paths), f"subset: rank pass {passes}",
                                                 "shard")):
             counts += histogram
@@ -105,19 +106,20 @@ def _score_passes(workers: _Workers, context: Context, quiet: bool) -> tuple[str
 
     # The first pass checks the scores (run in every case) and is the select's first histogram.
     models: set[str] = set()
-    total = 0
+    total = unscored = 0
     first = np.zeros(scoring.BINS, np.int64)
-    for samples, shard_models, histogram in workers.run(rank_histogram, [(p, ()) for p in request.paths],
-                                                        _bar(quiet, len(request.paths), "subset: scores",
-                                                             "shard")):
+    for samples, shard_unscored, shard_models, histogram in workers.run(
+            rank_histogram, [(p, ()) for p in request.paths], _bar(quiet, len(request.paths), "subset: scores",
+                                                                    "shard")):
         total += samples
+        unscored += shard_unscored
         models |= shard_models
         scoring.check_one_model(models)  # at the first shard that disagrees
         first += histogram
     passes = 1
     model = scoring.check_one_model(models)
     if request.top_fraction is None:
-        return model, {}
+        return model, unscored, {}
     fraction = Fraction(request.top_fraction)
     k = scoring.top_count(fraction, total)
     top: dict = {"fraction": request.top_fraction, "k": k, "of": total}
@@ -130,7 +132,7 @@ def _score_passes(workers: _Workers, context: Context, quiet: bool) -> tuple[str
         top["cutoff"] = scoring.cutoff_parts(digits)
         top["lowest_score_kept"] = scoring.score_at(top["cutoff"][0])
     top["passes"] = passes
-    return model, top
+    return model, unscored, top
 
 
 # ------------------------------------------------------------------------------------------------ output
@@ -150,7 +152,7 @@ def _normal(path: str) -> str:
 
 
 def _summary(context: Context, choices: list[ShardChoice], stats: list[dict], total: int, model: str | None,
-             top: dict, unique: int) -> dict:
+             unscored: int, top: dict, unique: int) -> dict:
     request = context.request
     kept = sum(len(c.rows) for c in choices)
     filters = []
@@ -169,7 +171,7 @@ def _summary(context: Context, choices: list[ShardChoice], stats: list[dict], to
         "uids": {"file": UIDS_NPY, "format": UID_FORMAT, "count": unique, "repeated": kept - unique},
     }
     if model is not None or request.needs_scores:
-        summary["scores"] = {"model": model}
+        summary["scores"] = {"model": model, "unscored": unscored}  # null scores: never kept
     if top:
         summary["top_fraction"] = {key: value for key, value in top.items() if key != "cutoff"}
     if context.uid_list is not None:

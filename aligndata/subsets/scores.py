@@ -1,7 +1,8 @@
 """Per-shard scores (`aligndata score`'s ``NNNNN_scores.parquet``: uid, score, model) and the exact top fraction.
 
 ``--top-fraction F`` keeps exactly k = floor(F * N) of the N scored samples: the highest scores, ties broken by
-the smaller uid. The order is one 160-bit key a sample, ascending = better: the float32 score's bits mapped to an
+the smaller uid. A sample `aligndata score` could not score (no image, no caption, an image that does not decode)
+has a null score: no score filter keeps it, it is not among the N ranked, and subset.json counts it ("unscored"). The order is one 160-bit key a sample, ascending = better: the float32 score's bits mapped to an
 unsigned integer that sorts like the float, inverted (so higher scores come first), then the uid's 128 bits.
 The k-th smallest key is found by a radix select over 16-bit digits (``radix_select``): each pass reads every
 shard's scores once and counts the next digit among the samples that share the digits chosen so far. What is
@@ -32,9 +33,10 @@ LAST = BINS - 1
 
 
 def read_scores(storage, path: str, uids: pa.ChunkedArray, shard: str) -> tuple[np.ndarray, set[str]]:
-    """The scores of one shard's samples in the order of ``uids`` (its parquet's uid column), as float32, and
-    the model ids found. Every sample must have exactly one finite-or-infinite score (NaN cannot be ranked) and
-    the file must hold no uid of another shard."""
+    """The scores of one shard's samples in the order of ``uids`` (its parquet's uid column), as float32 with NaN
+    for the unscored (a null score), and the model ids found. Every sample must have exactly one row; a score value
+    of NaN is an error (a model that gives NaN is broken, and NaN cannot be ranked); the file must hold no uid of
+    another shard."""
     if not storage.exists(path):
         raise SubsetError(f"shard {shard}: no scores file {path} (write one with aligndata score, or name the "
                           f"directory that holds them with --scores)")
@@ -60,12 +62,14 @@ def read_scores(storage, path: str, uids: pa.ChunkedArray, shard: str) -> tuple[
         raise SubsetError(f"shard {shard}: {path} scores {table.num_rows - len(uids)} uids that are not in the "
                           f"shard (scores of another shard set?)")
     try:
-        scores = pc.cast(table.column("score"), pa.float32()).to_numpy()
+        column = pc.cast(table.column("score"), pa.float32())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
         raise SubsetError(f"shard {shard}: the score column of {path} is not numeric ({err})") from None
-    if np.isnan(scores).any():  # a null score becomes NaN here too
-        raise SubsetError(f"shard {shard}: {int(np.isnan(scores).sum())} samples in {path} have no score value "
-                          f"(null or NaN)")
+    nan = int(pc.sum(pc.is_nan(column)).as_py() or 0)  # null rows are not NaN here: they stay null
+    if nan:
+        raise SubsetError(f"shard {shard}: {nan} samples in {path} have a NaN score (a null score means unscored; "
+                          f"NaN cannot be ranked)")
+    scores = column.to_numpy(zero_copy_only=False)  # null -> NaN: the unscored, from here on
     models = table.column("model")
     if models.null_count:
         raise SubsetError(f"shard {shard}: {models.null_count} rows of {path} name no model")

@@ -164,13 +164,15 @@ def key_column(names: list[str]) -> str:
 # ------------------------------------------------------------------------------------------ the passes
 
 
-def rank_histogram(context: Context, path: str, prefix: tuple[int, ...]) -> tuple[int, set[str], np.ndarray]:
-    """One radix-select pass over one shard: (samples, model ids, histogram of the next digit)."""
+def rank_histogram(context: Context, path: str, prefix: tuple[int, ...]) -> tuple[int, int, set[str], np.ndarray]:
+    """One radix-select pass over one shard: (scored samples, unscored samples, model ids, histogram of the next
+    digit among the scored)."""
     table = context.table(path, [])
     hi, lo = context.uids(path, table)
     scores, models = context.scores(path, table)
-    rows = scoring.digits(scoring.rank_keys(scores), hi, lo)
-    return table.num_rows, models, scoring.histogram(rows, prefix)
+    scored = ~np.isnan(scores)
+    rows = scoring.digits(scoring.rank_keys(scores[scored]), hi[scored], lo[scored])
+    return int(scored.sum()), int((~scored).sum()), models, scoring.histogram(rows, prefix)
 
 
 def choose(context: Context, path: str, top_cutoff: TopCutoff = None) -> ShardChoice:
@@ -189,10 +191,11 @@ def choose(context: Context, path: str, top_cutoff: TopCutoff = None) -> ShardCh
         verdicts["where"] = context.where.mask(table, context.shards.name(path))
     if request.needs_scores:
         scores, _ = context.scores(path, table)
+        scored = ~np.isnan(scores)  # an unscored sample passes no score filter
         if request.min_score is not None:
-            verdicts["min_score"] = scores.astype(np.float64) >= request.min_score
+            verdicts["min_score"] = scored & (np.where(scored, scores, 0).astype(np.float64) >= request.min_score)
         if request.top_fraction is not None:
-            verdicts["top_fraction"] = _top(top_cutoff, scores, hi, lo)
+            verdicts["top_fraction"] = scored & _top(top_cutoff, scores, hi, lo)
     keep = np.ones(table.num_rows, bool)
     choice = ShardChoice(path, table.num_rows, np.zeros(0, np.int64), hi, lo)
     for name in FILTERS:
