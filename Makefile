@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 TORCH_CPU_WHEEL := $(firstword $(wildcard /opt/wheels/torch-*+cpu-*.whl))
 TORCHVISION_CPU_WHEEL := $(firstword $(wildcard /opt/wheels/torchvision-*+cpu-*.whl))
 
-.PHONY: install test test-fast demo example benchmark clean browser rules-table flink spark
+.PHONY: install test test-fast demo demo-loop example benchmark clean browser rules-table flink spark
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -33,6 +33,10 @@ browser:
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/aligndata demo --output demo_output --overwrite --compare
+
+# The closed loop too (README: "The closed loop"): two more training runs, about twice `make demo`'s time.
+demo-loop: $(VENV)/.installed
+	$(VENV)/bin/aligndata demo --output demo_output --overwrite --loop
 
 example: $(VENV)/.installed
 	$(VENV)/bin/aligndata example --output example_output --overwrite
