@@ -53,6 +53,14 @@ class Preset:
         return {s.dest: s.value for s in self.settings}
 
 
+def _without_align_frequency_rules(recipe: str, shared_text: bool = True) -> tuple[Setting, ...]:
+    """The ALIGN rules a peer's recipe does not have, turned off (``shared_text``: its images-per-text rule too)."""
+    return (Setting("boilerplate", False, f"not in {recipe}"),
+            Setting("vocab_size", RARE_TOKEN_OFF, f"no rare-token rule in {recipe}: every n-gram is allowed"),
+            *((Setting("max_images_per_text", 0, f"no text-frequency rule in {recipe}: off"),) if shared_text else ()),
+            Setting("max_texts_per_image", 0, f"no texts-per-image rule in {recipe}: off"))
+
+
 def _align() -> Preset:
     return Preset(
         "align", "ALIGN (the paper's rules; our defaults) on English alt-text", ALIGN_PAPER,
@@ -70,11 +78,9 @@ def _coyo() -> Preset:
          Setting("min_chars", 6, "'Any text with a length of 5 or less has been dropped'"),
          Setting("min_words", 3, "'Text less than 3 words or more than 256 words ... were dropped'"),
          Setting("max_words", 256, "(same sentence)"),
-         Setting("boilerplate", False, "not in COYO's list"),
-         Setting("vocab_size", RARE_TOKEN_OFF, "no rare-token rule in COYO: every n-gram is allowed"),
+         *_without_align_frequency_rules("COYO", shared_text=False),
          Setting("max_images_per_text", 10, "'All texts appearing more than 10 times have been dropped' (we "
                                             "count distinct image URLs a text appears with)"),
-         Setting("max_texts_per_image", 0, "no texts-per-image rule in COYO: off"),
          Setting("min_image_bytes", 5_000, "'Less than 5KB image size are dropped' (5 KB read as 5,000 bytes)"),
          Setting("min_side", 199, "'Images with min(width, height) < 200 are dropped': keep >= 200"),
          Setting("max_aspect_ratio", ASPECT_AT_MOST_3, "'Images with an aspect ratio greater than 3.0 are "
@@ -98,10 +104,7 @@ def _datacomp_basic() -> Preset:
          Setting("min_words", 3, "caption_num_words > 2 (words split on whitespace; ours are word tokens)"),
          Setting("min_chars", 6, "caption_num_chars > 5"),
          Setting("max_words", MAX_WORDS_OFF, "no upper length bound in the baseline: off"),
-         Setting("boilerplate", False, "not in the baseline"),
-         Setting("vocab_size", RARE_TOKEN_OFF, "no rare-token rule in the baseline: every n-gram is allowed"),
-         Setting("max_images_per_text", 0, "no text-frequency rule in the baseline: off"),
-         Setting("max_texts_per_image", 0, "no texts-per-image rule in the baseline: off"),
+         *_without_align_frequency_rules("the baseline"),
          Setting("min_side", 199, "min(original_width, original_height) >= 200"),
          Setting("max_aspect_ratio", ASPECT_AT_MOST_3, "max/min side <= 3.0")),
         next_steps=("# DataComp's strongest simple baseline adds the top 30% by CLIP ViT-L/14 score:",
@@ -119,10 +122,7 @@ def _laion() -> Preset:
          Setting("min_chars", 5, "alt-texts shorter than 5 characters were dropped"),
          Setting("min_words", 0, "no word-count rule: off"),
          Setting("max_words", MAX_WORDS_OFF, "no word-count rule: off"),
-         Setting("boilerplate", False, "not in LAION's rules"),
-         Setting("vocab_size", RARE_TOKEN_OFF, "no rare-token rule in LAION: every n-gram is allowed"),
-         Setting("max_images_per_text", 0, "no text-frequency rule in LAION: off"),
-         Setting("max_texts_per_image", 0, "no texts-per-image rule in LAION: off"),
+         *_without_align_frequency_rules("LAION"),
          Setting("min_image_bytes", 5_000, "images smaller than 5 KB were dropped (read as 5,000 bytes)"),
          Setting("min_side", 0, "no image-size rule in LAION: off"),
          Setting("max_aspect_ratio", ASPECT_OFF, "no aspect-ratio rule in LAION: off")),

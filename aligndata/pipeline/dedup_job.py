@@ -47,6 +47,7 @@ from aligndata.io.storage import storage_for
 from aligndata.pipeline import components
 from aligndata.pipeline.outputs import emit
 from aligndata.pipeline.progress import ProgressWriter
+from aligndata.pipeline.report import SumCounts
 from aligndata.shards import duplicates as dup
 from aligndata.shards.writer import parquet_bytes
 
@@ -376,25 +377,13 @@ class BestVote(beam.CombineFn):
         return acc
 
 
-class SumStats(beam.CombineFn):
+class SumStats(SumCounts):
     """Counter dicts -> their sums (``largest_*``: the maximum)."""
-
-    def create_accumulator(self):
-        return {}
 
     def add_input(self, acc, element):
         for key, n in element.items():
             acc[key] = max(acc.get(key, 0), n) if key.startswith("largest") else acc.get(key, 0) + n
         return acc
-
-    def merge_accumulators(self, accs):
-        out = {}
-        for acc in accs:
-            self.add_input(out, acc)
-        return out
-
-    def extract_output(self, acc):
-        return dict(sorted(acc.items()))
 
 
 # ------------------------------------------------------------------------------------------------ parts
