@@ -14,6 +14,7 @@ import io
 import json
 from typing import Iterator
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from aligndata.io.inputs import WEB_FORMATS, InputError, InputSpec
@@ -174,3 +175,26 @@ def _iter_rows(spec: InputSpec) -> Iterator[dict]:
 
             extra = {c: get(c) for c in extras}
             yield _row(spec, index, get(spec.url_col), get(spec.caption_col), extra)
+
+
+class ParquetColumnsError(Exception):
+    """`read_parquet_columns` failed: ``missing`` names the absent columns (``present``: the file's), or is empty
+    when the file could not be read at all (``cause``). Callers word it for their command."""
+
+    def __init__(self, missing: list[str], present: list[str], cause: Exception | None = None):
+        super().__init__(f"missing columns {missing}" if missing else str(cause))
+        self.missing, self.present, self.cause = missing, present, cause
+
+
+def read_parquet_columns(storage, path: str, columns) -> pa.Table:
+    """Just ``columns`` of a parquet file (schema checked first, so a missing one costs no read)."""
+    try:
+        with storage.open_read(path) as f:
+            parquet = pq.ParquetFile(f)
+            present = list(parquet.schema_arrow.names)
+            missing = [c for c in columns if c not in present]
+            if missing:
+                raise ParquetColumnsError(missing, present)
+            return parquet.read(columns=list(columns))
+    except (OSError, pa.ArrowInvalid) as err:
+        raise ParquetColumnsError([], [], err) from None

@@ -37,13 +37,13 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from apache_beam.pvalue import TaggedOutput
 
 from aligndata.filters import corpus_dedup as cd
 from aligndata.io.atomic import write_bytes_atomic, write_json_atomic
 from aligndata.io.inputs import InputError
 from aligndata.io.storage import storage_for
+from aligndata.io import tables
 from aligndata.pipeline import components
 from aligndata.pipeline.outputs import emit
 from aligndata.pipeline.progress import ProgressWriter
@@ -125,17 +125,13 @@ class ReadShard(beam.DoFn):
 
 def read_parquet_columns(path: str, columns: list[str]) -> pa.Table:
     """The columns of a shard's parquet; InputError naming the file when it is missing or lacks one."""
-    storage = storage_for(path)
     try:
-        with storage.open_read(path) as f:
-            parquet = pq.ParquetFile(f)
-            missing = [c for c in columns if c not in parquet.schema_arrow.names]
-            if missing:
-                raise InputError(f"{path} has no {', '.join(missing)} column(s): dedup reads the per-shard parquet "
-                                 "that aligndata curate writes (uid, sha256, phash, caption)")
-            return parquet.read(columns=columns)
-    except (OSError, pa.ArrowInvalid) as err:
-        raise InputError(f"cannot read {path}: {err}") from None
+        return tables.read_parquet_columns(storage_for(path), path, columns)
+    except tables.ParquetColumnsError as err:
+        if err.missing:
+            raise InputError(f"{path} has no {', '.join(err.missing)} column(s): dedup reads the per-shard parquet "
+                             "that aligndata curate writes (uid, sha256, phash, caption)") from None
+        raise InputError(f"cannot read {path}: {err.cause}") from None
 
 
 class VertexStats(beam.CombineFn):

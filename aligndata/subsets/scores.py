@@ -20,8 +20,8 @@ from fractions import Fraction
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from aligndata.io.tables import ParquetColumnsError, read_parquet_columns
 from aligndata.subsets import SubsetError
 
 SCORES_SUFFIX = "_scores.parquet"
@@ -41,15 +41,12 @@ def read_scores(storage, path: str, uids: pa.ChunkedArray, shard: str) -> tuple[
         raise SubsetError(f"shard {shard}: no scores file {path} (write one with aligndata score, or name the "
                           f"directory that holds them with --scores)")
     try:
-        with storage.open_read(path) as f:
-            parquet = pq.ParquetFile(f)
-            missing = [c for c in SCORE_COLUMNS if c not in parquet.schema_arrow.names]
-            if missing:
-                raise SubsetError(f"shard {shard}: {path} has no {', '.join(missing)} column (a scores file has "
-                                  f"{', '.join(SCORE_COLUMNS)})")
-            table = parquet.read(columns=list(SCORE_COLUMNS))
-    except (pa.ArrowInvalid, OSError) as err:
-        raise SubsetError(f"shard {shard}: {path} is not a readable parquet file ({err})") from None
+        table = read_parquet_columns(storage, path, SCORE_COLUMNS)
+    except ParquetColumnsError as err:
+        if err.missing:
+            raise SubsetError(f"shard {shard}: {path} has no {', '.join(err.missing)} column (a scores file has "
+                              f"{', '.join(SCORE_COLUMNS)})") from None
+        raise SubsetError(f"shard {shard}: {path} is not a readable parquet file ({err.cause})") from None
     score_uids = table.column("uid")
     if pc.count_distinct(score_uids).as_py() != table.num_rows or score_uids.null_count:
         raise SubsetError(f"shard {shard}: {path} lists a uid twice (or a null uid)")

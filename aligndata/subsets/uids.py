@@ -23,9 +23,9 @@ import io
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from aligndata.io.storage import StorageError, storage_for
+from aligndata.io.tables import ParquetColumnsError, read_parquet_columns
 from aligndata.subsets import SubsetError
 
 UID_DTYPE = np.dtype([("f0", "<u8"), ("f1", "<u8")])  # == np.dtype("u8,u8") on a little-endian machine
@@ -216,15 +216,12 @@ def _is_hex(text: str) -> bool:
 
 def _read_parquet(storage, path: str, columns: list[str], option: str) -> pa.Table:
     try:
-        with storage.open_read(path) as f:
-            parquet = pq.ParquetFile(f)
-            missing = [c for c in columns if c not in parquet.schema_arrow.names]
-            if missing:
-                raise SubsetError(f"{option} {path}: no {', '.join(missing)} column (has "
-                                  f"{', '.join(parquet.schema_arrow.names)})")
-            return parquet.read(columns=columns)
-    except (pa.ArrowInvalid, OSError) as err:
-        raise SubsetError(f"{option} {path}: not a readable parquet file ({err})") from None
+        return read_parquet_columns(storage, path, columns)
+    except ParquetColumnsError as err:
+        if err.missing:
+            raise SubsetError(f"{option} {path}: no {', '.join(err.missing)} column (has "
+                              f"{', '.join(err.present)})") from None
+        raise SubsetError(f"{option} {path}: not a readable parquet file ({err.cause})") from None
 
 
 def read_duplicates(path: str) -> tuple[UidSet, int]:
