@@ -36,7 +36,11 @@ from bench_image_stage import photo_jpegs
 from common import emit
 from PIL import Image
 
+from aligndata.images.encode_pixels import encode_pixels
+from aligndata.images.fast_decode import decode_pixels
+from aligndata.images.geometry import plan_resize
 from aligndata.images.resample_reference import psnr, reference_resize
+from aligndata.images.resize_pixels import resize_pixels
 
 cv2.setNumThreads(1)
 pyvips.cache_set_max(0)  # otherwise a second pass over the same bytes is served from libvips' cache
@@ -184,6 +188,8 @@ def vips_resize(filter_name: str):
 RESIZERS = {f"pillow_{f}": ("pil", pillow_resize(f), f) for f in _PIL_FILTERS}
 RESIZERS.update({f"opencv_{f}": ("array", cv2_resize(f), f) for f in _CV2_FILTERS})
 RESIZERS.update({f"pyvips_{f}": ("array", vips_resize(f), f) for f in _VIPS_KERNELS})
+RESIZERS["chosen_area (aligndata now)"] = ("array", lambda p: resize_pixels(
+    p, plan_resize(p.shape[1], p.shape[0], "keep_ratio", TARGET)), "area")
 
 
 # ------------------------------------------------------------------------------------------------ encoders
@@ -239,9 +245,18 @@ def path_vips_shrink(data: bytes) -> bytes:
     return img.jpegsave_buffer(Q=QUALITY, subsample_mode="on", keep="none")
 
 
+def path_chosen(data: bytes) -> bytes:
+    """What images/process.py does now (area filter, keep_ratio 346, JPEG q95), pHash and checks left out."""
+    decoded = decode_pixels(data, draft_size=(TARGET, TARGET))
+    height, width = decoded.pixels.shape[:2]
+    return encode_pixels(resize_pixels(decoded.pixels, plan_resize(width, height, "keep_ratio", TARGET)), "jpg",
+                         QUALITY)
+
+
 def paths(fmt: str) -> dict:
     jpeg = fmt == "jpeg"
     out = {
+        "chosen (aligndata now: simplejpeg at draft scale / Pillow, opencv <2x bilinear or area, opencv)": path_chosen,
         "pillow": path_pillow(False),
         "pillow_draft (aligndata before)": path_pillow(True) if jpeg else None,
         "opencv (img2dataset's)": path_arrays(cv2_decode, cv2_encode),

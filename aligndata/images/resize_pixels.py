@@ -3,10 +3,10 @@
 Pillow's BOX filter, our area filter until now, weighs each input pixel 0 or 1 by whether its centre falls in the
 output pixel's footprint; at the shrink factors photos need after JPEG draft decoding (1x to 2x) that is 35-39 dB
 PSNR against the exact area average (aligndata.images.resample_reference), and 2.0-2.2 ms per 640x480 photo.
-Here: a shrink by an integer factor k >= 2 is Pillow's ``reduce(k)`` (the exact k x k mean), and what is left
-(< 2x) is OpenCV's bilinear sampling, 0.4-0.5 ms, 45-53 dB on the same photos. OpenCV's exact INTER_AREA scores
-59 dB but costs 2.8-3.2 ms; it is used only where the bilinear step would cover 2x or more (bench_codecs.py).
-Enlarging (``only_downscale=False``) keeps Pillow's BOX, as before.
+Here: a shrink by less than 2x (every JPEG in the default modes, thanks to the draft scale) is OpenCV's bilinear
+sampling, 0.4-0.5 ms, 45-53 dB on the same photos; 2x or more is OpenCV's exact INTER_AREA (59 dB; 2.8-3.2 ms at
+640x480, which is why it is not used below 2x, where bilinear already beats BOX). bench_codecs.py has the
+numbers. Enlarging (``only_downscale=False``) keeps Pillow's BOX, as before.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def use_one_thread() -> None:
 def resize_pixels(pixels: np.ndarray, plan: ResizePlan, border_color: tuple[int, int, int] = (0, 0, 0),
                   image: Image.Image | None = None) -> np.ndarray:
     """Apply ``plan`` (images.geometry) with the area filter. ``image``: the same pixels as a Pillow image, if the
-    caller has one (saves a copy when a ``reduce`` is needed)."""
+    caller has one (saves a copy when enlarging, which Pillow does)."""
     if plan.untouched:
         return pixels
     if plan.scaled != (pixels.shape[1], pixels.shape[0]):
@@ -51,12 +51,8 @@ def _area(pixels: np.ndarray, width: int, height: int, image: Image.Image | None
     if width > in_width or height > in_height:  # enlarging: Pillow's BOX (nearest-like), unchanged
         source = image if image is not None else Image.fromarray(pixels)
         return np.asarray(source.resize((width, height), Image.Resampling.BOX))
-    factor = min(in_width // width, in_height // height)
-    if factor >= 2:
-        source = image if image is not None else Image.fromarray(pixels)
-        pixels = np.asarray(source.reduce(factor))
-        in_height, in_width = pixels.shape[:2]
-        if (in_width, in_height) == (width, height):
-            return pixels
-    small_step = in_width < 2 * width and in_height < 2 * height
-    return cv2.resize(pixels, (width, height), interpolation=cv2.INTER_LINEAR if small_step else cv2.INTER_AREA)
+    if in_width < 2 * width and in_height < 2 * height:
+        return cv2.resize(pixels, (width, height), interpolation=cv2.INTER_LINEAR)
+    # 2x or more (no JPEG draft: PNG, WebP, GIF; or the long side scaled): OpenCV's exact area average. An integer
+    # reduce() first would be cheaper, but its partial last box shifts the grid: 44 dB against BOX's 47 at 3.8x.
+    return cv2.resize(pixels, (width, height), interpolation=cv2.INTER_AREA)
