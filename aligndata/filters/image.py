@@ -34,7 +34,7 @@ WEB_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "GIF", "WEBP", "AVIF", "BMP", "TI
 Image.init()
 
 # Orientations 5-8 rotate by 90 degrees: the displayed width is the stored height.
-_SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
+SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 _EXIF_TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
     3: Image.Transpose.ROTATE_180,
@@ -79,6 +79,14 @@ def decode_image(
     The first frame of an animation is returned. ``original_*`` are the size as displayed: EXIF orientations
     5-8 swap width and height, matching what a browser shows and what the size rules should judge.
     """
+    image = open_image(data, max_pixels, formats)
+    return finish_decode(image, draft_size)
+
+
+def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, formats: tuple[str, ...] = WEB_FORMATS) -> Image.Image:
+    """The first half of :func:`decode_image`: the header parsed by an allowed plugin and the pixel-bomb limit
+    checked, no pixel decoded yet. A faster decoder may take it from here (images/fast_decode.py); anything it
+    does not take goes on through :func:`finish_decode`."""
     if not data:
         raise DecodeError("empty")
     image = _identify(data, formats)
@@ -87,18 +95,31 @@ def decode_image(
         raise DecodeError(
             f"decompression_bomb:{width}x{height}", f"{width}x{height} exceeds the limit of {max_pixels} pixels"
         )
+    return image
+
+
+def finish_decode(image: Image.Image, draft_size: tuple[int, int] | None = None) -> Decoded:
+    """The second half of :func:`decode_image`: draft, load, EXIF orientation, RGB."""
+    width, height = image.size
     image_format = image.format or ""
     if draft_size is not None and image_format in ("JPEG", "MPO"):
         image.draft("RGB", draft_size)
     _load(image)
-    orientation = _orientation(image)
-    if orientation in _SWAPPING_ORIENTATIONS:
+    orientation = exif_orientation(image)
+    if orientation in SWAPPING_ORIENTATIONS:
         width, height = height, width
     if orientation != 1:
         # ImageOps.exif_transpose's mapping; done directly because it also re-serialises EXIF, which can fail on
         # the broken EXIF common on the web, and the encoder drops EXIF anyway.
         image = image.transpose(_EXIF_TRANSPOSE[orientation])
     return Decoded(to_rgb(image), width, height, image_format)
+
+
+def draft_scale(width: int, height: int, draft_size: tuple[int, int]) -> int:
+    """The DCT scale denominator (1, 2, 4 or 8) Pillow's JPEG ``draft`` picks for ``draft_size``: the largest that
+    keeps both sides >= the request (sizes as stored, before EXIF orientation)."""
+    scale = min(width // draft_size[0], height // draft_size[1])
+    return next((s for s in (8, 4, 2) if scale >= s), 1)
 
 
 def _identify(data: bytes, formats: tuple[str, ...]) -> Image.Image:
@@ -176,7 +197,7 @@ def _oserror_detail(err: OSError) -> str:
     return f"load_failed:{type(err).__name__}"
 
 
-def _orientation(image: Image.Image) -> int:
+def exif_orientation(image: Image.Image) -> int:
     """EXIF (or XMP) orientation 1-8; 1 when absent or unreadable (broken EXIF is common and harmless)."""
     try:
         value = image.getexif().get(ExifTags.Base.Orientation, 1)

@@ -3,26 +3,38 @@
 Pure functions (no Beam): decode -> size rules on the original size -> perceptual hash -> resize -> encode.
 Resize modes follow img2dataset (``no``, ``keep_ratio``, ``keep_ratio_largest``, ``center_crop``, ``border``)
 including its ``resize_only_if_bigger`` semantics (see :func:`resize_image`).
+
+The chain works on pixel arrays (chosen by benchmarks/bench_codecs.py): JPEGs decode through libjpeg-turbo
+directly (fast_decode.py, the same pixels as Pillow), the default ``area`` filter resizes with OpenCV
+(resize_pixels.py) and JPEG output is written by OpenCV (encode_pixels.py, the same bytes as Pillow for the same
+pixels). The other filters (bilinear, bicubic, lanczos) keep Pillow's antialiased resampling: OpenCV's are
+not antialiased (41 dB against Pillow's 56-57 on COCO photos).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 from dataclasses import dataclass
 
+import numpy as np
 from PIL import Image
 
 from aligndata.filters import reasons, registry
 from aligndata.filters.options import Option, defaults, positive_int
-from aligndata.filters.image import DecodeError, decode_image, image_size_reason, perceptual_hash
+from aligndata.filters.image import DecodeError, image_size_reason, perceptual_hash
+from aligndata.images.encode import EXTENSIONS, encode_image
+from aligndata.images.encode_pixels import encode_pixels
+from aligndata.images.fast_decode import decode_pixels
+from aligndata.images.geometry import RESIZE_MODES, plan_resize
+from aligndata.images.resize_pixels import resize_pixels
 
-RESIZE_MODES = ("no", "keep_ratio", "keep_ratio_largest", "center_crop", "border")
-EXTENSIONS = {"jpg": "jpg", "webp": "webp", "png": "png"}
+__all__ = ["EXTENSIONS", "RESIZE_MODES", "RESAMPLE_FILTERS", "OUTPUT_IMAGE_OPTIONS", "ImageConfig", "ImageOutcome",
+           "encode_image", "process_image", "resize_image"]
 
-# Resampling filters. "area" (Pillow's BOX: each output pixel averages the input pixels it covers) is what
-# img2dataset uses for downscaling (cv2.INTER_AREA) and is the fastest: 640x480 -> 346 short side measured
-# 1.2 ms against LANCZOS 3.3, BICUBIC 2.4, BILINEAR 1.5 ms (COCO photos, this machine).
+# Resampling filters. "area" is the default: in process_image an area downscale on arrays (resize_pixels.py:
+# integer reduce, then bilinear for the last < 2x; 0.4-0.5 ms per 640x480 photo, 45-53 dB against the exact area
+# average). Pillow's BOX below (each output pixel averages the input pixels whose centres it covers, 35-39 dB;
+# the area filter until this path) is what enlarging and non-RGB images get.
 RESAMPLE_FILTERS = {
     "area": Image.Resampling.BOX,
     "bilinear": Image.Resampling.BILINEAR,
@@ -43,7 +55,8 @@ def resize_image(
     border_color: tuple[int, int, int] = (0, 0, 0),
     resample: str = "area",
 ) -> Image.Image:
-    """Resize like img2dataset, with ``resample`` one of RESAMPLE_FILTERS.
+    """Resize like img2dataset, with ``resample`` one of RESAMPLE_FILTERS (``area`` on an RGB image: the array
+    path of resize_pixels.py, as process_image does).
 
     - ``no``: untouched.
     - ``keep_ratio``: the smaller side becomes ``size``.
@@ -57,44 +70,26 @@ def resize_image(
     <= ``size``, the image is returned untouched: no enlargement, and also no crop or padding, so such an
     image is not square in center_crop/border mode.
     """
-    if mode not in RESIZE_MODES:
-        raise ValueError(f"unknown resize mode {mode!r}; expected one of {', '.join(RESIZE_MODES)}")
-    if size < 1:
-        raise ValueError(f"resize size must be >= 1, got {size}")
     if resample not in RESAMPLE_FILTERS:
         raise ValueError(f"unknown resize filter {resample!r}; expected one of {', '.join(RESAMPLE_FILTERS)}")
-    if mode == "no":
+    plan = plan_resize(img.width, img.height, mode, size, only_downscale)
+    if plan.untouched:
         return img
-    width, height = img.size
-    uses_smaller_side = mode in ("keep_ratio", "center_crop")
-    scaled_side = min(width, height) if uses_smaller_side else max(width, height)
-    if only_downscale and scaled_side <= size:
-        return img
-    resized = _scale_side_to(img, scaled_side, size, RESAMPLE_FILTERS[resample])
-    if mode == "center_crop":
-        return _center_crop(resized, size)
-    if mode == "border":
-        return _pad_to_square(resized, size, border_color)
+    if resample == "area" and img.mode == "RGB":  # process_image's area path, on this image's pixels
+        return Image.fromarray(resize_pixels(np.asarray(img), plan, border_color, image=img))
+    resized = img if plan.scaled == img.size else _resample(img, plan.scaled, RESAMPLE_FILTERS[resample])
+    if plan.crop is not None:
+        return resized.crop(plan.crop)
+    if plan.pad_to is not None:
+        return _pad_to_square(resized, plan.pad_to, border_color)
     return resized
 
 
-def _scale_side_to(img: Image.Image, side: int, target: int, resample: Image.Resampling) -> Image.Image:
-    """Scale so that ``side`` becomes ``target``; the other side is rounded (never below 1 px)."""
-    width, height = img.size
-    scale = target / side
-    new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    if new_size == img.size:
-        return img
+def _resample(img: Image.Image, new_size: tuple[int, int], resample: Image.Resampling) -> Image.Image:
     if resample == Image.Resampling.BOX:
         return img.resize(new_size, resample)  # already an area average at any scale
     # reducing_gap only helps when shrinking; it is ignored by Pillow when enlarging.
     return img.resize(new_size, resample, reducing_gap=_REDUCING_GAP)
-
-
-def _center_crop(img: Image.Image, size: int) -> Image.Image:
-    width, height = img.size
-    left, top = (width - size) // 2, (height - size) // 2
-    return img.crop((left, top, left + size, top + size))
 
 
 def _pad_to_square(img: Image.Image, size: int, color: tuple[int, int, int]) -> Image.Image:
@@ -103,36 +98,12 @@ def _pad_to_square(img: Image.Image, size: int, color: tuple[int, int, int]) -> 
     return canvas
 
 
-def encode_image(img: Image.Image, fmt: str = "jpg", quality: int = 95) -> bytes:
-    """Encode as jpg/webp/png. Same pixels and options -> same bytes: no EXIF, ICC, XMP or timestamps written.
-
-    ``quality`` applies to jpg and (lossy) webp; png is lossless (zlib level 6).
-    """
-    if fmt not in EXTENSIONS:
-        raise ValueError(f"unknown encode format {fmt!r}; expected one of {', '.join(EXTENSIONS)}")
-    if not 1 <= quality <= 100:
-        raise ValueError(f"encode quality must be within 1..100, got {quality}")
-    if img.mode not in ("RGB", "L"):
-        img = img.convert("RGB")
-    if img.info:  # PNG/WebP savers copy some metadata (ICC profile, EXIF) from .info: drop it
-        img = img.copy()
-        img.info = {}
-    buffer = io.BytesIO()
-    if fmt == "jpg":
-        img.save(buffer, "JPEG", quality=quality)
-    elif fmt == "webp":
-        img.save(buffer, "WEBP", quality=quality, method=4)
-    else:
-        img.save(buffer, "PNG", compress_level=6)
-    return buffer.getvalue()
-
-
 # The output-image options of `curate` (the image rules' own options are in the rule registry).
 OUTPUT_IMAGE_OPTIONS: tuple[Option, ...] = (
     Option("--resize-mode", "keep_ratio", "img2dataset's meanings; never enlarges",
            choices=("keep_ratio", "center_crop", "border", "no")),
-    Option("--resize-filter", "area", "resampling filter for downscaling (area = img2dataset's INTER_AREA, "
-           "fastest)", choices=tuple(RESAMPLE_FILTERS)),
+    Option("--resize-filter", "area", "resampling filter for downscaling (area: integer box reduce, then "
+           "bilinear for the last < 2x; fastest)", choices=tuple(RESAMPLE_FILTERS)),
     Option("--image-size", 346, "target size for resizing (ALIGN resizes to 346, then crops 289 in training)",
            type=positive_int),
     Option("--encode-format", "jpg", "output image format", choices=tuple(EXTENSIONS)),
@@ -217,7 +188,7 @@ def process_image(data: bytes, cfg: ImageConfig, image_check=None) -> ImageOutco
     if len(data) < cfg.min_image_bytes:  # judged on the bytes as downloaded, before any decoding work
         return _rejected(outcome, reasons.IMAGE_FILE_TOO_SMALL, f"{len(data)} bytes")
     try:
-        decoded = decode_image(data, max_pixels=cfg.max_pixels, draft_size=cfg.draft_size())
+        decoded = decode_pixels(data, max_pixels=cfg.max_pixels, draft_size=cfg.draft_size())
     except DecodeError as err:
         return _rejected(outcome, reasons.DECODE_FAILED, err.detail)
     except Exception as err:  # a Pillow bug on hostile bytes must not kill the worker
@@ -237,13 +208,20 @@ def process_image(data: bytes, cfg: ImageConfig, image_check=None) -> ImageOutco
         if hit is not None:
             return _rejected(outcome, *hit)
     try:
-        resized = resize_image(decoded.image, cfg.resize_mode, cfg.image_size, cfg.only_downscale,
-                               resample=cfg.resample)
-        outcome.image_bytes = encode_image(resized, cfg.encode_format, cfg.encode_quality)
+        if cfg.resample == "area":  # the default: arrays all the way (OpenCV resize, OpenCV JPEG)
+            plan = plan_resize(*decoded.pixels.shape[1::-1], cfg.resize_mode, cfg.image_size, cfg.only_downscale)
+            pixels = resize_pixels(decoded.pixels, plan, image=decoded.image)  # made for the pHash already
+            outcome.image_bytes = encode_pixels(pixels, cfg.encode_format, cfg.encode_quality)
+            outcome.width, outcome.height = pixels.shape[1], pixels.shape[0]
+        else:
+            resized = resize_image(decoded.image, cfg.resize_mode, cfg.image_size, cfg.only_downscale,
+                                   resample=cfg.resample)
+            outcome.image_bytes = encode_image(resized, cfg.encode_format, cfg.encode_quality)
+            outcome.width, outcome.height = resized.size
     except Exception as err:  # e.g. MemoryError on a huge image in mode "no"
         outcome.phash = None
+        outcome.width = outcome.height = None
         return _rejected(outcome, reasons.DECODE_FAILED, f"encode_failed:{type(err).__name__}")
-    outcome.width, outcome.height = resized.size
     return outcome
 
 

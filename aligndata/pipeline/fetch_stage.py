@@ -24,6 +24,7 @@ from aligndata.fetch.cache import FetchCache, ShardCache, default_cache_dir
 from aligndata.images.content_checks import ImageChecks
 from aligndata.pipeline.progress import ProgressWriter
 from aligndata.images.process import ImageConfig, process_image
+from aligndata.images.resize_pixels import use_one_thread
 from aligndata.filters.language import detection_on
 from aligndata.shards.contract import LANGUAGE_COLUMNS
 from aligndata.shards.outcomes import Failure
@@ -71,6 +72,7 @@ class FetchShard(beam.DoFn):
         self.image_check = self.checks.check_image if self.checks.enabled else None
         self.cache = FetchCache(self.cfg.cache_dir or default_cache_dir(self.cfg.output))
         self.image_cfg = ImageConfig.from_options(self.cfg)
+        use_one_thread()  # one image per core already (image_slots); OpenCV's own pool would only add hand-offs
         self.pool = ThreadPoolExecutor(max_workers=self.cfg.fetch_threads, thread_name_prefix="aligndata-fetch")
         self.fetched = Metrics.counter(NAMESPACE, "urls_fetched")
         self.downloaded_bytes = Metrics.counter(NAMESPACE, "bytes_downloaded")
