@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     from aligndata.commands.models import register as register_models
     from aligndata.commands.dedup import register as register_dedup
     from aligndata.commands.eval_index import register as register_eval_index
+    from aligndata.commands.labels import register as register_labels
 
     from aligndata.commands.rules import register as register_rules
     from aligndata.commands.score import register as register_score
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_subset(sub)
     register_score(sub)
     register_dedup(sub)
+    register_labels(sub)
     return parser
 
 
