@@ -174,9 +174,11 @@ def test_nothing_readable_fails_with_one_line_and_the_ledger(tmp_path, capsys):
 def test_the_trainer_reads_the_output_with_prompts_of_its_classes(written):
     from aligndata.models import data
     from aligndata.models.tokenizer import train_tokenizer
+    from aligndata.models.train import shard_set_classnames
     from aligndata.shards.spec import resolve
 
     names = (written / "classnames.txt").read_text().splitlines()
+    assert shard_set_classnames(resolve(str(written))) == (names, str(written / "classnames.txt"))  # train finds it
     tokenizer = train_tokenizer([f"a photo of a {n}." for n in names] * 3, vocab_size=100, min_frequency=1)
     cfg = data.DataConfig(urls=resolve(str(written)).paths, batch_size=13, image_size=32, resize_size=36,
                           shuffle_buffer=0, classnames=names, templates=("a photo of a {}.",))

@@ -58,8 +58,22 @@ def register(subparsers) -> None:
     ev.set_defaults(func=cmd_evaluate)
 
 
+def _weights(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 0.7,0.3, got {text!r}") from None
+    if any(not v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"every weight must be > 0, got {text!r}")
+    return values
+
+
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help=SHARDS_HELP)
+    p.add_argument("--data", required=True, action="append",
+                   help=SHARDS_HELP + "; repeat it to mix several sets (UniCL: image-text + image-label shards)")
+    p.add_argument("--data-weights", type=_weights, default=None, metavar="W1,W2,...",
+                   help="each --data set's share of the samples (normalised; default: by their sizes.json counts, "
+                        "as if concatenated, else equal); deterministic and exact per batch, resumable")
     p.add_argument("--output", required=True, help="run directory (checkpoints, metrics.jsonl, final/)")
     p.add_argument("--val-data", default=None, help="shards evaluated (retrieval, zero-shot, k-NN) at the end")
     p.add_argument("--preset", default="tiny", choices=list(PRESETS))
@@ -95,7 +109,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="keep decoded, resized training images in memory (resize-size^2 x 3 bytes each): later "
                         "epochs skip JPEG decoding; for small corpora trained for many epochs")
     p.add_argument("--classnames", default=None,
-                   help="class names file: .cls samples get a random prompt of their class as text")
+                   help="class names file: .cls samples get a random prompt of their class as text (a --data set's "
+                        "own classnames.txt, which shards-from-labels writes, comes first; also the --val-data names)")
     p.add_argument("--grad-clip", type=_positive_float, default=1.0, help="max gradient norm")
     p.add_argument("--save-every", type=_positive_int, default=1000, help="checkpoint every N steps (and at the end)")
     p.add_argument("--keep-checkpoints", type=_positive_int, default=2)
@@ -125,7 +140,7 @@ def train_config(args):
     from aligndata.models.train import TrainConfig
 
     return TrainConfig(
-        data=args.data, output=args.output, val_data=args.val_data, preset=args.preset, tokenizer=args.tokenizer,
+        data=args.data[0] if len(args.data) == 1 else args.data, data_weights=args.data_weights, output=args.output, val_data=args.val_data, preset=args.preset, tokenizer=args.tokenizer,
         vocab_size=args.vocab_size, steps=args.steps, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         warmup_steps=args.warmup_steps, optimizer=args.optimizer, weight_decay=args.weight_decay, loss=args.loss,
         label_smoothing=args.label_smoothing, temperature_init=args.temperature_init, image_size=args.image_size, resize_size=args.resize_size,
