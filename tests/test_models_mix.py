@@ -165,6 +165,11 @@ def test_train_on_two_sets_resumes_to_the_same_weights(sets, tmp_path):
     described = config["data_sets"]
     assert [d["share"] for d in described] == [0.7, 0.3] and described[0]["classnames"] is None
     assert described[1]["classnames"].endswith("classnames.txt") and described[1]["classes"] == 8
+    # evaluate finds the labelled set's classnames.txt too
+    out = tmp_path / "eval.json"
+    assert commands.main(["evaluate", "--model", os.path.join(straight, "final"), "--data", str(sets["root"] / "labels"),
+                          "--device", "cpu", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["zeroshot"]["classes"] == 8
 
 
 def test_train_refuses_mismatched_weights_and_epochs_of_a_mix(sets, tmp_path, capsys):

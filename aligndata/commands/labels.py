@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 from aligndata.commands import standalone_main
-from aligndata.filters.options import positive_float, positive_int
+from aligndata.filters.options import non_negative_int, positive_float, positive_int
 from aligndata.images.process import OUTPUT_IMAGE_OPTIONS, ImageConfig
 from aligndata.shards.names import DEFAULT_SHARD_DIGITS, MAX_SHARD_DIGITS
 
@@ -38,7 +38,7 @@ def register(subparsers) -> None:
     p.add_argument("--max-file-bytes", type=positive_int, default=64 << 20, help="larger files are rejected unread")
     p.add_argument("--max-pixels", type=positive_int, default=ImageConfig.max_pixels,
                    help="decompression-bomb limit (curate's)")
-    p.add_argument("--min-side", type=int, default=0, help="reject images whose shorter side is <= this (0: off)")
+    p.add_argument("--min-side", type=non_negative_int, default=0, help="reject images whose shorter side is <= this (0: off)")
     p.add_argument("--max-aspect-ratio", type=positive_float, default=None,
                    help="reject images whose long/short ratio is >= this (default: off)")
     for option in OUTPUT_IMAGE_OPTIONS:

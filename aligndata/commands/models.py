@@ -47,7 +47,8 @@ def register(subparsers) -> None:
     ev.add_argument("--model", required=True, help="RUN/final (a save_pretrained directory)")
     ev.add_argument("--data", required=True, help=SHARDS_HELP)
     ev.add_argument("--tasks", default="retrieval,zeroshot,knn", help="comma-separated: retrieval,zeroshot,knn")
-    ev.add_argument("--classnames", default=None, help="file with one class name per line (line i = class i)")
+    ev.add_argument("--classnames", default=None, help="file with one class name per line (line i = class i; default: "
+                    "the classnames.txt beside --data's shards, which shards-from-labels writes)")
     ev.add_argument("--templates", default=None, help="file with prompt templates, one per line, with {}")
     ev.add_argument("--knn-train-data", default=None, help="labelled shards for the k-NN bank "
                     "(default: leave-one-out on --data)")
@@ -196,7 +197,7 @@ def cmd_evaluate(args, beam_args=None) -> int:
     device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
     _no_library_bars_off_a_terminal()
     try:
-        classnames = _read_lines(args.classnames, "--classnames")
+        classnames = _read_lines(args.classnames, "--classnames") or _classnames_beside(args.data)
         templates = _read_lines(args.templates, "--templates") or DEFAULT_TEMPLATES
         if any("{}" not in t for t in templates):
             raise ValueError("--templates: every template needs a {} where the class name goes")
@@ -213,6 +214,17 @@ def cmd_evaluate(args, beam_args=None) -> int:
         with open(args.json, "w", encoding="utf-8") as handle:
             handle.write(text + "\n")
     return 0
+
+
+def _classnames_beside(data: str) -> list[str] | None:
+    from aligndata.models.train import TrainError, shard_set_classnames
+    from aligndata.shards.spec import resolve
+
+    try:
+        found = shard_set_classnames(resolve(data))
+    except TrainError as err:
+        raise ValueError(str(err)) from None
+    return found[0] if found else None
 
 
 def _no_library_bars_off_a_terminal() -> None:
