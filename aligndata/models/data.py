@@ -19,9 +19,9 @@ rank whose shards ran out, the classic hang of distributed webdataset training w
 
 Several shard sets (``sources``, UniCL's image-text + image-label mix): each consumer runs stages 1-3 once per set
 (its own shard order, shuffle buffer and position; set 0 with exactly the seeds a single set uses) and fills
-each sample slot from the set whose share is furthest behind its weight: after n samples, set s has given
-floor- or ceil-near w_s * n of them (smooth weighted round robin: no random draw, so the rates hold exactly in
-every batch, +-1 sample, and the choice is a function of the counts alone). Labels (UniCL's TargetM): a class of a
+each sample slot from the set whose share is furthest behind its weight: after n samples, set s has given within
+one sample of w_s * n of them (smooth weighted round robin: no random draw, so the rates hold in every batch, and
+the choice is a function of the counts alone). Labels (UniCL's TargetM): a class of a
 set with class names is the id of its name in the joint list of names (sets sharing a name share the class; a set's
 text is then a random prompt of it); every other sample's label is its caption's (``losses.caption_label``:
 identical captions share one, and a caption is never a class's label, even when it equals a class's prompt).

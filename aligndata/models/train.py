@@ -243,12 +243,10 @@ def build_sources(cfg: TrainConfig) -> tuple[list[data.Source], list[dict]]:
         names, names_from = (own if own is not None else (fallback, cfg.classnames if fallback else None))
         sources.append(data.Source(shards.paths, float(weight), names, None, name=one))
         described.append({"data": one, "shards": len(shards.paths), "weight": float(weight),
-                          "share": float(weight) / sum(weights), "classnames": names_from,
-                          "classes": len(names) if names else None})
+                          "share": float(weight) / sum(weights), "weights_from": weights_from,
+                          "classnames": names_from, "classes": len(names) if names else None})
     if len(sources) > 1:
         data.joint_classes(sources)
-    for source, record in zip(sources, described):
-        record["weights_from"] = weights_from
     return sources, described
 
 
