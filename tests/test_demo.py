@@ -169,3 +169,8 @@ def test_unicl_demo_trains_three_arms_and_reports_them(tmp_path, capsys):
         assert run["zeroshot_top1"] <= run["zeroshot_top5"]
     for label in ("ALIGN, image-text", "UniCL, image-text + image-label", "UniCL, image-label only", "k-NN"):
         assert label in printed
+
+
+def test_unicl_demo_refuses_compare_and_loop(tmp_path, capsys):
+    assert main(["demo", "--unicl", "--loop", "--output", str(tmp_path / "d"), "--quiet"]) == 2
+    assert "leave out --compare and --loop" in capsys.readouterr().err
