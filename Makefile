@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 TORCH_CPU_WHEEL := $(firstword $(wildcard /opt/wheels/torch-*+cpu-*.whl))
 TORCHVISION_CPU_WHEEL := $(firstword $(wildcard /opt/wheels/torchvision-*+cpu-*.whl))
 
-.PHONY: install test test-fast demo demo-loop example benchmark clean browser rules-table flink spark
+.PHONY: install test test-fast demo demo-loop demo-unicl example benchmark clean browser rules-table flink spark
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -37,6 +37,12 @@ demo: $(VENV)/.installed
 # The closed loop too (README: "The closed loop"): two more training runs, about twice `make demo`'s time.
 demo-loop: $(VENV)/.installed
 	$(VENV)/bin/aligndata demo --output demo_output --overwrite --loop
+
+# UniCL's question (README: "Does image-label data help?"): three runs on each of two seeds, one thread each
+# (two torch threads on these shared 2 cores ran 10x slower under load).
+demo-unicl: $(VENV)/.installed
+	for seed in 0 1; do OMP_NUM_THREADS=1 $(VENV)/bin/aligndata demo --unicl --output demo_unicl/seed$$seed \
+	  --overwrite --seed $$seed || exit 1; done
 
 example: $(VENV)/.installed
 	$(VENV)/bin/aligndata example --output example_output --overwrite

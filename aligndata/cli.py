@@ -28,6 +28,7 @@ def cmd_demo(args, beam_args) -> int:
 
     cfg = DemoConfig(output=args.output, pairs=args.pairs, eval_size=args.eval_size, train_steps=args.train_steps,
                      batch_size=args.batch_size, compare=args.compare, loop=args.loop, keep_fraction=args.keep_fraction,
+                     unicl=args.unicl, label_images=args.label_images,
                      seed=args.seed, overwrite=args.overwrite, quiet=args.quiet)
     try:
         result = run_demo(cfg, beam_args)
@@ -66,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--keep-fraction", type=exact_fraction, default=None, metavar="F",
                       help="--loop's top fraction of each corpus (0.3, 1/3; default: the share of the unfiltered "
                            "corpus the rules kept, so score only and rules only train on as many samples)")
+    demo.add_argument("--unicl", action="store_true",
+                      help="three runs, same steps: ALIGN on the curated shards, UniCL on them + an image-label set of "
+                           "other scenes (1:1 per batch), UniCL on the image-label set alone")
+    demo.add_argument("--label-images", type=_positive_int, default=1200, help="--unicl's image-label set size")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--overwrite", action="store_true")
     demo.add_argument("--quiet", action="store_true")
@@ -77,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     from aligndata.commands.models import register as register_models
     from aligndata.commands.dedup import register as register_dedup
     from aligndata.commands.eval_index import register as register_eval_index
+    from aligndata.commands.labels import register as register_labels
 
     from aligndata.commands.rules import register as register_rules
     from aligndata.commands.score import register as register_score
@@ -90,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_subset(sub)
     register_score(sub)
     register_dedup(sub)
+    register_labels(sub)
     return parser
 
 

@@ -138,3 +138,39 @@ def test_keep_fraction_must_be_a_fraction(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["demo", "--loop", "--keep-fraction", "1.5"])
     assert exit_info.value.code == 2 and "must be in (0, 1]" in capsys.readouterr().err
+
+
+@pytest.mark.e2e
+def test_unicl_demo_trains_three_arms_and_reports_them(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--unicl", "--output", str(out), "--pairs", "300", "--eval-size", "30", "--train-steps",
+                 "40", "--batch-size", "16", "--label-images", "120"]) == 0
+    printed = capsys.readouterr().err
+    result = json.loads((out / "demo.json").read_text())
+    assert list(result["runs"]) == ["align", "unicl-mix", "unicl-labels"]
+    label_set = result["unicl"]["label_set"]
+    assert label_set["files"] == label_set["kept"] == 120 and label_set["rejected"] == {}
+    assert 1 < label_set["classes"] <= 36 and (out / "labelled" / "classnames.txt").exists()
+    assert sum(1 for _ in (out / "labelled-images").rglob("*.jpg")) == 120  # real files, one folder per class
+    curated = result["runs"]["align"]["train_samples"]
+    assert result["runs"]["unicl-mix"]["train_samples"] == curated + 120
+    assert result["runs"]["unicl-labels"]["train_samples"] == 120
+    for name, run in result["runs"].items():
+        config = json.loads((Path(run["model"]).parent / "train_config.json").read_text())
+        assert config["loss"] == ("align" if name == "align" else "unicl")
+        assert [d["share"] for d in config["data_sets"]] == ([0.5, 0.5] if name == "unicl-mix" else [1.0])
+        curve = learning_curve(Path(run["model"]).parent)
+        assert [step for step, _ in curve] == list(range(1, 41))
+        assert run["final_loss"] < sum(loss for _, loss in curve[:5]) / 5, (name, curve)  # every arm trained
+        assert_recall(run["retrieval"]["image_to_text_R@1"], 30)
+        assert_recall(run["retrieval"]["text_to_image_R@1"], 30)
+        assert_recall(run["zeroshot_top1"], 30)
+        assert_recall(run["knn_top1"], 30)
+        assert run["zeroshot_top1"] <= run["zeroshot_top5"]
+    for label in ("ALIGN, image-text", "UniCL, image-text + image-label", "UniCL, image-label only", "k-NN"):
+        assert label in printed
+
+
+def test_unicl_demo_refuses_compare_and_loop(tmp_path, capsys):
+    assert main(["demo", "--unicl", "--loop", "--output", str(tmp_path / "d"), "--quiet"]) == 2
+    assert "leave out --compare and --loop" in capsys.readouterr().err

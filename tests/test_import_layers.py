@@ -28,13 +28,14 @@ ALLOWED: dict[str, set[str]] = {
     "inspect": {"filters", "io", "shards", "images"},
     "models": {"filters", "io", "shards"},
     "subsets": {"filters", "io", "shards"},
+    "labelled": {"filters", "io", "shards", "images"},
     "pipeline": {"filters", "io", "fetch", "shards", "images", "extract", "inspect"},
     "localweb": set(),
     "example": {"filters", "io", "fetch", "shards", "images", "extract", "inspect", "pipeline", "localweb"},
     "commands": {"filters", "io", "fetch", "shards", "images", "extract", "inspect", "models", "pipeline",
-                 "subsets"},
+                 "subsets", "labelled"},
     "demo": {"filters", "io", "fetch", "shards", "images", "extract", "inspect", "models", "pipeline",
-             "subsets", "localweb", "example"},
+             "subsets", "localweb", "example", "labelled"},
     "cli": {"filters", "commands", "demo", "example", "pipeline", "shards", "io"},
 }
 # Third-party fences: (module prefix, the layers that may import it).

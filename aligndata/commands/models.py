@@ -47,7 +47,8 @@ def register(subparsers) -> None:
     ev.add_argument("--model", required=True, help="RUN/final (a save_pretrained directory)")
     ev.add_argument("--data", required=True, help=SHARDS_HELP)
     ev.add_argument("--tasks", default="retrieval,zeroshot,knn", help="comma-separated: retrieval,zeroshot,knn")
-    ev.add_argument("--classnames", default=None, help="file with one class name per line (line i = class i)")
+    ev.add_argument("--classnames", default=None, help="file with one class name per line (line i = class i; default: "
+                    "the classnames.txt beside --data's shards, which shards-from-labels writes)")
     ev.add_argument("--templates", default=None, help="file with prompt templates, one per line, with {}")
     ev.add_argument("--knn-train-data", default=None, help="labelled shards for the k-NN bank "
                     "(default: leave-one-out on --data)")
@@ -58,8 +59,22 @@ def register(subparsers) -> None:
     ev.set_defaults(func=cmd_evaluate)
 
 
+def _weights(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 0.7,0.3, got {text!r}") from None
+    if any(not v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"every weight must be > 0, got {text!r}")
+    return values
+
+
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help=SHARDS_HELP)
+    p.add_argument("--data", required=True, action="append",
+                   help=SHARDS_HELP + "; repeat it to mix several sets (UniCL: image-text + image-label shards)")
+    p.add_argument("--data-weights", type=_weights, default=None, metavar="W1,W2,...",
+                   help="each --data set's share of the samples (normalised; default: by their sizes.json counts, "
+                        "as if concatenated, else equal); deterministic and exact per batch, resumable")
     p.add_argument("--output", required=True, help="run directory (checkpoints, metrics.jsonl, final/)")
     p.add_argument("--val-data", default=None, help="shards evaluated (retrieval, zero-shot, k-NN) at the end")
     p.add_argument("--preset", default="tiny", choices=list(PRESETS))
@@ -95,7 +110,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="keep decoded, resized training images in memory (resize-size^2 x 3 bytes each): later "
                         "epochs skip JPEG decoding; for small corpora trained for many epochs")
     p.add_argument("--classnames", default=None,
-                   help="class names file: .cls samples get a random prompt of their class as text")
+                   help="class names file: .cls samples get a random prompt of their class as text (a --data set's "
+                        "own classnames.txt, which shards-from-labels writes, comes first; also the --val-data names)")
     p.add_argument("--grad-clip", type=_positive_float, default=1.0, help="max gradient norm")
     p.add_argument("--save-every", type=_positive_int, default=1000, help="checkpoint every N steps (and at the end)")
     p.add_argument("--keep-checkpoints", type=_positive_int, default=2)
@@ -125,7 +141,7 @@ def train_config(args):
     from aligndata.models.train import TrainConfig
 
     return TrainConfig(
-        data=args.data, output=args.output, val_data=args.val_data, preset=args.preset, tokenizer=args.tokenizer,
+        data=args.data[0] if len(args.data) == 1 else args.data, data_weights=args.data_weights, output=args.output, val_data=args.val_data, preset=args.preset, tokenizer=args.tokenizer,
         vocab_size=args.vocab_size, steps=args.steps, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         warmup_steps=args.warmup_steps, optimizer=args.optimizer, weight_decay=args.weight_decay, loss=args.loss,
         label_smoothing=args.label_smoothing, temperature_init=args.temperature_init, image_size=args.image_size, resize_size=args.resize_size,
@@ -181,7 +197,7 @@ def cmd_evaluate(args, beam_args=None) -> int:
     device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
     _no_library_bars_off_a_terminal()
     try:
-        classnames = _read_lines(args.classnames, "--classnames")
+        classnames = _read_lines(args.classnames, "--classnames") or _classnames_beside(args.data)
         templates = _read_lines(args.templates, "--templates") or DEFAULT_TEMPLATES
         if any("{}" not in t for t in templates):
             raise ValueError("--templates: every template needs a {} where the class name goes")
@@ -198,6 +214,17 @@ def cmd_evaluate(args, beam_args=None) -> int:
         with open(args.json, "w", encoding="utf-8") as handle:
             handle.write(text + "\n")
     return 0
+
+
+def _classnames_beside(data: str) -> list[str] | None:
+    from aligndata.models.train import TrainError, shard_set_classnames
+    from aligndata.shards.spec import resolve
+
+    try:
+        found = shard_set_classnames(resolve(data))
+    except TrainError as err:
+        raise ValueError(str(err)) from None
+    return found[0] if found else None
 
 
 def _no_library_bars_off_a_terminal() -> None:

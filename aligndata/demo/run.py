@@ -9,6 +9,8 @@
    held-out set (with --compare, also on the unfiltered corpus, same budget);
 6. with --loop (implies --compare), the closed loop (aligndata.demo.loop): the curated run's model scores both
    corpora, each is cut to its top fraction by score, and two more runs train on the cuts with the same budget;
+   with --unicl instead (aligndata.demo.unicl), ALIGN on the curated shards against UniCL on them plus an
+   image-label set, and UniCL on the image-label set alone;
 7. write report.html (funnel, grid, learning curves) and demo.json.
 """
 
@@ -26,7 +28,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from aligndata.demo import loop
+from aligndata.demo import loop, unicl
 from aligndata.demo.web import CLEAN, build_web
 from aligndata.demo.world import class_names
 from aligndata.filters.frequency import hash64
@@ -56,6 +58,8 @@ class DemoConfig:
     compare: bool = False
     loop: bool = False  # implies compare
     keep_fraction: str | None = None  # --loop's top fraction, as typed; None: the share the rules kept
+    unicl: bool = False  # the three UniCL runs instead of the curated/unfiltered ones
+    label_images: int = 1200  # --unicl's image-label set: scenes drawn as files, one folder per class
     seed: int = 0
     overwrite: bool = False
     quiet: bool = False
@@ -130,11 +134,12 @@ def filter_scores(pairs_path: str, curated: str) -> dict:
             "per_kind": per_kind}
 
 
-def _train_and_evaluate(cfg: DemoConfig, data: str, run: Path, eval_shards: str, classnames: str) -> dict:
+def _train_and_evaluate(cfg: DemoConfig, data: str | list[str], run: Path, eval_shards: str, classnames: str,
+                        loss: str = "align", data_weights: list[float] | None = None) -> dict:
     from aligndata.models.train import TrainConfig, train
 
     summary = train(TrainConfig(
-        data=data, output=str(run), val_data=eval_shards, preset="tiny", vocab_size=2000, steps=cfg.train_steps,
+        data=data, data_weights=data_weights, loss=loss, output=str(run), val_data=eval_shards, preset="tiny", vocab_size=2000, steps=cfg.train_steps,
         batch_size=cfg.batch_size, lr=2e-3, warmup_steps=max(1, cfg.train_steps // 10), optimizer="adamw",
         temperature_init=0.1,
         weight_decay=1e-4, workers=0, save_every=cfg.train_steps, seed=cfg.seed, device="cpu",
@@ -227,7 +232,9 @@ def _loop_paragraph(result: dict, escape) -> str:
 
 
 def run_label(name: str) -> str:
-    """How the tables name a run: the loop's wording (rules only, score only, ...), else its own name."""
+    """How the tables name a run: the loop's or --unicl's wording (rules only, ...), else its own name."""
+    if name in unicl.UNICL_RUNS:
+        return unicl.UNICL_RUNS[name][0]
     return loop.LOOP_RUNS[name][0] if name in loop.LOOP_RUNS else name
 
 
@@ -265,9 +272,13 @@ def run_demo(cfg: DemoConfig, beam_args: list[str] | None = None) -> dict:
     from aligndata.images.eval_index import build_index
     from aligndata.pipeline.run import run_curate
 
+    if cfg.unicl and (cfg.loop or cfg.compare):
+        raise DemoError("--unicl runs its own three trainings; leave out --compare and --loop")
+    if cfg.unicl and cfg.label_images < cfg.batch_size:
+        raise DemoError(f"--label-images {cfg.label_images} is fewer than one batch of {cfg.batch_size}")
     if cfg.loop:
         cfg.compare = True  # the loop compares against the unfiltered run
-    steps = 6 if cfg.loop else 5
+    steps = 6 if cfg.loop or cfg.unicl else 5
     out = Path(cfg.output)
     if out.exists() and any(out.iterdir()):
         if not cfg.overwrite:
@@ -317,8 +328,11 @@ def run_demo(cfg: DemoConfig, beam_args: list[str] | None = None) -> dict:
     f = result["filters"]
     _say(cfg, f"[3/{steps}] filters vs ground truth: precision {f['precision']:.3f}, recall {f['recall']:.3f}")
 
-    _say(cfg, f"[4/{steps}] training the tiny dual encoder for {cfg.train_steps} steps on the curated shards")
     curves: dict = {}
+    if cfg.unicl:
+        _unicl_runs(cfg, out, curated, eval_shards, unleaked_shards, classnames, result, curves, steps)
+        return _finish(cfg, out, web, curated, result, curves, started, steps)
+    _say(cfg, f"[4/{steps}] training the tiny dual encoder for {cfg.train_steps} steps on the curated shards")
 
     def train_on(name: str, data: str) -> None:
         run_dir = out / f"run-{name}"
@@ -338,7 +352,30 @@ def run_demo(cfg: DemoConfig, beam_args: list[str] | None = None) -> dict:
             train_on(name, cut["subset"])
         result["runs"] = {name: result["runs"][name] for name in loop.LOOP_RUNS}  # the table's order
         curves = {run_label(name): curves[name] for name in loop.LOOP_RUNS}
+    return _finish(cfg, out, web, curated, result, curves, started, steps)
 
+
+def _unicl_runs(cfg: DemoConfig, out: Path, curated: str, eval_shards: str, unleaked_shards: str, classnames: str,
+                result: dict, curves: dict, steps: int) -> None:
+    _say(cfg, f"[4/{steps}] drawing {cfg.label_images} other scenes of the world as image files, one folder per "
+              "class, and turning them into shards (shards-from-labels)")
+    label_set = unicl.make_label_set(out, cfg.label_images, cfg.seed)
+    result["unicl"] = {"label_set": label_set, "mix_weights": unicl.MIX_WEIGHTS}
+    for name, (label, loss, _) in unicl.UNICL_RUNS.items():
+        sets, weights = unicl.arm_data(name, curated, label_set["shards"])
+        _say(cfg, f"[5/{steps}] {label}: {loss} loss, {cfg.train_steps} steps of {cfg.batch_size}")
+        run_dir = out / f"run-{name}"
+        began = time.monotonic()
+        summary = _train_and_evaluate(cfg, sets if len(sets) > 1 else sets[0], run_dir, eval_shards, classnames,
+                                      loss=loss, data_weights=weights)
+        result["runs"][name] = unicl.arm_summary(summary, sets)
+        result["runs"][name]["unleaked"] = _evaluate_unleaked(summary["final"], unleaked_shards)
+        result["runs"][name]["seconds"] = round(time.monotonic() - began, 1)
+        curves[run_label(name)] = learning_curve(run_dir)
+
+
+def _finish(cfg: DemoConfig, out: Path, web, curated: str, result: dict, curves: dict, started: float,
+            steps: int) -> dict:
     n_eval = len(web.eval_set)
     result["chance"] = {"retrieval_R@1": 100.0 / n_eval, "zeroshot": 100.0 / len(class_names())}  # percent
     result["seconds"] = round(time.monotonic() - started, 1)
@@ -383,6 +420,10 @@ def print_results(result: dict, stream=None) -> None:
     print(f"\nfilters vs ground truth: precision {f['precision']:.3f}  recall {f['recall']:.3f}", file=stream)
     for kind, stats in f["per_kind"].items():
         print(f"  {kind:22s} {stats['rejected']:5d}/{stats['rows']:<5d} rejected  {stats['outcomes']}", file=stream)
+    if "unicl" in result:
+        unicl.print_unicl(result, stream)
+        print(f"\n{result['seconds']} s; report: {result['report']}", file=stream)
+        return
     chance = result["chance"]
     print(f"\n{'training data':14s} {'samples':>8s} {'i->t R@1 %':>11s} {'t->i R@1 %':>11s} {'zero-shot %':>12s}",
           file=stream)

@@ -17,9 +17,19 @@ Each consumer's stream runs epoch after epoch without end; the trainer decides h
 (from ``sizes.json``). That way every rank always has a next batch: no rank waits forever in an all_gather for a
 rank whose shards ran out, the classic hang of distributed webdataset training with uneven shards.
 
-Position: each batch carries its consumer's (epoch, raw samples consumed in that epoch). Resuming skips that many
-raw samples *before* decoding (cheap) and restarts the DataLoader workers rotated so the next batch comes from the
-consumer whose turn it was: the resumed stream is identical to the uninterrupted one.
+Several shard sets (``sources``, UniCL's image-text + image-label mix): each consumer runs stages 1-3 once per set
+(its own shard order, shuffle buffer and position; set 0 with exactly the seeds a single set uses) and fills
+each sample slot from the set whose share is furthest behind its weight: after n samples, set s has given within
+one sample of w_s * n of them (smooth weighted round robin: no random draw, so the rates hold in every batch, and
+the choice is a function of the counts alone). Labels (UniCL's TargetM): a class of a
+set with class names is the id of its name in the joint list of names (sets sharing a name share the class; a set's
+text is then a random prompt of it); every other sample's label is its caption's (``losses.caption_label``:
+identical captions share one, and a caption is never a class's label, even when it equals a class's prompt).
+
+Position: each batch carries its consumer's (epoch, raw samples consumed in that epoch) per set and how many
+samples each set has given. Resuming skips that many raw samples *before* decoding (cheap) and restarts the
+DataLoader workers rotated so the next batch comes from the consumer whose turn it was: the resumed stream is
+identical to the uninterrupted one.
 """
 
 from __future__ import annotations
@@ -50,6 +60,28 @@ class DataError(Exception):
 
 
 @dataclass
+class Source:
+    """One shard set of a mix: its shards, its share of the samples, and its class names (line i = class i) with
+    the joint label of each of its classes (None: the set's .cls ids are its labels, see SampleDecoder)."""
+
+    urls: list[str]
+    weight: float = 1.0
+    classnames: list[str] | None = None
+    class_labels: list[int] | None = None
+    name: str = ""
+
+
+def joint_classes(sources: list[Source]) -> list[str]:
+    """Set every source's class_labels from the joint list of class names (first appearance, in set order), and
+    return that list: sets whose classnames share a name share its label."""
+    joint: dict[str, int] = {}
+    for source in sources:
+        if source.classnames is not None:
+            source.class_labels = [joint.setdefault(name, len(joint)) for name in source.classnames]
+    return list(joint)
+
+
+@dataclass
 class DataConfig:
     urls: list[str]
     batch_size: int
@@ -68,10 +100,17 @@ class DataConfig:
     # Keep every decoded, resized training image in memory (resize_size^2 * 3 bytes each: 15 KB at 72 px, 359 KB
     # at 346): later epochs skip JPEG decoding. For small corpora trained for many epochs; batches are identical.
     cache_images: bool = False
+    # Several shard sets mixed at their weights; None: the one set ``urls`` with ``classnames``.
+    sources: list[Source] | None = None
 
     @property
     def consumers(self) -> int:
         return self.world_size * max(1, self.workers)
+
+    def all_sources(self) -> list[Source]:
+        if self.sources:
+            return self.sources
+        return [Source(self.urls, 1.0, self.classnames, None)]
 
 
 @dataclass
@@ -83,28 +122,57 @@ class Position:
 
 
 @dataclass
+class WorkerPosition:
+    """One logical worker's place: a Position per shard set, and how many samples each set has given."""
+
+    sources: list[Position] = field(default_factory=list)
+    taken: list[int] = field(default_factory=list)
+
+    def source(self, index: int) -> Position:
+        return self.sources[index] if index < len(self.sources) else Position()
+
+    def taken_from(self, index: int) -> int:
+        return self.taken[index] if index < len(self.taken) else 0
+
+
+@dataclass
 class StreamState:
     """The resumable state of a rank's stream: per logical worker positions and whose batch comes next."""
 
-    positions: dict[int, Position] = field(default_factory=dict)
+    positions: dict[int, WorkerPosition] = field(default_factory=dict)
     next_worker: int = 0
 
     def to_dict(self) -> dict:
         return {"next_worker": self.next_worker,
-                "positions": {str(w): [p.epoch, p.consumed] for w, p in self.positions.items()}}
+                "positions": {str(w): [[p.epoch, p.consumed] for p in wp.sources] for w, wp in self.positions.items()},
+                "taken": {str(w): list(wp.taken) for w, wp in self.positions.items()}}
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "StreamState":
         if not data:
             return cls()
-        return cls({int(w): Position(*v) for w, v in data["positions"].items()}, int(data["next_worker"]))
+        taken = data.get("taken", {})
+        positions = {}
+        for w, value in data["positions"].items():
+            # a checkpoint of one set before mixing existed holds [epoch, consumed]; now a list of those per set
+            per_source = [value] if value and not isinstance(value[0], list) else value
+            positions[int(w)] = WorkerPosition([Position(*v) for v in per_source], list(taken.get(w, [])))
+        return cls(positions, int(data["next_worker"]))
 
 
 def check_consumers(config: DataConfig) -> None:
     """Fail fast, with a fix, when the shards cannot be dealt to every rank and worker."""
-    if not config.resampled and len(config.urls) < config.consumers:
+    for source in config.all_sources():
+        _check_consumers(config, source.urls, f" of {source.name}" if source.name else "")
+    weights = [source.weight for source in config.all_sources()]
+    if any(not w > 0 for w in weights):
+        raise DataError(f"every shard set needs a weight > 0, got {weights}")
+
+
+def _check_consumers(config: DataConfig, urls: list[str], what: str) -> None:
+    if not config.resampled and len(urls) < config.consumers:
         raise DataError(
-            f"{len(config.urls)} shard(s) cannot feed {config.world_size} rank(s) x {max(1, config.workers)} "
+            f"{len(urls)} shard(s){what} cannot feed {config.world_size} rank(s) x {max(1, config.workers)} "
             f"worker(s) = {config.consumers} readers without some reading nothing; pass --resampled (draw shards "
             f"with replacement), lower --workers, or write more shards (curate --samples-per-shard)")
 
@@ -113,27 +181,40 @@ def _mix(*parts) -> str:
     return ":".join(str(p) for p in parts)
 
 
-def epoch_shards(config: DataConfig, epoch: int, consumer: int) -> list[str]:
-    order = list(config.urls)
-    random.Random(_mix("shards", config.seed, epoch)).shuffle(order)
+def _tag(source: int) -> tuple:
+    """What a set adds to its random seeds: nothing for set 0 (a single set streams exactly as before mixing)."""
+    return () if source == 0 else ("source", source)
+
+
+def epoch_shards(config: DataConfig, epoch: int, consumer: int, source: int = 0) -> list[str]:
+    order = list(config.all_sources()[source].urls)
+    random.Random(_mix("shards", config.seed, epoch, *_tag(source))).shuffle(order)
     return order[consumer::config.consumers]
+
+
+def next_source(weights: list[float], taken: list[int]) -> int:
+    """The set whose share is furthest behind its weight (smooth weighted round robin; ties: the lower index)."""
+    total, n = sum(weights), sum(taken) + 1
+    deficits = [w / total * n - t for w, t in zip(weights, taken)]
+    return max(range(len(weights)), key=lambda i: (deficits[i], -i))
 
 
 RESAMPLED_GIVE_UP = 10_000  # consecutive undecodable samples before a resampled reader stops with an error
 
 
-def _resampled_shards(config: DataConfig, consumer: int, seen_samples) -> Iterator[str]:
+def _resampled_shards(config: DataConfig, consumer: int, seen_samples, source: int = 0) -> Iterator[str]:
     """Shards drawn with replacement, forever; raises if many draws yield no sample at all (all empty/unreadable),
     which would otherwise spin silently."""
-    rng = random.Random(_mix("resampled", config.seed, consumer))
-    limit = max(100, 10 * len(config.urls))
+    urls = config.all_sources()[source].urls
+    rng = random.Random(_mix("resampled", config.seed, consumer, *_tag(source)))
+    limit = max(100, 10 * len(urls))
     drawn = 0
     while True:
         drawn += 1
         if drawn > limit and not seen_samples():
-            raise DataError(f"reader {consumer}: {limit} shard draws from {len(config.urls)} shard(s) gave no sample "
-                            f"(empty or unreadable tars), e.g. {config.urls[0]}")
-        yield config.urls[rng.randrange(len(config.urls))]
+            raise DataError(f"reader {consumer}: {limit} shard draws from {len(urls)} shard(s) gave no sample "
+                            f"(empty or unreadable tars), e.g. {urls[0]}")
+        yield urls[rng.randrange(len(urls))]
 
 
 def shuffled(samples: Iterator[Sample], buffer_size: int, rng: random.Random) -> Iterator[Sample]:
@@ -160,18 +241,20 @@ class SampleDecoder:
         self.config = config
         self.cache: dict[tuple[str, str], Image.Image] | None = {} if config.cache_images else None
 
-    def __call__(self, raw: Sample, rng: random.Random) -> tuple[torch.Tensor, str, int] | str:
+    def __call__(self, raw: Sample, rng: random.Random, source: Source | None = None,
+                 index: int = 0) -> tuple[torch.Tensor, str, int] | str:
         c = self.config
+        source = source or c.all_sources()[0]
         data = raw.image
         if data is None:
             return "missing_image"
         cls = raw.class_id
         if "cls" in raw.files and cls is None:
             return "bad_class"
-        if cls is not None and c.classnames is not None:
-            if cls >= len(c.classnames):
+        if cls is not None and source.classnames is not None:
+            if cls >= len(source.classnames):
                 return "class_out_of_range"
-            text = rng.choice(c.templates).format(c.classnames[cls])
+            text = rng.choice(c.templates).format(source.classnames[cls])
         else:
             text = raw.strict_text
             if text is None:
@@ -180,14 +263,21 @@ class SampleDecoder:
             pixels = self._pixels(raw, data, rng)
         except transforms.BadImage:
             return "bad_image"
-        label = class_label(cls) if cls is not None else caption_label(text)
+        if cls is None:
+            label = caption_label(text)
+        elif source.class_labels is not None:
+            label = source.class_labels[cls]
+        elif index == 0:
+            label = class_label(cls)
+        else:  # a later set's classes without names: its own labels, never another set's class of the same id
+            label = caption_label(f"\0set {index} class {cls}")
         return pixels, text, label
 
     def _pixels(self, raw: Sample, data: bytes, rng: random.Random) -> torch.Tensor:
         c = self.config
         if not c.augment:
             return transforms.eval_image(transforms.decode(data), c.image_size, c.resize_size)
-        key = (raw.shard, raw.key)
+        key = (raw.shard, raw.key)  # shard paths differ between sets
         img = self.cache.get(key) if self.cache is not None else None
         if img is None:
             img = transforms.resized(transforms.decode(data, draft_size=c.resize_size), c.resize_size)
@@ -232,28 +322,48 @@ class ShardStream(IterableDataset):
         worker = self._logical_worker()
         c = self.config
         consumer = c.rank * max(1, c.workers) + worker
-        start = self.state.positions.get(worker, Position())
+        start = self.state.positions.get(worker, WorkerPosition())
+        sources = c.all_sources()
         corrupt: Counter = Counter()
+        streams = [self._samples(i, consumer, start.source(i), corrupt) for i in range(len(sources))]
+        weights = [source.weight for source in sources]
+        taken = [start.taken_from(i) for i in range(len(sources))]
+        positions = [start.source(i) for i in range(len(sources))]
         pending: list[tuple[torch.Tensor, str, int, str]] = []
+        while True:
+            index = next_source(weights, taken) if len(sources) > 1 else 0
+            *item, positions[index] = next(streams[index])
+            taken[index] += 1
+            pending.append(tuple(item))
+            if len(pending) == c.batch_size:
+                yield self._collate(pending, worker, WorkerPosition(list(positions), list(taken)), corrupt)
+                pending = []
+
+    def _samples(self, index: int, consumer: int, start: Position, corrupt: Counter):
+        """Set ``index``'s decoded samples for ``consumer``, epoch after epoch, each with its Position after it."""
+        c = self.config
+        source = c.all_sources()[index]
+        tag = _tag(index)
         epoch = start.epoch
         skip = start.consumed
         while True:
             if c.resampled:
-                shard_iter: Iterator[str] = _resampled_shards(c, consumer, lambda: consumed > 0)
+                shard_iter: Iterator[str] = _resampled_shards(c, consumer, lambda: consumed > 0, index)
             else:
-                shard_iter = iter(epoch_shards(c, epoch, consumer))
+                shard_iter = iter(epoch_shards(c, epoch, consumer, index))
             raw = reader.iter_shards(shard_iter, on_error=lambda url, exn: _shard_error(corrupt, url, exn))
             consumed = 0
             produced = 0
-            for sample in shuffled(raw, c.shuffle_buffer, random.Random(_mix("buffer", c.seed, epoch, consumer))):
+            buffer_rng = random.Random(_mix("buffer", c.seed, epoch, consumer, *tag))
+            for sample in shuffled(raw, c.shuffle_buffer, buffer_rng):
                 consumed += 1
                 if c.resampled and produced == 0 and consumed - skip > RESAMPLED_GIVE_UP:
                     raise DataError(f"reader {consumer}: none of the first {RESAMPLED_GIVE_UP} samples drawn from "
-                                    f"{len(c.urls)} shard(s) decoded ({dict(corrupt)})")
+                                    f"{len(source.urls)} shard(s) decoded ({dict(corrupt)})")
                 if consumed <= skip:
                     continue
-                rng = random.Random(_mix("augment", c.seed, epoch, consumer, consumed))
-                result = self.decode(sample, rng)
+                rng = random.Random(_mix("augment", c.seed, epoch, consumer, consumed, *tag))
+                result = self.decode(sample, rng, source, index)
                 if isinstance(result, str):
                     corrupt[result] += 1
                     if sum(corrupt.values()) in (1, 10, 100, 1000) or sum(corrupt.values()) % 10000 == 0:
@@ -261,17 +371,14 @@ class ShardStream(IterableDataset):
                                     sample.key, sample.shard, result, sum(corrupt.values()))
                     continue
                 produced += 1
-                pending.append((*result, sample.key))
-                if len(pending) == c.batch_size:
-                    yield self._collate(pending, worker, Position(epoch, consumed), corrupt)
-                    pending = []
+                yield (*result, sample.key, Position(epoch, consumed))
             if produced == 0 and skip == 0:
                 raise DataError(f"reader {consumer} got no decodable sample in a whole pass over its shards "
-                                f"{epoch_shards(c, epoch, consumer) if not c.resampled else c.urls}")
+                                f"{epoch_shards(c, epoch, consumer, index) if not c.resampled else source.urls}")
             epoch += 1
             skip = 0
 
-    def _collate(self, items, worker: int, position: Position, corrupt: Counter) -> dict:
+    def _collate(self, items, worker: int, position: WorkerPosition, corrupt: Counter) -> dict:
         pixels, texts, labels, keys = zip(*items)
         tokens = self.tokenizer(list(texts), padding="longest", truncation=True,
                                 max_length=self.config.max_tokens, return_tensors="pt")
@@ -283,7 +390,7 @@ class ShardStream(IterableDataset):
             "keys": list(keys),
             "texts": list(texts),
             "worker": worker,
-            "position": [position.epoch, position.consumed],
+            "position": [[[p.epoch, p.consumed] for p in position.sources], position.taken],
             "corrupt": dict(corrupt),
         }
 
@@ -308,8 +415,9 @@ class Loader:
         workers = max(1, self.config.workers)
         for batch in self.loader:
             worker = batch.pop("worker")
-            epoch, consumed = batch.pop("position")
-            self.positions[worker] = Position(int(epoch), int(consumed))
+            sources, taken = batch.pop("position")
+            self.positions[worker] = WorkerPosition([Position(int(e), int(n)) for e, n in sources],
+                                                    [int(t) for t in taken])
             self.corrupt[worker] = batch.pop("corrupt")
             self.next_worker = (worker + 1) % workers
             yield batch

@@ -86,11 +86,12 @@ def _continuation_pieces(tok, texts: Iterable[str]) -> tuple[list[str], int]:
 class ShardCaptions:
     """The captions of shards, read again on every iteration (two passes, no list of every caption in memory)."""
 
-    def __init__(self, urls: list[str], limit: int | None = None) -> None:
-        self.urls, self.limit = urls, limit
+    def __init__(self, urls: list[str], limit: int | None = None, extra=()) -> None:
+        self.urls, self.limit, self.extra = urls, limit, list(extra)
 
     def __iter__(self) -> Iterator[str]:
-        return iter_captions(self.urls, self.limit)
+        yield from iter_captions(self.urls, self.limit)
+        yield from self.extra  # texts the captions lack (an image-label set's class prompts)
 
 
 def _compact(vocab: dict[str, int], vocab_size: int) -> dict[str, int]:

@@ -27,6 +27,7 @@ from aligndata.models import checkpoint, data, optim, presets, transforms
 from aligndata.models.losses import MIN_TEMPERATURE, build_loss
 from aligndata.progress_bar import progress_bar
 from aligndata.shards import spec
+from aligndata.shards.contract import CLASSNAMES
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class TrainError(Exception):
 
 @dataclass
 class TrainConfig:
-    data: str
+    data: str | list[str]  # one SHARDS spec, or several mixed at data_weights (UniCL: image-text + image-label)
     output: str
     val_data: str | None = None
     preset: str = "tiny"
@@ -68,6 +69,7 @@ class TrainConfig:
     resampled: bool = False
     cache_images: bool = False
     classnames: str | None = None
+    data_weights: list[float] | None = None  # None: by sizes.json's sample counts when every set has one, else equal
     log_every: int = 10
     stop_after: int | None = None
     progress: bool = True
@@ -136,7 +138,7 @@ def autocast(device: torch.device, precision: str):
 # ---------------------------------------------------------------------------------------------- planning
 
 
-def resolve_tokenizer(cfg: TrainConfig, dist: Dist, urls: list[str]):
+def resolve_tokenizer(cfg: TrainConfig, dist: Dist, urls: list[str], prompts: list[str] = ()):
     from aligndata.models.tokenizer import ShardCaptions, load_tokenizer, train_tokenizer
 
     run_tok = os.path.join(cfg.output, "tokenizer")
@@ -152,14 +154,20 @@ def resolve_tokenizer(cfg: TrainConfig, dist: Dist, urls: list[str]):
     if not os.path.exists(os.path.join(run_tok, "tokenizer.json")):
         if dist.main:
             log.info("no --tokenizer: training a WordPiece vocabulary (max %d) on the captions", cfg.vocab_size)
-            train_tokenizer(ShardCaptions(urls), vocab_size=cfg.vocab_size).save_pretrained(run_tok)
+            # the class prompts too: an image-label set's captions are bare class names
+            train_tokenizer(ShardCaptions(urls, extra=prompts), vocab_size=cfg.vocab_size).save_pretrained(run_tok)
         barrier(dist)
     return load_tokenizer(run_tok)
 
 
 def plan_steps(cfg: TrainConfig, urls: list[str], dist: Dist) -> tuple[int, int | None]:
     """(total steps, steps per epoch or None). Epochs need sizes.json to know the data set size."""
-    total = spec.ShardSet(cfg.data, urls).total_samples()
+    if len(data_specs(cfg)) > 1:
+        if cfg.steps is None:
+            raise TrainError("several --data sets are mixed at rates, so an epoch of the mix means nothing: give "
+                             "--steps N")
+        return cfg.steps, None
+    total = spec.ShardSet(data_specs(cfg)[0], urls).total_samples()
     global_batch = cfg.batch_size * dist.world_size
     per_epoch = total // global_batch if total else None
     if total is not None and per_epoch == 0:
@@ -183,6 +191,69 @@ def _validate(cfg: TrainConfig) -> None:
         raise TrainError(f"unknown --precision {cfg.precision!r}")
     if cfg.batch_size < 2:
         raise TrainError("--batch-size must be >= 2 (a contrastive loss needs negatives)")
+
+
+def data_specs(cfg: TrainConfig) -> list[str]:
+    return [cfg.data] if isinstance(cfg.data, str) else list(cfg.data)
+
+
+def shard_set_classnames(shards: spec.ShardSet) -> tuple[list[str], str] | None:
+    """(names, path) of the classnames.txt beside a shard set's shards (`aligndata shards-from-labels` writes
+    one), when they all lie in one directory that holds it; else None."""
+    parents = {shards.parent(path) for path in shards.paths}
+    if len(parents) != 1:
+        return None
+    path = shards.join(parents.pop(), CLASSNAMES)
+    storage = shards.storage(path)
+    try:
+        if not storage.exists(path):
+            return None
+        with storage.open_read(path) as handle:
+            names = [line.strip() for line in handle.read().decode("utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise TrainError(f"{path}: cannot read the class names ({err})") from err
+    if not names:
+        raise TrainError(f"{path}: no class names (one per line, line i = class i)")
+    return names, path
+
+
+def build_sources(cfg: TrainConfig) -> tuple[list[data.Source], list[dict]]:
+    """The shard sets to train on, with their weights and class names (a set's own classnames.txt, else
+    --classnames), and what was chosen (for train_config.json)."""
+    specs = data_specs(cfg)
+    if not specs:
+        raise TrainError("give at least one --data")
+    shard_sets = [spec.resolve(one) for one in specs]
+    fallback = _classnames(cfg.classnames)
+    weights = cfg.data_weights
+    if weights is not None and len(weights) != len(specs):
+        raise TrainError(f"--data-weights has {len(weights)} value(s) for {len(specs)} --data set(s)")
+    if weights is not None and any(not w > 0 for w in weights):
+        raise TrainError(f"--data-weights must all be > 0, got {weights}")
+    weights_from = "--data-weights"
+    if weights is None:
+        sizes = [shards.total_samples() for shards in shard_sets]
+        if len(specs) > 1 and all(sizes):
+            weights, weights_from = [float(n) for n in sizes], "sizes.json (as if the sets were concatenated)"
+        else:
+            weights, weights_from = [1.0] * len(specs), "equal" if len(specs) > 1 else "one set"
+    sources, described = [], []
+    for one, shards, weight in zip(specs, shard_sets, weights):
+        own = shard_set_classnames(shards)
+        names, names_from = (own if own is not None else (fallback, cfg.classnames if fallback else None))
+        sources.append(data.Source(shards.paths, float(weight), names, None, name=one))
+        described.append({"data": one, "shards": len(shards.paths), "weight": float(weight),
+                          "share": float(weight) / sum(weights), "weights_from": weights_from,
+                          "classnames": names_from, "classes": len(names) if names else None})
+    if len(sources) > 1:
+        data.joint_classes(sources)
+    return sources, described
+
+
+def val_classnames(cfg: TrainConfig) -> list[str] | None:
+    """The val set's class names: its own classnames.txt, else --classnames."""
+    own = shard_set_classnames(spec.resolve(cfg.val_data)) if cfg.val_data else None
+    return own[0] if own is not None else _classnames(cfg.classnames)
 
 
 def _classnames(path: str | None) -> list[str] | None:
@@ -242,12 +313,17 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.precision == "bf16" and device.type == "cpu":
         log.info("bf16 autocast on CPU: speed depends on the CPU's bf16 support")
 
-    urls = spec.resolve(cfg.data).paths
+    sources, data_sets = build_sources(cfg)
+    urls = [url for source in sources for url in source.urls]
     if os.path.isdir(cfg.output) and checkpoint.has_checkpoint(cfg.output) and not cfg.resume:
         raise TrainError(f"{cfg.output} already holds checkpoints: pass --resume to continue it, or choose a new "
                          "--output")
     os.makedirs(cfg.output, exist_ok=True)
-    tokenizer = resolve_tokenizer(cfg, dist, urls)
+    # the prompts of the classes of sets with their own classnames.txt (shards-from-labels output, whose captions are
+    # bare class names) join the tokenizer's corpus; a --classnames fallback leaves the tokenizer as it was
+    names = sorted({name for source, record in zip(sources, data_sets) if record["classnames"] not in
+                    (None, cfg.classnames) for name in source.classnames})
+    tokenizer = resolve_tokenizer(cfg, dist, urls, [t.format(name) for name in names for t in data.DEFAULT_TEMPLATES])
     total_steps, steps_per_epoch = plan_steps(cfg, urls, dist)
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else optim.default_warmup(total_steps)
 
@@ -266,7 +342,7 @@ def train(cfg: TrainConfig) -> dict:
 
     resolved = {**asdict(cfg), "image_size": image_size, "resize_size": resize_size, "total_steps": total_steps,
                 "warmup_steps": warmup, "steps_per_epoch": steps_per_epoch, "world_size": dist.world_size,
-                "vocab_size": len(tokenizer), "shards": len(urls), "device": str(device)}
+                "vocab_size": len(tokenizer), "shards": len(urls), "device": str(device), "data_sets": data_sets}
     step, stream_state = 0, None
     torch.manual_seed(cfg.seed + dist.rank)  # dropout/drop-connect streams differ per rank, repeat per run
     if cfg.resume:
@@ -285,7 +361,7 @@ def train(cfg: TrainConfig) -> dict:
         urls=urls, batch_size=cfg.batch_size, image_size=image_size, resize_size=resize_size,
         max_tokens=cfg.max_tokens, seed=cfg.seed, shuffle_buffer=cfg.shuffle_buffer, resampled=cfg.resampled,
         rank=dist.rank, world_size=dist.world_size, workers=cfg.workers, augment=True,
-        classnames=_classnames(cfg.classnames), cache_images=cfg.cache_images)
+        classnames=sources[0].classnames, cache_images=cfg.cache_images, sources=sources)
     try:
         loader = data.Loader(data_cfg, tokenizer, stream_state)
     except data.DataError as err:
@@ -361,7 +437,7 @@ def train(cfg: TrainConfig) -> dict:
             from aligndata.models.evaluate import evaluate_model
 
             summary["val"] = evaluate_model(model, tokenizer, cfg.val_data, image_size, resize_size,
-                                            classnames=_classnames(cfg.classnames), device=device,
+                                            classnames=val_classnames(cfg), device=device,
                                             max_tokens=cfg.max_tokens)
             with open(os.path.join(cfg.output, "val_metrics.json"), "w", encoding="utf-8") as handle:
                 json.dump(summary["val"], handle, indent=2, sort_keys=True)

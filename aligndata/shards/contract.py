@@ -42,6 +42,10 @@ LANGUAGE_COLUMNS: dict[str, pa.DataType] = {
     SCORE_FIELD: pa.float64(),
 }
 
+# Class names of an image-label shard set (`aligndata shards-from-labels` writes it beside the shards; the trainer
+# reads it): line i is the name of class i (the .cls value), one name per line.
+CLASSNAMES = "classnames.txt"
+
 # The row ledgers: DIR/rejected/ (every rejected input row with its reason) and, for --dry-run, DIR/candidates/
 # (the rows a real run would fetch). Each is written in parts by many workers, never gathered in one:
 # part-00000-of-00042.parquet, ..., rows sorted by input position within a part, at most LEDGER_PART_ROWS rows
