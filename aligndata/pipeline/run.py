@@ -16,6 +16,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from aligndata import __version__
 from aligndata.pipeline.config import CurateConfig
 from aligndata.pipeline.curate import build_curate
+from aligndata.pipeline.data_plane import no_timed_flush
 from aligndata.pipeline.heap import returning_freed_memory
 from aligndata.pipeline.job_servers import with_cached_job_server
 from aligndata.fetch.cache import FetchCache, default_cache_dir
@@ -54,6 +55,7 @@ def pipeline_options(beam_args: list[str]) -> PipelineOptions:
     standard = options.view_as(StandardOptions)
     if not standard.runner:
         standard.runner = DEFAULT_RUNNER
+    no_timed_flush()  # Beam's local runner drops bytes under load otherwise (data_plane.py)
     return options
 
 
