@@ -82,7 +82,8 @@ _holders = 0  # shards in this process inside keeping_large_blocks (bundles may 
 
 
 def _ours() -> bool:
-    """Whether this process runs under the policy above (set by us, or by hand as docs/scale.md says)."""
+    """Whether this process runs under the policy above: set by us, or by hand with the same values (as the
+    module docstring suggests for runners that start their own workers)."""
     return all(os.environ.get(key) == value for key, value in ENVIRONMENT.items())
 
 
