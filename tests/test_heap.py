@@ -77,3 +77,48 @@ def test_a_users_own_setting_wins(monkeypatch):
         assert os.environ["MALLOC_MMAP_THRESHOLD_"] == "65536"
         assert "MALLOC_TRIM_THRESHOLD_" not in os.environ
     assert os.environ["MALLOC_MMAP_THRESHOLD_"] == "65536"
+
+
+# Page faults of touching N fresh 2 MiB blocks, each freed before the next (the image stage's pattern): with the
+# policy each is a new mmap whose pages fault in; inside keeping_large_blocks the freed block is reused.
+_IMAGE_PATTERN = """
+import resource, sys
+from aligndata.pipeline import heap
+
+def faults(blocks=40, size=2 * 2**20):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(blocks):
+        block = bytearray(size)
+        block[::4096] = b"x" * len(range(0, size, 4096))  # touch every page, as a decoded image does
+        del block
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+with heap.returning_freed_memory():
+    policy = faults()
+    with heap.keeping_large_blocks() as active:
+        assert active
+        kept = faults()
+    restored = faults()
+print(policy, kept, restored)
+"""
+
+
+def test_the_image_stage_reuses_large_blocks_and_the_policy_comes_back():
+    _need_glibc()
+    env = {k: v for k, v in os.environ.items() if k not in heap.ENVIRONMENT}
+    out = subprocess.run([sys.executable, "-c", _IMAGE_PATTERN], env=env, capture_output=True, text=True, check=True)
+    policy, kept, restored = (int(v) for v in out.stdout.split()[-3:])
+    pages = 40 * 512
+    assert policy > pages * 0.8, (policy, kept, restored)  # every block faulted in afresh
+    assert kept < pages * 0.1, (policy, kept, restored)  # one block's pages, reused 40 times
+    assert restored > pages * 0.8, (policy, kept, restored)  # the run's policy is back
+
+
+def test_keeping_large_blocks_leaves_a_users_setting_and_no_policy_alone(monkeypatch):
+    for key in heap.ENVIRONMENT:
+        monkeypatch.delenv(key, raising=False)
+    with heap.keeping_large_blocks() as active:  # no policy in force (a DoFn run outside curate)
+        assert not active
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    with heap.returning_freed_memory(), heap.keeping_large_blocks() as active:
+        assert not active

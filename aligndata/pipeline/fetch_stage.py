@@ -18,6 +18,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from aligndata.pipeline.config import CurateConfig
+from aligndata.pipeline.heap import keeping_large_blocks
 from aligndata.pipeline.outputs import FETCH_STATS, NAMESPACE, REJECTS, emit, reject
 from aligndata.fetch.client import FetchConfig, Fetcher
 from aligndata.fetch.cache import FetchCache, ShardCache, default_cache_dir
@@ -126,13 +127,15 @@ class FetchShard(beam.DoFn):
             else:
                 to_fetch.append((url, rows, hits))
 
-        with self.cache.for_shard(index) as cache:
-            # pool.map yields in order and keeps every thread busy; progress is reported as results arrive
-            results = self.pool.map(lambda item: self._one(item[0], cache), to_fetch)
-            yield from self._record(to_fetch, results, samples, bump, rejected)
-        yield emit(FETCH_STATS, stats)
-        yield write_shard(self.cfg.output, index, samples, failures, digits=self.cfg.shard_digits,
-                          failed_rows=self.cfg.parquet_failed_rows, started=started, typed=self.typed)
+        # each image's short-lived large blocks are reused, not mmapped afresh (heap.py: 2.8 ms of CPU a photo)
+        with keeping_large_blocks():
+            with self.cache.for_shard(index) as cache:
+                # pool.map yields in order and keeps every thread busy; progress is reported as results arrive
+                results = self.pool.map(lambda item: self._one(item[0], cache), to_fetch)
+                yield from self._record(to_fetch, results, samples, bump, rejected)
+            yield emit(FETCH_STATS, stats)
+            yield write_shard(self.cfg.output, index, samples, failures, digits=self.cfg.shard_digits,
+                              failed_rows=self.cfg.parquet_failed_rows, started=started, typed=self.typed)
         self.progress.flush()
 
     def _record(self, to_fetch, results, samples: list[Sample], bump, rejected):
