@@ -20,7 +20,6 @@ A run that keeps nothing writes its ledger and report, then fails with InputErro
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import time
@@ -37,7 +36,7 @@ from aligndata.io.atomic import write_bytes_atomic, write_json_atomic
 from aligndata.io.inputs import InputError
 from aligndata.labelled.listing import LabelledFile, Listing, list_csv, list_image_folder
 from aligndata.progress_bar import progress_bar
-from aligndata.shards.contract import CLASSNAMES, REJECTED, ledger_part_name
+from aligndata.shards.contract import CLASSNAMES, REJECTED, ledger_part_name, make_uid
 from aligndata.shards.names import DEFAULT_SHARD_DIGITS
 from aligndata.shards.writer import Sample, parquet_bytes, prepare_output_dir, write_shard, write_sizes
 
@@ -83,11 +82,6 @@ class LabelsConfig:
                            resize_mode=self.resize_mode, image_size=self.image_size,
                            encode_format=self.encode_format, encode_quality=self.encode_quality,
                            max_pixels=self.max_pixels, resample=self.resize_filter)
-
-
-def make_uid(name: str, label: str) -> str:
-    """curate's uid (pipeline/candidates.py: sha256(url + TAB + caption)[:32]) with the file's name as url."""
-    return hashlib.sha256(f"{name}\t{label}".encode("utf-8", errors="surrogatepass")).hexdigest()[:32]
 
 
 def read_and_process(job: tuple[str, int, ImageConfig]) -> tuple[str, str, ImageOutcome | None]:

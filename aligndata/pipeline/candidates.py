@@ -6,17 +6,11 @@ plain-Python floor in ``benchmarks/``.
 
 from __future__ import annotations
 
-import hashlib
-
 from aligndata.filters import reasons
 from aligndata.filters.frequency import hash64
 from aligndata.filters.text import MAX_CAPTION_CHARS, MAX_URL_CHARS, has_broken_encoding, normalize_text, tokenize
 from aligndata.fetch.guard import check_url
-
-
-def make_uid(url: str, caption: str) -> str:
-    """The sample key: 32 hex chars of sha256(url + TAB + caption); stable across runs, dot-free."""
-    return hashlib.sha256(f"{url}\t{caption}".encode("utf-8", errors="surrogatepass")).hexdigest()[:32]
+from aligndata.shards.contract import make_uid  # re-exported: the pipeline's modules and tests import it here
 
 
 def _invalid(raw: dict, url: str, text: str, detail: str) -> dict:

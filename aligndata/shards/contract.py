@@ -6,11 +6,18 @@ Beam-free on purpose: `aligndata inspect` reads shards without importing Apache 
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 import pyarrow as pa
 
 from aligndata.filters.language import LANGUAGE_FIELD, SCORE_FIELD
+
+
+def make_uid(url: str, caption: str) -> str:
+    """The sample key: 32 hex chars of sha256(url + TAB + caption); stable across runs, dot-free (curate's rows;
+    shards-from-labels passes a file's name as the url and its class name as the caption)."""
+    return hashlib.sha256(f"{url}\t{caption}".encode("utf-8", errors="surrogatepass")).hexdigest()[:32]
 
 # Extensions of a sample's image member, in the order readers pick one when a sample has several (lower case;
 # readers lower-case the members' extensions). Our writer writes jpg, webp or png (images/process.py); the others
