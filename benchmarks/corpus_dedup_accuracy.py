@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 from common import REAL, emit
-from eval_dedup_accuracy import beta_binomial_cdf, fit_beta_binomial
-from PIL import Image, ImageEnhance, ImageOps
+from eval_dedup_accuracy import TRANSFORMS, beta_binomial_cdf, fit_beta_binomial, jpeg
+from PIL import Image
 
 from aligndata.images.process import ImageConfig, process_image
 from aligndata.pipeline.dedup_job import DedupConfig
@@ -42,29 +42,6 @@ from aligndata.shards.duplicates import read_duplicates
 from aligndata.shards.writer import Sample, write_shard
 
 CORPUS_SIZES = (1_000_000, 100_000_000, 1_000_000_000)
-
-
-def _crop_border(img: Image.Image, fraction: float = 0.05) -> Image.Image:
-    w, h = img.size
-    dx, dy = round(w * fraction), round(h * fraction)
-    return img.crop((dx, dy, w - dx, h - dy))
-
-
-# name -> (transform, JPEG quality of the copy); "exact" is the photo's own bytes
-TRANSFORMS = {
-    "downscale_half": (lambda im: im.resize((im.width // 2, im.height // 2), Image.Resampling.BICUBIC), 95),
-    "jpeg_q30": (lambda im: im, 30),
-    "crop_5pct": (_crop_border, 95),
-    "hflip": (ImageOps.mirror, 95),
-    "brightness_+10pct": (lambda im: ImageEnhance.Brightness(im).enhance(1.10), 95),
-    "brightness_-10pct": (lambda im: ImageEnhance.Brightness(im).enhance(0.90), 95),
-}
-
-
-def jpeg(img: Image.Image, quality: int) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=quality)
-    return buf.getvalue()
 
 
 def make_sample(data: bytes, caption: str, url: str, cfg: ImageConfig) -> Sample | None:

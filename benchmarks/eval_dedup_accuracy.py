@@ -46,7 +46,7 @@ def _crop_border(img: Image.Image, fraction: float = 0.05) -> Image.Image:
     return img.crop((dx, dy, w - dx, h - dy))
 
 
-def _jpeg(img: Image.Image, quality: int) -> bytes:
+def jpeg(img: Image.Image, quality: int) -> bytes:
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=quality)
     return buf.getvalue()
@@ -64,7 +64,7 @@ TRANSFORMS = {
 
 
 def pipeline_view(img: Image.Image, quality: int) -> Image.Image:
-    return decode_image(_jpeg(img, quality), draft_size=PIPELINE_DRAFT).image
+    return decode_image(jpeg(img, quality), draft_size=PIPELINE_DRAFT).image
 
 
 def distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:

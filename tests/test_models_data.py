@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import math
 
 import pytest
@@ -112,12 +113,7 @@ def _config(paths, **kw):
 
 
 def _take(loader, n):
-    out = []
-    for batch in loader:
-        out.append(batch)
-        if len(out) == n:
-            break
-    return out
+    return list(itertools.islice(loader, n))
 
 
 def test_corrupt_samples_are_skipped_and_counted(world, tokenizer):

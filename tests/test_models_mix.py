@@ -3,6 +3,7 @@ exact resume with workers, and `aligndata train --data A --data B --data-weights
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections import Counter
@@ -54,12 +55,7 @@ def _config(sources, **kw):
 
 
 def _take(loader, n):
-    out = []
-    for batch in loader:
-        out.append(batch)
-        if len(out) == n:
-            break
-    return out
+    return list(itertools.islice(loader, n))
 
 
 def _origin(key: str, sets) -> str:
