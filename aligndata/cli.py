@@ -11,6 +11,7 @@ from aligndata.commands.curate import add_progress_arguments, print_summary, pro
 from aligndata.commands.curate import register as register_curate
 from aligndata.commands.subset import exact_fraction
 from aligndata.filters.options import positive_int as _positive_int
+from aligndata.pipeline import warm_workers
 
 
 def cmd_example(args, beam_args) -> int:
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     example.add_argument("--output", default="example_output")
     example.add_argument("--overwrite", action="store_true")
     add_progress_arguments(example)
-    example.set_defaults(func=cmd_example)
+    example.set_defaults(func=cmd_example, warm=warm_workers.CURATE)
 
     demo = sub.add_parser("demo", help="the whole product on a synthetic noisy web: curate, train, evaluate")
     demo.add_argument("--output", default="demo_output")
@@ -119,6 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger().addFilter(_quiet_import_noise)
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
+    # multi_processing workers start now and import while this process builds the pipeline (warm_workers.py)
+    with warm_workers.started(beam_args, getattr(args, "warm", None)):
+        return _run(parser, args, beam_args)
+
+
+def _run(parser, args, beam_args) -> int:
     if beam_args:
         from aligndata.pipeline.run import unknown_beam_args
 

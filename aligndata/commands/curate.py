@@ -149,4 +149,6 @@ def register(subparsers) -> None:
     from aligndata.filters import presets
 
     _mark_defaults(parser, {s.dest for p in presets.PRESETS.values() for s in p.settings})
-    parser.set_defaults(func=cmd_curate)
+    from aligndata.pipeline.warm_workers import CURATE
+
+    parser.set_defaults(func=cmd_curate, warm=CURATE)

@@ -103,7 +103,9 @@ def register(subparsers) -> None:
         "dedup", help="find exact and near duplicates inside a shard set (a Beam job); subset applies them",
         epilog=DEDUP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dedup_arguments(parser)
-    parser.set_defaults(func=cmd_dedup)
+    from aligndata.pipeline.warm_workers import Warm
+
+    parser.set_defaults(func=cmd_dedup, warm=Warm(("aligndata.pipeline.dedup_job",)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -96,7 +96,9 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_extract_arguments(parser)
-    parser.set_defaults(func=cmd_extract)
+    from aligndata.pipeline.warm_workers import Warm
+
+    parser.set_defaults(func=cmd_extract, warm=Warm(("aligndata.pipeline.extract_job",)))
 
 
 def main(argv: list[str] | None = None) -> int:

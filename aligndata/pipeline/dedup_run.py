@@ -18,7 +18,7 @@ from aligndata.io.inputs import InputError
 from aligndata.io.storage import storage_for
 from aligndata.pipeline.dedup_job import DedupConfig, ReadShard, build_dedup, read_parquet_columns
 from aligndata.pipeline.progress import ProgressReporter, read_totals
-from aligndata.pipeline.run import LOCAL_RUNNERS, pipeline_options, worker_input_errors
+from aligndata.pipeline.run import LOCAL_RUNNERS, new_pipeline, pipeline_options, worker_input_errors
 from aligndata.progress_bar import duration_text
 from aligndata.shards import duplicates as dup
 from aligndata.shards.spec import ShardSetError, resolve
@@ -117,10 +117,10 @@ def run_dedup(cfg: DedupConfig, beam_args: list[str] | None = None, progress: st
     started = time.perf_counter()
     if progress != "off" and runner.split(".")[-1] in LOCAL_RUNNERS:
         with DedupProgress(_known_rows(cfg.shards), progress_interval, as_json=progress == "json") as reporter:
-            with worker_input_errors(), beam.Pipeline(options=options) as p:
+            with worker_input_errors(), new_pipeline(options) as p:
                 build_dedup(p, dataclasses.replace(cfg, progress_dir=reporter.directory), parquets, output)
     else:
-        with worker_input_errors(), beam.Pipeline(options=options) as p:
+        with worker_input_errors(), new_pipeline(options) as p:
             build_dedup(p, cfg, parquets, output)
     storage = storage_for(output)
     summary_path = storage.join(output, dup.SUMMARY)

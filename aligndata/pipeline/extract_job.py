@@ -239,7 +239,7 @@ def _remove_tree(path: str) -> None:
 
 def run_extract(cfg: ExtractConfig, beam_args: list[str] | None = None) -> dict:
     """Run the whole extract job; returns the report (also written to ``cfg.report_path``)."""
-    from aligndata.pipeline.run import pipeline_options, worker_input_errors
+    from aligndata.pipeline.run import new_pipeline, pipeline_options, worker_input_errors
 
     for path in (cfg.output, cfg.report_path):
         if FileSystems.exists(path) and not cfg.overwrite:
@@ -256,7 +256,7 @@ def run_extract(cfg: ExtractConfig, beam_args: list[str] | None = None) -> dict:
     if not FileSystems.exists(cfg.run_dir):
         FileSystems.mkdirs(cfg.run_dir)
     try:
-        with worker_input_errors(), beam.Pipeline(options=pipeline_options(beam_args or [])) as p:
+        with worker_input_errors(), new_pipeline(pipeline_options(beam_args or [])) as p:
             _ = (
                 p
                 | "Units" >> beam.Create(units)

@@ -57,11 +57,16 @@ def _set(mallopt, values: dict[int, int]) -> None:
         mallopt(param, value)
 
 
+def run_environment() -> dict[str, str]:
+    """The variables ``returning_freed_memory`` will set for a run's worker processes: none when the user set
+    glibc's policy (theirs wins). warm_workers.py starts workers with them before the run sets them."""
+    return {} if any(key in os.environ for key in ENVIRONMENT) else dict(ENVIRONMENT)
+
+
 @contextlib.contextmanager
 def returning_freed_memory():
     """For the duration of a local run: large freed blocks go back to the OS (see the module docstring)."""
-    saved = {key: os.environ.get(key) for key in ENVIRONMENT}
-    if any(value is not None for value in saved.values()):  # the user set glibc's policy: theirs wins
+    if not run_environment():
         yield False
         return
     mallopt = _mallopt()

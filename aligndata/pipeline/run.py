@@ -18,6 +18,7 @@ from aligndata.pipeline.config import CurateConfig
 from aligndata.pipeline.curate import build_curate
 from aligndata.pipeline.data_plane import no_timed_flush
 from aligndata.pipeline.heap import returning_freed_memory
+from aligndata.pipeline.warm_workers import runner_for
 from aligndata.pipeline.job_servers import with_cached_job_server
 from aligndata.fetch.cache import FetchCache, default_cache_dir
 from aligndata.images.content_checks import ImageChecks
@@ -57,6 +58,11 @@ def pipeline_options(beam_args: list[str]) -> PipelineOptions:
         standard.runner = DEFAULT_RUNNER
     no_timed_flush()  # Beam's local runner drops bytes under load otherwise (data_plane.py)
     return options
+
+
+def new_pipeline(options: PipelineOptions) -> beam.Pipeline:
+    """A Beam pipeline for these options; on multi_processing, with the command's warm workers (warm_workers.py)."""
+    return beam.Pipeline(runner=runner_for(options), options=options)
 
 
 _STEP_SUFFIX = re.compile(r"\s*\[while running '[^']*'\]\s*$")
@@ -178,10 +184,10 @@ def run_curate(cfg: CurateConfig, beam_args: list[str] | None = None, progress: 
     )
     if progress != "off" and runner.split(".")[-1] in LOCAL_RUNNERS:
         with ProgressReporter(known_row_count(specs), progress_interval, as_json=progress == "json") as reporter:
-            with returning_freed_memory(), worker_input_errors(), beam.Pipeline(options=options) as p:
+            with returning_freed_memory(), worker_input_errors(), new_pipeline(options) as p:
                 build_curate(p, dataclasses.replace(cfg, progress_dir=reporter.directory), specs)
     else:
-        with returning_freed_memory(), worker_input_errors(), beam.Pipeline(options=options) as p:
+        with returning_freed_memory(), worker_input_errors(), new_pipeline(options) as p:
             build_curate(p, cfg, specs)
     if not cfg.keep_cache:
         cache.clear()

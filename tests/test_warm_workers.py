@@ -1,0 +1,122 @@
+"""Warm multi_processing workers (pipeline/warm_workers.py): a real Beam pipeline on the local runner is served by
+the processes started beforehand, and falls back to Beam's own workers when their environment changed, when
+they died, or when switched off; waiting workers never outlive the command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import apache_beam as beam
+import pytest
+
+from aligndata.pipeline import warm_workers
+from aligndata.pipeline.run import new_pipeline, pipeline_options
+
+pytestmark = pytest.mark.e2e  # each test runs a multi_processing pipeline
+
+MP = ["--direct_running_mode", "multi_processing", "--direct_num_workers", "2"]
+WARM = warm_workers.Warm(("aligndata.pipeline.sources",))
+
+
+def worker_pids(out: Path) -> set[int]:
+    """Run a small pipeline whose elements record the pid of the worker process that handled them."""
+    with new_pipeline(pipeline_options(MP)) as p:
+        _ = (p | beam.Create(range(40)) | beam.Reshuffle()
+             | beam.Map(lambda _: os.getpid()) | beam.io.WriteToText(str(out / "pids")))
+    pids = {int(line) for path in out.glob("pids*") for line in path.read_text().split()}
+    assert pids, "the pipeline wrote no pids"
+    return pids
+
+
+def test_arguments_that_call_for_warm_workers():
+    assert warm_workers.worker_count(MP) == 2
+    assert warm_workers.worker_count(["--direct_running_mode=multi_processing", "--direct_num_workers=3"]) == 3
+    assert warm_workers.worker_count(["--direct_running_mode", "multi_processing"]) == 1  # Beam's default count
+    assert warm_workers.worker_count(["--direct_running_mode", "multi_processing", "--direct_num_workers", "0"]) \
+        == os.cpu_count()
+    assert warm_workers.worker_count([]) == 0  # in-process FnApiRunner: no workers to start
+    assert warm_workers.worker_count(["--runner", "FlinkRunner", *MP]) == 0
+    assert warm_workers.worker_count(["--runner", "PortableRunner", *MP]) == 0
+
+
+def test_the_pipeline_runs_in_the_warm_workers(tmp_path):
+    with warm_workers.started(MP, WARM) as pool:
+        assert pool is not None and len(pool.processes) == 2
+        warm = {process.pid for process in pool.processes}
+        pids = worker_pids(tmp_path)
+        assert pids <= warm, (pids, warm)
+        codes = [process.wait(60) for process in pool.processes]  # served: they ended with their harness
+    assert codes == [0, 0]
+    assert not Path(pool.directory).exists()
+
+
+def test_a_changed_environment_gets_beams_own_workers(tmp_path, monkeypatch):
+    """A variable set after the workers started (glibc and Python read some only at start): they refuse it."""
+    with warm_workers.started(MP, WARM) as pool:
+        warm = {process.pid for process in pool.processes}
+        monkeypatch.setenv("ALIGNDATA_TEST_CHANGED", "1")
+        pids = worker_pids(tmp_path)
+    assert pids and not pids & warm
+
+
+def test_dead_warm_workers_get_beams_own_workers(tmp_path):
+    with warm_workers.started(MP, WARM) as pool:
+        for process in pool.processes:
+            process.kill()
+            process.wait()
+        pids = worker_pids(tmp_path)
+    assert pids and not pids & {process.pid for process in pool.processes}
+
+
+def test_workers_that_cannot_start_get_beams_own_workers(tmp_path):
+    """A worker that fails to import its modules ends quietly; Beam's own worker then reports any real error."""
+    with warm_workers.started(MP, warm_workers.Warm(("aligndata_no_such_module",))) as pool:
+        pids = worker_pids(tmp_path)
+        assert [process.wait(60) for process in pool.processes] == [1, 1]
+    assert pids and not pids & {process.pid for process in pool.processes}
+
+
+def test_switched_off(tmp_path, monkeypatch):
+    monkeypatch.setenv(warm_workers.SWITCH, "0")
+    with warm_workers.started(MP, WARM) as pool:
+        assert pool is None
+        assert warm_workers.runner_for(pipeline_options(MP)) is None
+        assert worker_pids(tmp_path)
+
+
+def test_no_pool_without_multi_processing():
+    with warm_workers.started([], WARM) as pool:
+        assert pool is None
+        assert warm_workers.runner_for(pipeline_options([])) is None
+
+
+def test_unclaimed_workers_end_with_the_command():
+    """Killed at the end of ``started``; and by the kernel when the command dies first (PR_SET_PDEATHSIG)."""
+    with warm_workers.started(MP, WARM) as pool:
+        processes = list(pool.processes)
+    assert all(process.returncode is not None for process in processes)
+
+    script = ("import os, sys\nfrom aligndata.pipeline import warm_workers\n"
+              "with warm_workers.started(['--direct_running_mode', 'multi_processing', '--direct_num_workers', '2'],"
+              " warm_workers.Warm(('aligndata.pipeline.sources',))) as pool:\n"
+              "    print(' '.join(str(p.pid) for p in pool.processes), flush=True)\n"
+              "    os._exit(0)  # dies without cleaning up\n")
+    launcher = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    pids = [int(pid) for pid in launcher.stdout.split()]
+    assert len(pids) == 2
+    for _ in range(200):  # the kernel delivers SIGKILL at once; wait for the exit to show
+        if not any(Path(f"/proc/{pid}").exists() and "Z" not in _state(pid) for pid in pids):
+            break
+        time.sleep(0.05)
+    assert all(not Path(f"/proc/{pid}").exists() or _state(pid) == "Z" for pid in pids)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return ""
