@@ -66,7 +66,9 @@ def part_keys(records):
     """(the part keys that hold at least one input row, the sorted list of them as a side input): one small key
     a part."""
     keys = records | "PartKeys" >> beam.Keys() | "DistinctParts" >> beam.Distinct()
-    return keys, beam.pvalue.AsSingleton(keys | "AllParts" >> beam.combiners.ToList() | "Sorted" >> beam.Map(sorted))
+    listed = (keys | "AllParts" >> beam.CombineGlobally(beam.combiners.ToListCombineFn()).without_defaults()
+              | "Sorted" >> beam.Map(sorted))
+    return keys, beam.pvalue.AsSingleton(listed, default_value=[])  # no default branch: two stages less
 
 
 class _Tables:
@@ -267,7 +269,7 @@ class WriteRejected(beam.PTransform):
             | "RowsAndParts" >> beam.Flatten()
             | "GroupPart" >> beam.GroupByKey()  # one key per part: at most LEDGER_PART_ROWS rows each
             | "WritePart" >> beam.Map(self._write, keys=self.keys_side)
-            | "Rows" >> beam.CombineGlobally(sum)
+            | "Rows" >> beam.CombineGlobally(sum).without_defaults()  # no input row, no part: see the caller
         )
 
     def _write(self, kv, keys):

@@ -76,8 +76,7 @@ def _summed(stats: list[dict]) -> dict:
     return {name: sum(s[name] for s in stats) for name in COUNTERS}
 
 
-def write_final(_, cfg, rows_read, reason_counts, freq, written, empty_written=0, extraction=None, shard_stats=None,
-                fetch_stats=None):
+def write_final(_, cfg, rows_read, reason_counts, freq, written, extraction=None, shard_stats=None, fetch_stats=None):
     """Runs once at the very end (its side inputs depend on every writer). ``written``: rows per ledger."""
     extra = {"rejected_written": written.get("rejected", 0)}
     if extraction is not None:

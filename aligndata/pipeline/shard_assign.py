@@ -56,11 +56,11 @@ class AssignShards(beam.PTransform):
         per_shard = self.samples_per_shard
         n_ranges = (
             kept
-            | "CandidateRows" >> beam.combiners.Count.Globally()
+            | "CandidateRows" >> beam.CombineGlobally(beam.combiners.CountCombineFn()).without_defaults()
             | "Ranges" >> beam.Map(lambda rows: max(1, math.ceil(rows / per_shard)))
         )
-        keyed = kept | "KeyByRange" >> beam.Map(
-            lambda kv, n: (shard_range(kv[0], n), kv), n=beam.pvalue.AsSingleton(n_ranges)
+        keyed = kept | "KeyByRange" >> beam.Map(  # no kept row: one range, never asked for (no default branch)
+            lambda kv, n: (shard_range(kv[0], n), kv), n=beam.pvalue.AsSingleton(n_ranges, default_value=1)
         )
         nonempty = keyed | "RangeIds" >> beam.Keys() | "DistinctRanges" >> beam.Distinct()
         return (
