@@ -179,6 +179,9 @@ def serve(parent: int, directory: str, index: str, modules: list[str]) -> int:
 
         from apache_beam.runners.worker import sdk_worker_main
 
+        from aligndata.pipeline.dofn_specs import cache_dofn_specs
+
+        cache_dofn_specs()  # each bundle processor asks again (dofn_specs.py)
         for module in modules:
             importlib.import_module(module)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
