@@ -17,7 +17,7 @@ from aligndata import __version__
 from aligndata.pipeline.config import CurateConfig
 from aligndata.pipeline.curate import build_curate
 from aligndata.pipeline.data_plane import no_timed_flush
-from aligndata.pipeline.dofn_specs import cache_dofn_specs
+from aligndata.pipeline import beam_caches
 from aligndata.pipeline.heap import returning_freed_memory
 from aligndata.pipeline.warm_workers import runner_for
 from aligndata.pipeline.job_servers import with_cached_job_server
@@ -58,7 +58,7 @@ def pipeline_options(beam_args: list[str]) -> PipelineOptions:
     if not standard.runner:
         standard.runner = DEFAULT_RUNNER
     no_timed_flush()  # Beam's local runner drops bytes under load otherwise (data_plane.py)
-    cache_dofn_specs()  # Beam's DoFn introspection once per DoFn, not four or five times (dofn_specs.py)
+    beam_caches.install()  # Beam's DoFn introspection and options views once each, not per transform
     return options
 
 

@@ -179,9 +179,9 @@ def serve(parent: int, directory: str, index: str, modules: list[str]) -> int:
 
         from apache_beam.runners.worker import sdk_worker_main
 
-        from aligndata.pipeline.dofn_specs import cache_dofn_specs
+        from aligndata.pipeline import beam_caches
 
-        cache_dofn_specs()  # each bundle processor asks again (dofn_specs.py)
+        beam_caches.install()  # each bundle processor asks again (beam_caches.py)
         for module in modules:
             importlib.import_module(module)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
