@@ -5,6 +5,7 @@ they died, or when switched off; waiting workers never outlive the command."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -103,10 +104,12 @@ def test_unclaimed_workers_end_with_the_command():
     script = ("import os, sys\nfrom aligndata.pipeline import warm_workers\n"
               "with warm_workers.started(['--direct_running_mode', 'multi_processing', '--direct_num_workers', '2'],"
               " warm_workers.Warm(('aligndata.pipeline.sources',))) as pool:\n"
-              "    print(' '.join(str(p.pid) for p in pool.processes), flush=True)\n"
+              "    print(pool.directory, ' '.join(str(p.pid) for p in pool.processes), flush=True)\n"
               "    os._exit(0)  # dies without cleaning up\n")
     launcher = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    pids = [int(pid) for pid in launcher.stdout.split()]
+    directory, *pids = launcher.stdout.split()
+    shutil.rmtree(directory)  # what a killed command leaves behind, like any temporary directory
+    pids = [int(pid) for pid in pids]
     assert len(pids) == 2
     for _ in range(200):  # the kernel delivers SIGKILL at once; wait for the exit to show
         if not any(Path(f"/proc/{pid}").exists() and "Z" not in _state(pid) for pid in pids):

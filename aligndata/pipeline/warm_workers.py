@@ -29,6 +29,7 @@ import ctypes
 import json
 import logging
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -74,7 +75,7 @@ class Pool:
 
     @property
     def command(self) -> str:
-        return f"{_quote(sys.executable)} -m aligndata.pipeline.warm_workers handoff {_quote(self.directory)}"
+        return f"{shlex.quote(sys.executable)} -m aligndata.pipeline.warm_workers handoff {shlex.quote(self.directory)}"
 
 
 _pool: Pool | None = None  # the pool of this command; the runner below uses it
@@ -111,6 +112,8 @@ def started(beam_args: list[str], warm: Warm | None):
     if not count:
         yield None
         return
+    from aligndata.io.atomic import write_bytes_atomic  # not at the top: the handoff imports this module too
+
     pool = Pool(tempfile.mkdtemp(prefix="aligndata-warm-"))
     env = {**os.environ, **warm.environment()}
     try:
@@ -118,7 +121,7 @@ def started(beam_args: list[str], warm: Warm | None):
             process = subprocess.Popen(
                 [sys.executable, "-m", "aligndata.pipeline.warm_workers", "serve", str(os.getpid()), pool.directory,
                  str(index), *warm.modules], env=env, stdin=subprocess.DEVNULL)
-            _write_atomic(os.path.join(pool.directory, f"{index}.free"), str(process.pid))
+            write_bytes_atomic(os.path.join(pool.directory, f"{index}.free"), str(process.pid).encode())
             pool.processes.append(process)
         _pool = pool
         yield pool
@@ -179,6 +182,7 @@ def serve(parent: int, directory: str, index: str, modules: list[str]) -> int:
 
         from apache_beam.runners.worker import sdk_worker_main
 
+        from aligndata.io.atomic import write_bytes_atomic
         from aligndata.pipeline import beam_caches
 
         beam_caches.install()  # each bundle processor asks again (beam_caches.py)
@@ -189,7 +193,7 @@ def serve(parent: int, directory: str, index: str, modules: list[str]) -> int:
         listener.listen(1)
     except Exception:  # quietly: the handoff sees this worker gone and starts Beam's, which reports real errors
         return 1
-    _write_atomic(os.path.join(directory, f"{index}.ready"), "")
+    write_bytes_atomic(os.path.join(directory, f"{index}.ready"), b"")
     connection, _ = listener.accept()
     listener.close()
     stream = connection.makefile("rwb")
@@ -290,18 +294,6 @@ def _die_with_parent(parent: int) -> None:
             ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
     if os.getppid() != parent:  # it died before the line above: nobody will ever claim this worker
         os._exit(0)
-
-
-def _write_atomic(path: str, text: str) -> None:
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
-
-
-def _quote(text: str) -> str:
-    import shlex
-
-    return shlex.quote(text)
 
 
 def main(argv: list[str]) -> int:
