@@ -101,9 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet_import_noise(record: logging.LogRecord) -> bool:
-    # Beam's GCP module warns at import on every machine without Google's client libraries.
-    return "apitools not found" not in record.getMessage()
+_BEAM_NOISE = (
+    "apitools not found",  # Beam's GCP module, at import, on every machine without Google's client libraries
+    "No semi_persistent_directory found",  # every local worker, relayed by the runner: nothing to act on
+)
+
+
+def _quiet_beam_noise(record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return not any(noise in message for noise in _BEAM_NOISE)
 
 
 def _not_an_input_error(record: logging.LogRecord) -> bool:
@@ -117,7 +123,7 @@ def _not_an_input_error(record: logging.LogRecord) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.getLogger().addFilter(_quiet_import_noise)
+    logging.getLogger().addFilter(_quiet_beam_noise)
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
     # multi_processing workers start now and import while this process builds the pipeline (warm_workers.py)
@@ -139,6 +145,7 @@ def _run(parser, args, beam_args) -> int:
         force=True,
     )
     for handler in logging.getLogger().handlers:
+        handler.addFilter(_quiet_beam_noise)  # records of Beam's loggers too (a logger's filter sees only its own)
         handler.addFilter(_not_an_input_error)
     from aligndata.io.inputs import InputError
     from aligndata.shards.writer import OutputDirNotEmpty

@@ -15,6 +15,7 @@ import apache_beam as beam
 import pytest
 
 from aligndata.pipeline import warm_workers
+from helpers import write_pairs
 from aligndata.pipeline.run import new_pipeline, pipeline_options
 
 pytestmark = pytest.mark.e2e  # each test runs a multi_processing pipeline
@@ -79,6 +80,27 @@ def test_workers_that_cannot_start_get_beams_own_workers(tmp_path):
         pids = worker_pids(tmp_path)
         assert [process.wait(60) for process in pool.processes] == [1, 1]
     assert pids and not pids & {process.pid for process in pool.processes}
+
+
+def test_workers_print_only_errors(tmp_path, capfd):
+    """A warm worker and a fallback one (Beam's harness in the handoff) send their log records to the launcher;
+    their own stderr stays quiet (it printed ~20 INFO lines of the harness each before)."""
+    with warm_workers.started(MP, WARM) as pool:
+        pool.processes[0].kill()
+        pool.processes[0].wait()
+        pids = worker_pids(tmp_path)
+    assert pids & {pool.processes[1].pid} and pids - {pool.processes[1].pid}  # one warm, one fallback
+    err = capfd.readouterr().err
+    assert "sdk_worker" not in err and "INFO" not in err, err
+
+
+def test_a_quiet_multi_processing_command_prints_nothing(tmp_path):
+    rows = [(f"http://a.test/{i}.jpg", f"a red bicycle number {i} leaning on a wall") for i in range(20)]
+    pairs = write_pairs(tmp_path / "pairs.parquet", rows)
+    run = subprocess.run([sys.executable, "-m", "aligndata.cli", "curate", "--input", pairs, "--output",
+                          str(tmp_path / "out"), "--dry-run", "--quiet", *MP], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == "", run.stderr
 
 
 def test_switched_off(tmp_path, monkeypatch):

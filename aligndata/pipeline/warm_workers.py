@@ -176,6 +176,7 @@ def _warm_runner_class():
 def serve(parent: int, directory: str, index: str, modules: list[str]) -> int:
     """A waiting worker: import, then serve one handoff whose environment matches ours, as Beam's worker."""
     _die_with_parent(parent)
+    _worker_logging()
     start_env = dict(os.environ)
     try:
         import importlib
@@ -243,7 +244,12 @@ def handoff(directory: str) -> int:
         code = _hand_to(directory, index, pid)
         if code is not None:
             return code
-    os.execv(sys.executable, [sys.executable, "-m", BEAM_WORKER])  # no warm worker: Beam's own start
+    # no warm worker: Beam's own harness in this process, as `python -m BEAM_WORKER` would start it
+    _worker_logging()
+    from apache_beam.runners.worker import sdk_worker_main
+
+    sdk_worker_main.main([BEAM_WORKER])
+    return 0
 
 
 def _hand_to(directory: str, index: str, pid: int) -> int | None:
@@ -271,6 +277,17 @@ def _hand_to(directory: str, index: str, pid: int) -> int | None:
     signal.signal(signal.SIGTERM, lambda *_: os.kill(pid, signal.SIGTERM))  # Beam stopping us stops the worker
     final = stream.readline().decode().split()
     return int(final[1]) if len(final) == 2 and final[0] == "exit" else 1
+
+
+def _worker_logging() -> None:
+    """Before Beam's import: a worker's own stderr shows errors only. Beam sends a worker's log records to the
+    launcher, where the command's verbosity applies; without a handler of ours, Beam's import-time warning about
+    Google's client libraries makes logging add a stderr handler, which then prints every INFO line of the
+    harness (~20 lines a worker, under --quiet too)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.ERROR)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
 
 
 def _alive(pid: int) -> bool:
