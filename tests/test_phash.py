@@ -12,7 +12,7 @@ from helpers import COCO, needs_coco
 from PIL import Image
 
 from aligndata.filters import image as image_module
-from aligndata.filters.image import _PHASH_PRESHRINK, perceptual_hash
+from aligndata.filters.image import _PHASH_PRESHRINK, box_reduce, perceptual_hash, perceptual_hash_pixels
 
 LANCZOS = Image.Resampling.LANCZOS
 
@@ -26,12 +26,29 @@ def reference_hash(image: Image.Image, hash_size: int = 8) -> str:
 
 
 def assert_same(images, hash_size: int = 8) -> None:
-    mismatches = [
-        (i, image.mode, image.size)
-        for i, image in enumerate(images)
-        if perceptual_hash(image, hash_size) != reference_hash(image, hash_size)
-    ]
+    """perceptual_hash equals the reference on each image, and so does perceptual_hash_pixels on each RGB one."""
+    mismatches = []
+    for i, image in enumerate(images):
+        expected = reference_hash(image, hash_size)
+        if perceptual_hash(image, hash_size) != expected:
+            mismatches.append((i, image.mode, image.size))
+        elif image.mode == "RGB" and perceptual_hash_pixels(np.asarray(image), hash_size) != expected:
+            mismatches.append((i, "pixels", image.size))
     assert not mismatches, mismatches[:10]
+
+
+def test_box_reduce_is_pillows_reduce():
+    """Every shape class Reduce.c treats apart: full boxes, a partial last row and/or column, boxes larger than
+    the image, factors odd and even, flat extremes (255 everywhere: the rounding's upper edge) and noise."""
+    rng = np.random.default_rng(11)
+    cases = [(h, w, f) for f in (2, 3, 7, 8, 13) for h, w in ((f * 9, f * 5), (f * 9 + 1, f * 5 + f - 1), (f - 1, 3))]
+    cases += [(int(rng.integers(1, 900)), int(rng.integers(1, 900)), int(rng.integers(2, 60))) for _ in range(150)]
+    cases += [(300, 270, 256), (300, 270, 257)]  # the largest factor on arrays, and Pillow's own beyond it
+    for i, (h, w, f) in enumerate(cases):
+        pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8) if i % 4 else np.full((h, w, 3), 255 - i % 8, np.uint8)
+        expected = np.asarray(Image.fromarray(pixels).reduce(f))
+        got = box_reduce(pixels, f)
+        assert got.shape == expected.shape and np.array_equal(got, expected), (h, w, f)
 
 
 def synthetic_array(rng: np.random.Generator, kind: int, width: int, height: int) -> np.ndarray:

@@ -307,9 +307,79 @@ _PHASH_MARGIN = 2.0**-30  # relative to the largest possible coefficient; see ab
 
 def perceptual_hash(image: Image.Image, hash_size: int = 8) -> str:
     """DCT perceptual hash (imagehash.phash of a box-reduced copy) as hex: 16 hex chars for 64 bits."""
-    factor = min(image.size) // (4 * hash_size * _PHASH_PRESHRINK)
-    if factor >= 2:
-        image = image.reduce(factor)
+    factor = _phash_reduce_factor(min(image.size), hash_size)
+    return _phash_of_reduced(image.reduce(factor) if factor >= 2 else image, hash_size)
+
+
+def perceptual_hash_pixels(pixels: np.ndarray, hash_size: int = 8) -> str:
+    """perceptual_hash of an (H, W, 3) uint8 RGB array, bit for bit, without first copying the array into a Pillow
+    image (1.2 MB for a 640x480 photo, ~0.5 ms of the image stage): the reduce is ``box_reduce``, and only its
+    small result becomes a Pillow image."""
+    factor = _phash_reduce_factor(min(pixels.shape[:2]), hash_size)
+    return _phash_of_reduced(Image.fromarray(box_reduce(pixels, factor) if factor >= 2 else pixels), hash_size)
+
+
+def _phash_reduce_factor(short_side: int, hash_size: int) -> int:
+    return short_side // (4 * hash_size * _PHASH_PRESHRINK)
+
+
+def box_reduce(pixels: np.ndarray, factor: int) -> np.ndarray:
+    """``Image.reduce(factor)`` of an (H, W, C) uint8 array, bit for bit: each output pixel is its factor x factor
+    box's mean (the last row and column of boxes are partial) in Pillow's fixed-point arithmetic, Reduce.c's
+    ``((sum + n / 2) * multiplier) >> 24`` with ``multiplier = (UINT32)(2^32f / (256 * n))`` in float for a box of n
+    pixels. ~0.5 ms for a 640x480 photo against ~0.7 for Pillow's copy and reduce. tests/test_phash.py checks
+    it against the installed Pillow's reduce."""
+    if factor > _MAX_ARRAY_REDUCE:
+        return np.asarray(Image.fromarray(pixels).reduce(factor))
+    height, width, channels = pixels.shape
+    out_h, out_w, full_w = -(-height // factor), -(-width // factor), width // factor
+    # each box's rows summed: factor passes over contiguous rows (a sum <= 255 * factor: uint16)
+    rows = pixels[0::factor].astype(np.uint16)
+    for k in range(1, min(factor, height)):
+        part = pixels[k::factor]
+        rows[:len(part)] += part
+    # then each full box's row sums at once, as a product with a 0/1 matrix: float32 holds these integer sums
+    # exactly (< 2^24 up to _MAX_ARRAY_REDUCE), in any order BLAS adds them; the partial last column apart
+    sums = np.empty((out_h, out_w, channels), np.float64)
+    if full_w:
+        flat = rows[:, :full_w * factor].astype(np.float32).reshape(out_h * full_w, factor * channels)
+        sums[:, :full_w] = (flat @ _summing_matrix(factor, channels)).reshape(out_h, full_w, channels)
+    if out_w > full_w:
+        sums[:, full_w] = rows[:, full_w * factor:].sum(axis=1)
+    scale, offset = _box_arithmetic(height, width, factor)
+    # (sum + n / 2) * multiplier >> 24 in float64, exactly: each term is an integer below 2^32 times 2^-24
+    return np.floor(sums * scale + offset).astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=64)
+def _box_arithmetic(height: int, width: int, factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per output pixel of box_reduce: (multiplier / 2^24, (n / 2) * multiplier / 2^24), shaped (H', W', 1)."""
+    out_h, out_w = -(-height // factor), -(-width // factor)
+    box_h = np.full(out_h, factor, np.int64)
+    box_h[-1] = height - (out_h - 1) * factor
+    box_w = np.full(out_w, factor, np.int64)
+    box_w[-1] = width - (out_w - 1) * factor
+    n = box_h[:, None] * box_w[None, :]
+    multiplier = (np.float32(2.0**32) / (256 * n).astype(np.float32)).astype(np.uint64)  # float, then truncated
+    scale = (multiplier * 2.0**-24)[..., None]
+    offset = ((n // 2) * multiplier * 2.0**-24)[..., None]
+    scale.setflags(write=False)
+    offset.setflags(write=False)
+    return scale, offset
+
+
+_MAX_ARRAY_REDUCE = 256  # 255 * 256**2 < 2**24; larger factors (short sides over 16,384 px) take Pillow's reduce
+
+
+@functools.lru_cache(maxsize=16)
+def _summing_matrix(factor: int, channels: int) -> np.ndarray:
+    """(factor * channels, channels): summing ``factor`` interleaved pixels channel by channel."""
+    matrix = np.tile(np.eye(channels, dtype=np.float32), (factor, 1))
+    matrix.setflags(write=False)
+    return matrix
+
+
+def _phash_of_reduced(image: Image.Image, hash_size: int) -> str:
     if hash_size < 2:
         raise ValueError("Hash size must be greater than or equal to 2")  # imagehash's check
     side = _PHASH_HIGHFREQ * hash_size

@@ -21,7 +21,7 @@ from PIL import Image
 
 from aligndata.filters import reasons, registry
 from aligndata.filters.options import Option, defaults, positive_int
-from aligndata.filters.image import DecodeError, image_size_reason, perceptual_hash
+from aligndata.filters.image import DecodeError, image_size_reason, perceptual_hash_pixels
 from aligndata.images.encode import EXTENSIONS, encode_image
 from aligndata.images.encode_pixels import encode_pixels
 from aligndata.images.fast_decode import decode_pixels
@@ -200,7 +200,7 @@ def process_image(data: bytes, cfg: ImageConfig, image_check=None) -> ImageOutco
     if size_reason is not None:
         return _rejected(outcome, size_reason, f"{decoded.original_width}x{decoded.original_height}")
     try:
-        outcome.phash = perceptual_hash(decoded.image)
+        outcome.phash = perceptual_hash_pixels(decoded.pixels)  # no Pillow copy of the pixels for it
     except Exception as err:
         return _rejected(outcome, reasons.DECODE_FAILED, f"hash_failed:{type(err).__name__}")
     if image_check is not None:
@@ -210,7 +210,7 @@ def process_image(data: bytes, cfg: ImageConfig, image_check=None) -> ImageOutco
     try:
         if cfg.resample == "area":  # the default: arrays all the way (OpenCV resize, OpenCV JPEG)
             plan = plan_resize(*decoded.pixels.shape[1::-1], cfg.resize_mode, cfg.image_size, cfg.only_downscale)
-            pixels = resize_pixels(decoded.pixels, plan, image=decoded.image)  # made for the pHash already
+            pixels = resize_pixels(decoded.pixels, plan)
             outcome.image_bytes = encode_pixels(pixels, cfg.encode_format, cfg.encode_quality)
             outcome.width, outcome.height = pixels.shape[1], pixels.shape[0]
         else:
