@@ -271,3 +271,26 @@ def test_text_pair_and_url_groups_decide_in_two_passes_without_a_list_or_sort(mo
     too_many = packed.REASON_CODE["image_too_many_texts"]
     assert decide(2) == [((0, 0), (3, too_many, b"> 2 texts")), ((0, 1), (5, short, b"")),
                          ((0, 1), (7, too_many, b"> 2 texts"))]
+
+
+def test_input_files_are_spread_over_the_workers(tmp_path):
+    """Two or more input files are reshuffled after the Create, so each may be read and prepared by another worker;
+    without it everything after the Create fuses into its Impulse's one bundle: one worker reads every file."""
+    import apache_beam as beam
+
+    from aligndata.pipeline.config import CurateConfig
+    from aligndata.pipeline.curate import build_curate
+    from aligndata.pipeline.run import pipeline_options
+
+    def reshuffled(files: int) -> bool:
+        paths = [write_pairs(tmp_path / f"pairs-{i}.parquet", [(f"http://a.test/{i}.jpg", "a red bicycle")])
+                 for i in range(files)]
+        specs = [InputSpec(path=path, index=i, fmt="parquet", url_col="url", caption_col="caption")
+                 for i, path in enumerate(paths)]
+        p = beam.Pipeline(options=pipeline_options([]))
+        build_curate(p, CurateConfig(inputs=tuple(paths), output=str(tmp_path / "out"), dry_run=True), specs)
+        names = [t.unique_name for t in p.to_runner_api().components.transforms.values()]
+        return any(name.startswith("Inputs/MaybeReshuffle/Reshuffle") for name in names)
+
+    assert reshuffled(2)
+    assert not reshuffled(1)  # one element: nothing to spread, no extra stages

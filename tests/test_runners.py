@@ -21,7 +21,9 @@ def pairs(tmp_path_factory, http_server):
             for i in range(6)]
     rows.append((http_server.url("/status/404?runners"), "a photo that is gone now"))
     rows.append((http_server.url("/image/100x100.jpg?runners=small"), "a photo that is far too small"))
-    return write_pairs(directory / "pairs.parquet", rows), directory
+    # two input files: on multi_processing each may be read and prepared by another worker
+    return [write_pairs(directory / "pairs-a.parquet", rows[:4]), write_pairs(directory / "pairs-b.parquet", rows[4:])], \
+        directory
 
 
 def outcome(out: Path) -> tuple[dict, dict[str, bytes]]:
@@ -35,7 +37,7 @@ def outcome(out: Path) -> tuple[dict, dict[str, bytes]]:
 def reference(pairs):
     path, directory = pairs
     out = directory / "fnapi"
-    assert main(["curate", "--input", path, "--output", str(out), "--allow-private-networks",
+    assert main(["curate", "--input", *path, "--output", str(out), "--allow-private-networks",
                  "--samples-per-shard", "3"]) == 0
     return outcome(out)
 
@@ -46,14 +48,16 @@ def test_reference_run(reference):
     assert report["rejected_by_reason"]["image_too_small"] == 1
     # 8 rows reach the fetch stage: ceil(8 / 3) = 3 URL-hash ranges, empty ranges skipped
     assert 1 <= sum(name.endswith(".tar") for name in files) == report["shards"] <= 3
-    assert [name for name in files if name.startswith("rejected/")] == ["rejected/part-00000-of-00001.parquet"]
+    # one ledger part per input file (each holds fewer than a part's rows)
+    assert [name for name in files if name.startswith("rejected/")] == [
+        "rejected/part-00000-of-00002.parquet", "rejected/part-00001-of-00002.parquet"]
 
 
 def test_portable_runner_gives_the_same_bytes(pairs, reference):
     """The Job API and portable proto that Flink and Dataflow receive, run in-process."""
     path, directory = pairs
     out = directory / "portable"
-    assert main(["curate", "--input", path, "--output", str(out), "--allow-private-networks",
+    assert main(["curate", "--input", *path, "--output", str(out), "--allow-private-networks",
                  "--samples-per-shard", "3", "--runner", "PortableRunner", "--job_endpoint", "embed",
                  "--environment_type", "LOOPBACK"]) == 0
     report, files = outcome(out)
@@ -66,7 +70,7 @@ def test_multi_processing_gives_the_same_bytes(pairs, reference):
     """Also with one image processed at a time per worker: how many run at once never changes the bytes."""
     path, directory = pairs
     out = directory / "multi"
-    assert main(["curate", "--input", path, "--output", str(out), "--allow-private-networks",
+    assert main(["curate", "--input", *path, "--output", str(out), "--allow-private-networks",
                  "--samples-per-shard", "3", "--direct_running_mode", "multi_processing",
                  "--direct_num_workers", "2", "--image-threads", "1"]) == 0
     report, files = outcome(out)
@@ -78,7 +82,7 @@ def test_multi_processing_gives_the_same_bytes(pairs, reference):
 def test_private_addresses_are_refused_by_default(pairs, http_server):
     path, directory = pairs
     out = directory / "guarded"
-    assert main(["curate", "--input", path, "--output", str(out)]) == 0
+    assert main(["curate", "--input", *path, "--output", str(out)]) == 0
     report = read_report(out)
     assert report["kept"] == 0
     assert report["rejected_by_reason"]["blocked_address"] == 8

@@ -471,7 +471,11 @@ def build_curate(p: beam.Pipeline, cfg: CurateConfig, specs: list[InputSpec]):
     """Add the whole curate flow to ``p``."""
     read = (
         p
-        | "Inputs" >> beam.Create(specs, reshuffle=False)
+        # Beam's Create reshuffles its elements when there are two or more: each input file is then read and
+        # prepared by whichever worker takes it. Without that, everything after the Create fuses into the one
+        # bundle of its Impulse, and one worker reads and prepares every file of the corpus (on Flink and Dataflow
+        # too). One file is one element: one worker, as any unsplit file.
+        | "Inputs" >> beam.Create(specs)
         | "Read" >> beam.ParDo(ReadRows(cfg.progress_dir)).with_outputs(PAGE_URLS, EXTRACTION, main="rows")
     )
     if any(spec.fmt in WEB_FORMATS for spec in specs):
