@@ -14,8 +14,9 @@ one process per worker, and the harness is Beam's own ``sdk_worker_main.main`` o
 
 A waiting worker serves only an environment equal to the one it started with, apart from the variables Beam and
 the shell add (``_HANDED_OVER``): glibc and Python read some variables only at start (MALLOC_*, PYTHONPATH), so a
-worker started before a change would not be the worker Beam asked for. It refuses then, and the handoff starts
-Beam's usual worker instead; so it does when no worker is left (a second pipeline in one command) or one died.
+worker started before a change would not be the worker Beam asked for. It refuses then, and the handoff runs
+Beam's own harness itself, as Beam's usual worker would; so it does when no worker is left (a second pipeline in
+one command) or one died. Workers print only errors on their stderr: their log records reach the launcher.
 Waiting workers die with the command (PR_SET_PDEATHSIG on Linux; ``started`` also ends the unclaimed ones).
 
 Top-level imports are the standard library only: the handoff must start in milliseconds.
