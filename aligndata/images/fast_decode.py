@@ -49,8 +49,8 @@ _ORIENT = {
 @dataclass
 class DecodedPixels:
     """A decoded image as a C-contiguous (H, W, 3) uint8 RGB array, its displayed size before any DCT scaling, and
-    its format. ``image`` is the same pixels as a Pillow image, made on first use (the pHash and the image checks
-    take Pillow images)."""
+    its format. ``image`` is the same pixels as a Pillow image, made on first use (the image checks and Pillow's
+    resize filters take Pillow images; the pHash works on the array)."""
 
     pixels: np.ndarray
     original_width: int
