@@ -199,6 +199,37 @@ def test_image_checks_rehash_for_other_index_kinds(eval_dir, tmp_path):
         checks.check_image(None, perceptual_hash(image))
 
 
+class _Decoded:
+    """A decoded image as the fetch stage hands it over: the Pillow copy counted where a check asks for it."""
+
+    def __init__(self, image):
+        self._image, self.copies = image, 0
+
+    @property
+    def image(self):
+        self.copies += 1
+        return self._image
+
+
+def test_image_checks_copy_the_pixels_only_for_a_check_that_reads_them(index_file, eval_dir, tmp_path):
+    assert not ImageChecks.from_options(None).checks_images  # keywords alone: nothing to check after download
+    copy = smooth_image(2)
+    pipeline_index = ImageChecks.from_options(index_file, 8, "keywords", 0.5)
+    decoded = _Decoded(copy)
+    assert pipeline_index.checks_images
+    assert pipeline_index.check_decoded(decoded, perceptual_hash(copy))[0] == reasons.EVAL_SET_DUPLICATE
+    assert decoded.copies == 0  # the pipeline's own hash: its hex is enough
+    out = str(tmp_path / "dhash.npz")
+    build_index([str(eval_dir)], out, HashSpec("dhash", 8), workers=1)
+    decoded = _Decoded(copy)
+    assert ImageChecks.from_options(out, 4, "off", 0.5).check_decoded(decoded, perceptual_hash(copy))[0] == \
+        reasons.EVAL_SET_DUPLICATE
+    assert decoded.copies == 1  # another hash kind is computed from the pixels
+    plugin = ImageChecks.from_options(None, 8, "nsfw_plugin_example:redness", 0.99)
+    decoded = _Decoded(smooth_image(50))
+    assert plugin.checks_images and plugin.check_decoded(decoded, None) is None and decoded.copies == 1
+
+
 def test_image_checks_option_errors_are_input_errors(tmp_path):
     with pytest.raises(InputError, match="nope.npz: cannot read"):
         ImageChecks.from_options(str(tmp_path / "nope.npz"), 8, "keywords", 0.5)

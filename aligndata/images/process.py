@@ -178,7 +178,7 @@ def process_image(data: bytes, cfg: ImageConfig, image_check=None) -> ImageOutco
     """The per-image chain; never raises for bad image bytes (they end as ``decode_failed`` with a detail).
 
     The size rules judge the ORIGINAL (header, EXIF-oriented) size, never the resized one. The pHash is taken on
-    the decoded image before resizing so it does not depend on the output options. ``image_check(image, phash)``
+    the decoded image before resizing so it does not depend on the output options. ``image_check(decoded, phash)``
     (eval-set near-duplicates, NSFW image scores) runs after the size rules and may return (reason, detail).
     """
     outcome = ImageOutcome(
@@ -204,7 +204,7 @@ def process_image(data: bytes, cfg: ImageConfig, image_check=None) -> ImageOutco
     except Exception as err:
         return _rejected(outcome, reasons.DECODE_FAILED, f"hash_failed:{type(err).__name__}")
     if image_check is not None:
-        hit = image_check(decoded.image, outcome.phash)  # errors here are the caller's (a broken plugin): raise
+        hit = image_check(decoded, outcome.phash)  # errors here are the caller's (a broken plugin): raise
         if hit is not None:
             return _rejected(outcome, *hit)
     try:

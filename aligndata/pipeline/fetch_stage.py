@@ -70,7 +70,8 @@ class FetchShard(beam.DoFn):
         self.fetcher = Fetcher(FetchConfig.from_options(self.cfg, self.cfg.max_download_bytes))
         self.checks = ImageChecks(self.cfg.eval_index, self.cfg.eval_hamming, self.cfg.nsfw, self.cfg.nsfw_threshold)
         self.checks.setup()  # loads the eval index once per worker
-        self.image_check = self.checks.check_image if self.checks.enabled else None
+        # NSFW keywords alone (the default) judge text before the download: no per-image check then
+        self.image_check = self.checks.check_decoded if self.checks.checks_images else None
         self.cache = FetchCache(self.cfg.cache_dir or default_cache_dir(self.cfg.output))
         self.image_cfg = ImageConfig.from_options(self.cfg)
         use_one_thread()  # one image per core already (image_slots); OpenCV's own pool would only add hand-offs
