@@ -6,6 +6,13 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # socketserver's default accept queue of 5 drops the SYNs of a 32-thread fetch burst; each dropped one
+    # stalls its download for the client's 1 s SYN retransmission
+    request_queue_size = 128
+
+
 class StaticWeb:
     """Serve registered bytes at paths on an ephemeral loopback port; unknown paths answer 404."""
 
@@ -34,10 +41,9 @@ class StaticWeb:
                 pass
 
         try:
-            self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+            self._server = _Server(("127.0.0.1", port), Handler)
         except OSError:  # taken: any free port will do
-            self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+            self._server = _Server(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, name="aligndata-localweb", daemon=True)
 
     @property

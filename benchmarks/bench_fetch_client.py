@@ -7,8 +7,8 @@ that urllib.request and our client both stand on), a bare urllib3 PoolManager, a
 byte cap, wall-clock watchdog, retries, per-host throttle, X-Robots-Tag, keep-alive pool;
 ``allow_private_networks`` because the server is on loopback, so the guard's address check is the cheap path).
 Bodies are read whole, nothing decoded.
-The server is ``python -m http.server`` in its own process (HTTP/1.0: one connection per request, as for most
-image hosts seen once), so only the client's CPU is counted: this process's user+system time / fetches.
+The server is `python -m http.server`'s (bench_image_stage.served_pairs) in its own process (HTTP/1.0: one
+connection per request, as for most image hosts seen once), so only the client's CPU is counted: this process's user+system time / fetches.
 Rounds alternate the clients' order; the median per client is reported.
 """
 

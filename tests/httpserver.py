@@ -209,6 +209,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default accept queue of 5 drops the SYNs of a 32-thread fetch burst: each dropped one is
+    # retried by the client's kernel 1 s later (a stall, not a failure)
+    request_queue_size = 128
     owner: LocalServer
 
     def handle_error(self, request: Any, client_address: Any) -> None:
