@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -34,6 +35,25 @@ def worker_pids(out: Path) -> set[int]:
     return pids
 
 
+def forked(pool, timeout: float = 60.0) -> dict[int, int]:
+    """{index: pid} of the pool's workers once all are forked (the forking process imports first)."""
+    deadline = time.monotonic() + timeout
+    while len(pids := pool.worker_pids()) < pool.count:
+        assert pool.forking.poll() is None, f"the forking process ended with {pool.forking.returncode}"
+        assert time.monotonic() < deadline, "the workers were not forked in time"
+        time.sleep(0.05)
+    return pids
+
+
+def kill_and_reap(pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)
+    for _ in range(200):  # reaped by the forking process
+        if not Path(f"/proc/{pid}").exists():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"worker {pid} did not end")
+
+
 def test_arguments_that_call_for_warm_workers():
     assert warm_workers.worker_count(MP) == 2
     assert warm_workers.worker_count(["--direct_running_mode=multi_processing", "--direct_num_workers=3"]) == 3
@@ -47,19 +67,19 @@ def test_arguments_that_call_for_warm_workers():
 
 def test_the_pipeline_runs_in_the_warm_workers(tmp_path):
     with warm_workers.started(MP, WARM) as pool:
-        assert pool is not None and len(pool.processes) == 2
-        warm = {process.pid for process in pool.processes}
+        assert pool is not None and pool.count == 2
         pids = worker_pids(tmp_path)
+        warm = set(forked(pool).values())
+        assert len(warm) == 2 and pool.forking.pid not in warm  # forked: one import for both
         assert pids <= warm, (pids, warm)
-        codes = [process.wait(60) for process in pool.processes]  # served: they ended with their harness
-    assert codes == [0, 0]
+        assert pool.forking.wait(60) == 0  # served: both ended with their harness, and it with them
     assert not Path(pool.directory).exists()
 
 
 def test_a_changed_environment_gets_beams_own_workers(tmp_path, monkeypatch):
     """A variable set after the workers started (glibc and Python read some only at start): they refuse it."""
     with warm_workers.started(MP, WARM) as pool:
-        warm = {process.pid for process in pool.processes}
+        warm = set(forked(pool).values())
         monkeypatch.setenv("ALIGNDATA_TEST_CHANGED", "1")
         pids = worker_pids(tmp_path)
     assert pids and not pids & warm
@@ -67,29 +87,38 @@ def test_a_changed_environment_gets_beams_own_workers(tmp_path, monkeypatch):
 
 def test_dead_warm_workers_get_beams_own_workers(tmp_path):
     with warm_workers.started(MP, WARM) as pool:
-        for process in pool.processes:
-            process.kill()
-            process.wait()
+        warm = set(forked(pool).values())
+        for pid in warm:
+            kill_and_reap(pid)
         pids = worker_pids(tmp_path)
-    assert pids and not pids & {process.pid for process in pool.processes}
+    assert pids and not pids & warm
+
+
+def test_a_dead_forking_process_gets_beams_own_workers(tmp_path):
+    """Killed while importing (or after forking: its workers die with it)."""
+    with warm_workers.started(MP, WARM) as pool:
+        pool.forking.kill()
+        pool.forking.wait()
+        pids = worker_pids(tmp_path)
+    assert pids and pool.forking.pid not in pids
 
 
 def test_workers_that_cannot_start_get_beams_own_workers(tmp_path):
-    """A worker that fails to import its modules ends quietly; Beam's own worker then reports any real error."""
+    """A failed import of the workers' modules ends quietly; Beam's own worker then reports any real error."""
     with warm_workers.started(MP, warm_workers.Warm(("aligndata_no_such_module",))) as pool:
         pids = worker_pids(tmp_path)
-        assert [process.wait(60) for process in pool.processes] == [1, 1]
-    assert pids and not pids & {process.pid for process in pool.processes}
+        assert pool.forking.wait(60) == 1 and pool.worker_pids() == {}
+    assert pids and pool.forking.pid not in pids
 
 
 def test_workers_print_only_errors(tmp_path, capfd):
     """A warm worker and a fallback one (Beam's harness in the handoff) send their log records to the launcher;
     their own stderr stays quiet (it printed ~20 INFO lines of the harness each before)."""
     with warm_workers.started(MP, WARM) as pool:
-        pool.processes[0].kill()
-        pool.processes[0].wait()
+        warm = forked(pool)
+        kill_and_reap(warm[0])
         pids = worker_pids(tmp_path)
-    assert pids & {pool.processes[1].pid} and pids - {pool.processes[1].pid}  # one warm, one fallback
+    assert pids & {warm[1]} and pids - {warm[1]}  # one warm, one fallback
     err = capfd.readouterr().err
     assert "sdk_worker" not in err and "INFO" not in err, err
 
@@ -118,26 +147,34 @@ def test_no_pool_without_multi_processing():
 
 
 def test_unclaimed_workers_end_with_the_command():
-    """Killed at the end of ``started``; and by the kernel when the command dies first (PR_SET_PDEATHSIG)."""
+    """Killed at the end of ``started``; and by the kernel when the command dies first (PR_SET_PDEATHSIG: the
+    forking process with the command, the workers with it)."""
     with warm_workers.started(MP, WARM) as pool:
-        processes = list(pool.processes)
-    assert all(process.returncode is not None for process in processes)
+        pids = list(forked(pool).values())
+    assert pool.forking.returncode is not None
+    assert not any(_running(pid) for pid in pids)
 
-    script = ("import os, sys\nfrom aligndata.pipeline import warm_workers\n"
+    script = ("import os, sys, time\nfrom aligndata.pipeline import warm_workers\n"
               "with warm_workers.started(['--direct_running_mode', 'multi_processing', '--direct_num_workers', '2'],"
               " warm_workers.Warm(('aligndata.pipeline.sources',))) as pool:\n"
-              "    print(pool.directory, ' '.join(str(p.pid) for p in pool.processes), flush=True)\n"
+              "    while len(pool.worker_pids()) < 2: time.sleep(0.05)\n"
+              "    print(pool.directory, pool.forking.pid, *pool.worker_pids().values(), flush=True)\n"
               "    os._exit(0)  # dies without cleaning up\n")
-    launcher = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    launcher = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                              timeout=120)
     directory, *pids = launcher.stdout.split()
     shutil.rmtree(directory)  # what a killed command leaves behind, like any temporary directory
     pids = [int(pid) for pid in pids]
-    assert len(pids) == 2
-    for _ in range(200):  # the kernel delivers SIGKILL at once; wait for the exit to show
-        if not any(Path(f"/proc/{pid}").exists() and "Z" not in _state(pid) for pid in pids):
+    assert len(pids) == 3
+    for _ in range(200):  # the kernel delivers SIGKILL at once; wait for the exits to show
+        if not any(_running(pid) for pid in pids):
             break
         time.sleep(0.05)
-    assert all(not Path(f"/proc/{pid}").exists() or _state(pid) == "Z" for pid in pids)
+    assert not any(_running(pid) for pid in pids)
+
+
+def _running(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists() and _state(pid) not in ("Z", "")
 
 
 def _state(pid: int) -> str:

@@ -5,19 +5,27 @@ only when the first stage runs; each then spends ~2-2.5 s importing Beam and our
 which has just spent ~4 s importing and building the pipeline on one core, waits. Measured on a 10-photo
 curate with 2 workers: the first of 44 stages took 2.8 s, the other 43 together 3.3 s (benchmarks/RESULTS.md).
 
-Here the command starts its workers first (``started``): each imports sdk_worker_main and the command's stages,
-then waits on a Unix socket in a private directory. The runner's worker command (the SUBPROCESS_SDK environment
-of the pipeline proto) becomes ``python -m aligndata.pipeline.warm_workers handoff DIR``: a tiny program that
-claims one waiting worker (an atomic rename: one claim per worker), sends it the environment Beam gave the
-handoff, and waits for the worker's exit status, which it exits with. So Beam still starts, watches and stops
-one process per worker, and the harness is Beam's own ``sdk_worker_main.main`` on the same environment.
+Here the command starts one process first (``started``): it imports sdk_worker_main and the command's stages
+once, then forks the N workers, each of which waits on a Unix socket in a private directory. One import instead
+of N: on a 2-core machine N importing workers competed with the launcher's own imports and graph building, the
+critical path (10-photo curate, 2 workers: the workers were ready at 1.7-2.2 s of the run, the launcher wanted
+them at 1.9-2.2 s). The runner's worker command (the SUBPROCESS_SDK environment of the pipeline proto) becomes
+``python -m aligndata.pipeline.warm_workers handoff DIR``: a tiny program that claims one waiting worker (an
+atomic rename: one claim per worker), sends it the environment Beam gave the handoff, and waits for the worker's
+exit status, which it exits with. So Beam still starts, watches and stops one process per worker, and the
+harness is Beam's own ``sdk_worker_main.main`` on the same environment.
+
+The fork happens before any gRPC channel exists (Beam's import starts no gRPC thread); the threads the imports
+do start (OpenBLAS's pool, pyarrow's jemalloc background thread) handle fork themselves, as they must for
+``multiprocessing``'s fork start method.
 
 A waiting worker serves only an environment equal to the one it started with, apart from the variables Beam and
 the shell add (``_HANDED_OVER``): glibc and Python read some variables only at start (MALLOC_*, PYTHONPATH), so a
 worker started before a change would not be the worker Beam asked for. It refuses then, and the handoff runs
 Beam's own harness itself, as Beam's usual worker would; so it does when no worker is left (a second pipeline in
 one command) or one died. Workers print only errors on their stderr: their log records reach the launcher.
-Waiting workers die with the command (PR_SET_PDEATHSIG on Linux; ``started`` also ends the unclaimed ones).
+Waiting workers die with the command (PR_SET_PDEATHSIG on Linux, the forking process with the command and each
+worker with it; ``started`` also ends the unclaimed ones).
 
 Top-level imports are the standard library only: the handoff must start in milliseconds.
 """
@@ -38,7 +46,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass
 from typing import Callable
 
 BEAM_WORKER = "apache_beam.runners.worker.sdk_worker_main"
@@ -72,7 +81,17 @@ CURATE = Warm(("aligndata.pipeline.curate",), _curate_environment)
 @dataclass
 class Pool:
     directory: str
-    processes: list[subprocess.Popen] = field(default_factory=list)
+    count: int
+    forking: subprocess.Popen | None = None  # the process that imports once and forks the workers
+
+    def worker_pids(self) -> dict[int, int]:
+        """{worker index: pid} of the workers forked so far."""
+        pids = {}
+        for index in range(self.count):
+            with contextlib.suppress(OSError, ValueError):
+                with open(os.path.join(self.directory, f"{index}.pid")) as f:
+                    pids[index] = int(f.read())
+        return pids
 
     @property
     def command(self) -> str:
@@ -115,23 +134,28 @@ def started(beam_args: list[str], warm: Warm | None):
         return
     from aligndata.io.atomic import write_bytes_atomic  # not at the top: the handoff imports this module too
 
-    pool = Pool(tempfile.mkdtemp(prefix="aligndata-warm-"))
+    pool = Pool(tempfile.mkdtemp(prefix="aligndata-warm-"), count)
     env = {**os.environ, **warm.environment()}
     try:
-        for index in range(count):
-            process = subprocess.Popen(
-                [sys.executable, "-m", "aligndata.pipeline.warm_workers", "serve", str(os.getpid()), pool.directory,
-                 str(index), *warm.modules], env=env, stdin=subprocess.DEVNULL)
-            write_bytes_atomic(os.path.join(pool.directory, f"{index}.free"), str(process.pid).encode())
-            pool.processes.append(process)
+        pool.forking = subprocess.Popen(
+            [sys.executable, "-m", "aligndata.pipeline.warm_workers", "serve", str(os.getpid()), pool.directory,
+             str(count), *warm.modules], env=env, stdin=subprocess.DEVNULL)
+        for index in range(count):  # claimable at once: a handoff waits for the worker to be ready
+            write_bytes_atomic(os.path.join(pool.directory, f"{index}.free"), str(pool.forking.pid).encode())
         _pool = pool
         yield pool
     finally:
         _pool = None
-        for process in pool.processes:  # served ones have exited with their harness; the unclaimed go now
-            if process.poll() is None:
-                process.kill()
-            process.wait()
+        if pool.forking is not None:
+            # served workers have exited with their harness; the unclaimed go now (the kernel would kill them
+            # with the forking process on Linux; elsewhere nothing would)
+            for index, pid in pool.worker_pids().items():
+                if os.path.exists(os.path.join(pool.directory, f"{index}.free")):
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
+            if pool.forking.poll() is None:
+                pool.forking.kill()
+            pool.forking.wait()
         shutil.rmtree(pool.directory, ignore_errors=True)
 
 
@@ -174,28 +198,58 @@ def _warm_runner_class():
 # The two programs: a waiting worker (serve) and the runner's worker command (handoff).
 
 
-def serve(parent: int, directory: str, index: str, modules: list[str]) -> int:
-    """A waiting worker: import, then serve one handoff whose environment matches ours, as Beam's worker."""
+def serve(parent: int, directory: str, count: int, modules: list[str]) -> int:
+    """Import once, then fork ``count`` waiting workers; wait for them all. Exits 1 when the imports failed or
+    a worker did not end well, else 0."""
     _die_with_parent(parent)
     _worker_logging()
     start_env = dict(os.environ)
     try:
         import importlib
 
-        from apache_beam.runners.worker import sdk_worker_main
-
         from aligndata.io.atomic import write_bytes_atomic
         from aligndata.pipeline import beam_caches
 
         beam_caches.install()  # each bundle processor asks again (beam_caches.py)
-        for module in modules:
+        for module in (BEAM_WORKER, *modules):  # once, for every worker
             importlib.import_module(module)
+    except Exception:  # quietly: the handoff sees this process gone and starts Beam's, which reports real errors
+        return 1
+    me, children = os.getpid(), {}
+    for index in range(count):
+        with warnings.catch_warnings():  # Python 3.12+ warns about forking with threads (see the module)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = _worker(me, directory, str(index), start_env)
+            finally:
+                os._exit(code)  # as a cold worker ends when its harness returns; its threads are the harness's
+        children[pid] = index
+        write_bytes_atomic(os.path.join(directory, f"{index}.pid"), str(pid).encode())
+    failed = False
+    while children:
+        pid, status = os.wait()
+        if children.pop(pid, None) is not None:
+            failed |= os.waitstatus_to_exitcode(status) != 0
+    return 1 if failed else 0
+
+
+def _worker(parent: int, directory: str, index: str, start_env: dict[str, str]) -> int:
+    """A waiting worker: serve one handoff whose environment matches ``start_env``, as Beam's worker."""
+    _die_with_parent(parent)
+    from apache_beam.runners.worker import sdk_worker_main
+
+    from aligndata.io.atomic import write_bytes_atomic
+
+    try:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(os.path.join(directory, f"{index}.sock"))  # a path too long for a socket fails here
         listener.listen(1)
-    except Exception:  # quietly: the handoff sees this worker gone and starts Beam's, which reports real errors
+    except OSError:
         return 1
-    write_bytes_atomic(os.path.join(directory, f"{index}.ready"), b"")
+    write_bytes_atomic(os.path.join(directory, f"{index}.ready"), str(os.getpid()).encode())
     connection, _ = listener.accept()
     listener.close()
     stream = connection.makefile("rwb")
@@ -226,7 +280,7 @@ def serve(parent: int, directory: str, index: str, modules: list[str]) -> int:
     with contextlib.suppress(OSError):
         stream.write(f"exit {code}\n".encode())
         stream.flush()
-    os._exit(code)  # as a cold worker ends when its harness returns; its threads are the harness's
+    return code
 
 
 def handoff(directory: str) -> int:
@@ -241,8 +295,8 @@ def handoff(directory: str) -> int:
         except OSError:
             continue
         with open(claimed) as f:
-            pid = int(f.read())
-        code = _hand_to(directory, index, pid)
+            forking = int(f.read())
+        code = _hand_to(directory, index, forking)
         if code is not None:
             return code
     # no warm worker: Beam's own harness in this process, as `python -m BEAM_WORKER` would start it
@@ -253,14 +307,18 @@ def handoff(directory: str) -> int:
     return 0
 
 
-def _hand_to(directory: str, index: str, pid: int) -> int | None:
+def _hand_to(directory: str, index: str, forking: int) -> int | None:
     """Give the worker our environment; its exit status, or None when it refused or died before serving."""
     ready = os.path.join(directory, f"{index}.ready")
     deadline = time.monotonic() + _WAIT_FOR_READY_S
     while not os.path.exists(ready):
-        if not _alive(pid) or time.monotonic() > deadline:
+        # the worker once forked (its pid file), the forking process until then (still importing)
+        if not _alive(_read_pid(os.path.join(directory, f"{index}.pid")) or forking) or time.monotonic() > deadline:
             return None
         time.sleep(_POLL_S)
+    pid = _read_pid(ready)
+    if pid is None:
+        return None
     connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         connection.connect(os.path.join(directory, f"{index}.sock"))
@@ -291,6 +349,14 @@ def _worker_logging() -> None:
     logging.getLogger().addHandler(handler)
 
 
+def _read_pid(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -306,7 +372,7 @@ def _alive(pid: int) -> bool:
 
 
 def _die_with_parent(parent: int) -> None:
-    """Linux: the kernel kills this waiting worker when the command that started it dies."""
+    """Linux: the kernel kills this process when the one that started it (``parent``) dies."""
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
@@ -316,10 +382,10 @@ def _die_with_parent(parent: int) -> None:
 
 def main(argv: list[str]) -> int:
     if len(argv) >= 4 and argv[0] == "serve":
-        return serve(int(argv[1]), argv[2], argv[3], argv[4:])
+        return serve(int(argv[1]), argv[2], int(argv[3]), argv[4:])
     if len(argv) == 2 and argv[0] == "handoff":
         return handoff(argv[1])
-    print("usage: python -m aligndata.pipeline.warm_workers serve PARENT_PID DIR INDEX [MODULE...] | handoff DIR",
+    print("usage: python -m aligndata.pipeline.warm_workers serve PARENT_PID DIR COUNT [MODULE...] | handoff DIR",
           file=sys.stderr)
     return 2
 
