@@ -18,6 +18,7 @@ from PIL import Image
 from aligndata.io.atomic import write_bytes_atomic, write_json_atomic
 from aligndata.shards.outcomes import Failure, status_of, success_rows
 from aligndata.shards.writer import (
+    TarMembers,
     compact_shards,
     OutputDirNotEmpty,
     Sample,
@@ -125,6 +126,29 @@ def test_tar_is_identical_for_any_input_order():
     shuffled = samples[:]
     random.Random(7).shuffle(shuffled)
     assert tar_bytes(samples) == tar_bytes(shuffled) == tar_bytes(reversed(samples))
+
+
+def test_tar_members_are_the_bytes_tarfile_writes():
+    """TarMembers writes its headers itself (one write a member); the bytes stay tarfile's GNU-format ones for the
+    same metadata, long (GNU long-name) and non-ASCII names included, at every padding boundary."""
+    members = [("a.jpg", b""), ("b.txt", b"x"), ("c.json", b"{" * 511), ("d.jpg", b"\xff" * 512),
+               ("e.jpg", bytes(range(256)) * 3), ("k" * 100, b"exactly 100 bytes of name"),
+               ("l" * 101 + ".jpg", b"a GNU long name"), ("caf\u00e9-\u732b.txt", "une l\u00e9gende".encode()),
+               ("\u732b" * 34 + ".txt", b"101 bytes of UTF-8 name")]
+    ours = io.BytesIO()
+    with TarMembers(ours) as tar:
+        for name, payload in members:
+            tar.add(name, payload)
+    theirs = io.BytesIO()
+    with tarfile.open(fileobj=theirs, mode="w", format=tarfile.GNU_FORMAT, encoding="utf-8") as reference:
+        for name, payload in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode, info.uid, info.gid, info.uname, info.gname = \
+                len(payload), 0, 0o644, 0, 0, "", ""
+            reference.addfile(info, io.BytesIO(payload))
+    assert tar.size == len(ours.getvalue()) and ours.getvalue() == theirs.getvalue()
+    with tarfile.open(fileobj=io.BytesIO(ours.getvalue())) as back:
+        assert [(m.name, back.extractfile(m).read()) for m in back.getmembers()] == members
 
 
 @pytest.mark.parametrize("key", ["has.dot", "a/b", "", "trailing."])

@@ -8,12 +8,13 @@ curate with 2 workers: the first of 44 stages took 2.8 s, the other 43 together 
 Here the command starts one process first (``started``): it imports sdk_worker_main and the command's stages
 once, then forks the N workers, each of which waits on a Unix socket in a private directory. One import instead
 of N: on a 2-core machine N importing workers competed with the launcher's own imports and graph building, the
-critical path (10-photo curate, 2 workers: the workers were ready at 1.7-2.2 s of the run, the launcher wanted
-them at 1.9-2.2 s). The runner's worker command (the SUBPROCESS_SDK environment of the pipeline proto) becomes
-``python -m aligndata.pipeline.warm_workers handoff DIR``: a tiny program that claims one waiting worker (an
-atomic rename: one claim per worker), sends it the environment Beam gave the handoff, and waits for the worker's
-exit status, which it exits with. So Beam still starts, watches and stops one process per worker, and the
-harness is Beam's own ``sdk_worker_main.main`` on the same environment.
+critical path (2,000-photo curate, 2 workers: the workers were ready at 1.7-2.2 s of the run and the first stage
+began at 1.7-2.2 s; forked, it begins at 1.3-1.6 s, and the run takes 8.4-8.9 s instead of 9.9-10.3). The
+runner's worker command (the SUBPROCESS_SDK environment of the pipeline proto) becomes ``python -m
+aligndata.pipeline.warm_workers handoff DIR``: a tiny program that claims one waiting worker (an atomic rename:
+one claim per worker), sends it the environment Beam gave the handoff, and waits for the worker's exit status,
+which it exits with. So Beam still starts, watches and stops one process per worker, and the harness is Beam's
+own ``sdk_worker_main.main`` on the same environment.
 
 The fork happens before any gRPC channel exists (Beam's import starts no gRPC thread); the threads the imports
 do start (OpenBLAS's pool, pyarrow's jemalloc background thread) handle fork themselves, as they must for
@@ -128,7 +129,7 @@ def started(beam_args: list[str], warm: Warm | None):
     another runner or mode, or ``warm`` is None). Yields the pool or None."""
     global _pool
     wanted = warm is not None and _pool is None and os.environ.get(SWITCH, "1") != "0"
-    count = worker_count(beam_args) if wanted else 0
+    count = worker_count(beam_args) if wanted and hasattr(os, "fork") else 0  # no fork (Windows): Beam's workers
     if not count:
         yield None
         return
@@ -195,7 +196,7 @@ def _warm_runner_class():
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The two programs: a waiting worker (serve) and the runner's worker command (handoff).
+# The two programs: the process that forks the waiting workers (serve) and the runner's worker command (handoff).
 
 
 def serve(parent: int, directory: str, count: int, modules: list[str]) -> int:
