@@ -218,9 +218,12 @@ def serve(parent: int, directory: str, count: int, modules: list[str]) -> int:
         return 1
     me, children = os.getpid(), {}
     for index in range(count):
-        with warnings.catch_warnings():  # Python 3.12+ warns about forking with threads (see the module)
-            warnings.simplefilter("ignore", DeprecationWarning)
-            pid = os.fork()
+        try:
+            with warnings.catch_warnings():  # Python 3.12+ warns about forking with threads (see the module)
+                warnings.simplefilter("ignore", DeprecationWarning)
+                pid = os.fork()
+        except OSError:  # out of processes: the forked ones die with this one, the handoffs start Beam's
+            return 1
         if pid == 0:
             code = 1
             try:
