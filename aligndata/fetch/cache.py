@@ -7,6 +7,13 @@ outcomes, so it writes the same shards and the same ledger as an uninterrupted r
 and fetches only what had not finished. Entries are looked up by URL, never trusted by position: a log from
 another job in a shared ``--cache-dir`` only misses.
 
+A successful download is recorded with what the fetch stage made of it (``put(result, processed, payload)``):
+the processed image's fields and bytes instead of the downloaded bytes, so a resumed run neither downloads nor
+decodes it again, and the log holds ~70 KB a photo instead of the download (~150 KB for a 1024x768 JPEG: its
+page-cache writes cost a 2,000-photo run 1.0-2.0 s of 7.4-10.1, benchmarks/RESULTS.md). Such an entry is valid
+only for the same job (``FetchCache(directory, job)``: a resume already requires the same output-deciding
+options); another job's processed entries miss, entries holding the download (``put(result)``) serve any job.
+
 Why logs and not a file per URL: creating and renaming a file costs ~0.5 ms of CPU per download on ext4, an
 append ~0.03 ms. Crash safety comes from the framing instead of the rename: a run killed mid-write leaves at
 most one torn entry at the end of a log, which fails its length or CRC check and is ignored (fetched again).
@@ -46,8 +53,11 @@ def default_cache_dir(output_dir: str) -> str:
     return storage_for(output_dir).join(output_dir, CACHE_DIR_NAME)
 
 
-def encode_entry(result: FetchResult) -> bytes:
-    header = json.dumps({
+def encode_entry(result: FetchResult, processed: dict | None = None, payload: bytes | None = None,
+                 job: str = "") -> bytes:
+    """One log entry: ``result`` with its downloaded bytes, or (``processed``, a successful download's fields as
+    the fetch stage made them, JSON-able) with ``payload``, the processed bytes, and the download's size only."""
+    fields = {
         "url": result.url,
         "ok": result.ok,
         "reason": result.reason,
@@ -55,8 +65,13 @@ def encode_entry(result: FetchResult) -> bytes:
         "status": result.status,
         "content_type": result.content_type,
         "final_url": result.final_url,
-    }, sort_keys=True).encode()
-    data = result.data if result.ok else b""
+    }
+    if processed is not None and result.ok:
+        fields.update(job=job, processed=processed, downloaded=len(result.data))
+        data = payload or b""
+    else:
+        data = result.data if result.ok else b""
+    header = json.dumps(fields, sort_keys=True).encode()
     crc = zlib.crc32(data, zlib.crc32(header))
     return b"".join((_FRAME.pack(_MAGIC, len(header), len(data), crc), header, data))
 
@@ -107,11 +122,24 @@ class _Entry:
     length: int
 
 
-class FetchCache:
-    """The cache directory: ``for_shard(index)`` gives the shard's cache; ``clear()`` removes everything."""
+@dataclass(frozen=True)
+class Cached:
+    """A recorded outcome. ``result.data`` is the download, or None where the entry holds ``processed`` (the
+    fetch stage's fields of the image it made) and ``payload`` (that image's bytes) instead."""
 
-    def __init__(self, directory: str):
+    result: FetchResult
+    downloaded: int  # bytes of the download
+    processed: dict | None = None
+    payload: bytes | None = None
+
+
+class FetchCache:
+    """The cache directory: ``for_shard(index)`` gives the shard's cache; ``clear()`` removes everything.
+    ``job`` names the job whose processed entries are valid here (see the module)."""
+
+    def __init__(self, directory: str, job: str = ""):
         self.directory = directory
+        self.job = job
         self.storage = storage_for(directory)
 
     def for_shard(self, shard: int) -> ShardCache:
@@ -156,10 +184,13 @@ class ShardCache:
     def __init__(self, cache: FetchCache, shard: int):
         self.directory = cache.shard_directory(shard)
         self._storage = cache.storage
+        self._job = cache.job
         self._writer_id = uuid.uuid4().hex
         self._entries: dict[str, _Entry] = {}
         for path in cache.log_paths(shard):
             for header, offset, length in _log_entries(self._storage, path):
+                if "processed" in header and header.get("job") != cache.job:
+                    continue  # another job's processing: only its downloads would be valid here, and it has none
                 self._entries.setdefault(header["url"], _Entry(path, header, offset, length))
         self._lock = threading.Lock()
         self._file = None
@@ -173,19 +204,24 @@ class ShardCache:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def get(self, url: str) -> FetchResult | None:
+    def get(self, url: str) -> Cached | None:
         """The recorded outcome for ``url``, or None (then it is fetched)."""
         entry = self._entries.get(url)
         if entry is None:
             return None
         header = entry.header
-        data = _read_range(self._storage, entry.path, entry.offset, entry.length) if header["ok"] else None
-        if header["ok"] and (data is None or len(data) != entry.length):
-            return None  # the log vanished or shrank under us: fetch again
-        return FetchResult(
+        processed = header.get("processed")
+        data = None
+        if header["ok"] and entry.length:
+            data = _read_range(self._storage, entry.path, entry.offset, entry.length)
+            if data is None or len(data) != entry.length:
+                return None  # the log vanished or shrank under us: fetch again
+        elif header["ok"] and processed is None:
+            data = b""  # an empty download
+        result = FetchResult(
             url=url,
             ok=header["ok"],
-            data=data,
+            data=None if processed is not None else data,
             reason=header["reason"],
             detail=header["detail"],
             status=header["status"],
@@ -193,9 +229,13 @@ class ShardCache:
             final_url=header["final_url"],
             attempts=0,  # nothing was requested this time
         )
+        if processed is not None:
+            return Cached(result, header["downloaded"], processed, data)
+        return Cached(result, len(data) if data is not None else 0)
 
-    def put(self, result: FetchResult) -> None:
-        entry = encode_entry(result)
+    def put(self, result: FetchResult, processed: dict | None = None, payload: bytes | None = None) -> None:
+        """Record ``result``; for a successful download, ``processed`` and ``payload`` instead of its bytes."""
+        entry = encode_entry(result, processed, payload, self._job)
         with self._lock:
             if self._file is None:
                 self._open_segment()

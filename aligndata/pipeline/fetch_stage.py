@@ -9,6 +9,9 @@ on the network at once (``--fetch-threads``); decoding, checking and re-encoding
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import os
 import threading
 import time
@@ -24,7 +27,7 @@ from aligndata.fetch.client import FetchConfig, Fetcher
 from aligndata.fetch.cache import FetchCache, ShardCache, default_cache_dir
 from aligndata.images.content_checks import ImageChecks
 from aligndata.pipeline.progress import ProgressWriter
-from aligndata.images.process import ImageConfig, process_image
+from aligndata.images.process import ImageConfig, ImageOutcome, process_image
 from aligndata.images.resize_pixels import use_one_thread
 from aligndata.filters.language import detection_on
 from aligndata.shards.contract import LANGUAGE_COLUMNS
@@ -37,6 +40,18 @@ def row_meta(row: dict) -> dict:
     meta = dict(row.get("extra") or {})
     meta.update(uid=row["uid"], url=row["url"], caption=row["caption"], page_url=row.get("page_url"))
     return meta
+
+
+def job_identity(cfg: CurateConfig) -> str:
+    """The job as the resume cache knows it: the options that decide the output (what a resume must match)."""
+    return hashlib.sha256(json.dumps(cfg.identity(), sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _processed_fields(outcome: ImageOutcome) -> dict:
+    """What the resume cache keeps of an image's outcome besides its bytes (JSON values)."""
+    fields = dataclasses.asdict(outcome)
+    del fields["image_bytes"]
+    return fields
 
 
 def sample_meta(row: dict, outcome) -> dict:
@@ -72,7 +87,7 @@ class FetchShard(beam.DoFn):
         self.checks.setup()  # loads the eval index once per worker
         # NSFW keywords alone (the default) judge text before the download: no per-image check then
         self.image_check = self.checks.check_decoded if self.checks.checks_images else None
-        self.cache = FetchCache(self.cfg.cache_dir or default_cache_dir(self.cfg.output))
+        self.cache = FetchCache(self.cfg.cache_dir or default_cache_dir(self.cfg.output), job_identity(self.cfg))
         self.image_cfg = ImageConfig.from_options(self.cfg)
         use_one_thread()  # one image per core already (image_slots); OpenCV's own pool would only add hand-offs
         self.pool = ThreadPoolExecutor(max_workers=self.cfg.fetch_threads, thread_name_prefix="aligndata-fetch")
@@ -89,16 +104,28 @@ class FetchShard(beam.DoFn):
         self.fetcher.close()
 
     def _one(self, url: str, cache: ShardCache):
-        """(fetch result, image outcome or None, whether the result came from the resume cache)."""
-        result = cache.get(url)
-        cached = result is not None
-        if not cached:
+        """(fetch result, image outcome or None, bytes downloaded, whether it came from the resume cache).
+
+        A download is recorded in the cache once processed, as its outcome (fetch/cache.py): a resumed run
+        replays that without downloading or decoding again; a failure is recorded as it happens."""
+        hit = cache.get(url)
+        if hit is not None and hit.processed is not None:
+            fields = hit.processed
+            image = hit.payload if fields["reason"] is None else None
+            return hit.result, ImageOutcome(**fields, image_bytes=image), hit.downloaded, True
+        if hit is not None:  # a download (a log of an earlier version) or a failure
+            result = hit.result
+        else:
             result = self.fetcher.fetch(url)
-            cache.put(result)
+            if not result.ok:
+                cache.put(result)
         if not result.ok:
-            return result, None, cached
+            return result, None, 0, hit is not None
         with self.image_slots:
-            return result, process_image(result.data, self.image_cfg, self.image_check), cached
+            outcome = process_image(result.data, self.image_cfg, self.image_check)
+        if hit is None:
+            cache.put(result, _processed_fields(outcome), outcome.image_bytes)
+        return result, outcome, len(result.data), hit is not None
 
     def process(self, element):
         started = time.time() if self.cfg.shard_times else None  # wall clock, as img2dataset's start_time
@@ -142,7 +169,7 @@ class FetchShard(beam.DoFn):
     def _record(self, to_fetch, results, samples: list[Sample], bump, rejected):
         """Count each URL's outcome; yield its rejected rows (``rejected`` also keeps them for the shard's stats),
         append its kept samples to ``samples``."""
-        for (url, rows, hits), (result, outcome, cached) in zip(to_fetch, results):
+        for (url, rows, hits), (result, outcome, downloaded, cached) in zip(to_fetch, results):
             self.fetched.inc()
             bump("urls_fetched")
             bump("fetch_attempts", result.attempts)
@@ -155,8 +182,8 @@ class FetchShard(beam.DoFn):
                     yield rejected(row, result.reason, result.detail)
             else:
                 bump("urls_downloaded")
-                bump("bytes_downloaded", len(result.data))
-                self.downloaded_bytes.inc(len(result.data))
+                bump("bytes_downloaded", downloaded)
+                self.downloaded_bytes.inc(downloaded)
                 if outcome.reason:
                     bump(f"image_rejected:{outcome.reason}")
                     for row in rows:
@@ -171,5 +198,5 @@ class FetchShard(beam.DoFn):
                         samples.append(Sample(key=row["uid"], image=outcome.image_bytes, image_ext=outcome.ext,
                                               text=row["caption"], meta=sample_meta(row, outcome)))
                     self.kept.inc(kept)
-            self.progress.add(urls_fetched=1, bytes_downloaded=len(result.data) if result.ok else 0, kept=kept,
+            self.progress.add(urls_fetched=1, bytes_downloaded=downloaded, kept=kept,
                               rejected=len(rows) - kept)
