@@ -210,18 +210,16 @@ class ShardCache:
         if entry is None:
             return None
         header = entry.header
-        processed = header.get("processed")
         data = None
-        if header["ok"] and entry.length:
-            data = _read_range(self._storage, entry.path, entry.offset, entry.length)
+        if header["ok"]:
+            data = _read_range(self._storage, entry.path, entry.offset, entry.length) if entry.length else b""
             if data is None or len(data) != entry.length:
                 return None  # the log vanished or shrank under us: fetch again
-        elif header["ok"] and processed is None:
-            data = b""  # an empty download
+        processed = header.get("processed")
         result = FetchResult(
             url=url,
             ok=header["ok"],
-            data=None if processed is not None else data,
+            data=data if processed is None else None,
             reason=header["reason"],
             detail=header["detail"],
             status=header["status"],
@@ -229,9 +227,9 @@ class ShardCache:
             final_url=header["final_url"],
             attempts=0,  # nothing was requested this time
         )
-        if processed is not None:
-            return Cached(result, header["downloaded"], processed, data)
-        return Cached(result, len(data) if data is not None else 0)
+        if processed is None:
+            return Cached(result, len(data or b""))
+        return Cached(result, header["downloaded"], processed, data or None)
 
     def put(self, result: FetchResult, processed: dict | None = None, payload: bytes | None = None) -> None:
         """Record ``result``; for a successful download, ``processed`` and ``payload`` instead of its bytes."""
