@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from aligndata import __version__
+from aligndata import __version__, gc_policy
 from aligndata.commands.curate import add_progress_arguments, print_summary, progress_mode
 from aligndata.commands.curate import register as register_curate
 from aligndata.commands.subset import exact_fraction
@@ -123,12 +123,24 @@ def _not_an_input_error(record: logging.LogRecord) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The program (``argv`` None: the process's own arguments) or one command in a running process."""
+    program = argv is None
+    if program:
+        gc_policy.pause()  # until the command's work begins: a pipeline's construction, or at once (gc_policy.py)
     logging.getLogger().addFilter(_quiet_beam_noise)
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
-    # multi_processing workers start now and import while this process builds the pipeline (warm_workers.py)
-    with warm_workers.started(beam_args, getattr(args, "warm", None)):
-        return _run(parser, args, beam_args)
+    warm = getattr(args, "warm", None)  # set by the commands that run a Beam pipeline
+    if warm is None:
+        gc_policy.resume()
+    try:
+        # multi_processing workers start now and import while this process builds the pipeline (warm_workers.py)
+        with warm_workers.started(beam_args, warm):
+            return _run(parser, args, beam_args)
+    finally:
+        gc_policy.resume()
+        if program:
+            gc_policy.before_exit()
 
 
 def _run(parser, args, beam_args) -> int:

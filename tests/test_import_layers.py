@@ -16,9 +16,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "aligndata"
 
 # Which of our packages each package may import ("aligndata" itself: only __version__). Leaf modules that
 # import nothing of ours (BASE) may be imported by every layer.
-BASE = {"progress_bar"}
+BASE = {"progress_bar", "gc_policy"}
 ALLOWED: dict[str, set[str]] = {
     "progress_bar": set(),
+    "gc_policy": set(),
     "filters": set(),
     "io": set(),
     "fetch": {"filters", "io"},

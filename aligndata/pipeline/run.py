@@ -13,7 +13,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
-from aligndata import __version__
+from aligndata import __version__, gc_policy
 from aligndata.pipeline.config import CurateConfig
 from aligndata.pipeline.curate import build_curate
 from aligndata.pipeline.data_plane import no_timed_flush
@@ -64,6 +64,7 @@ def pipeline_options(beam_args: list[str]) -> PipelineOptions:
 
 def new_pipeline(options: PipelineOptions) -> beam.Pipeline:
     """A Beam pipeline for these options; on multi_processing, with the command's warm workers (warm_workers.py)."""
+    gc_policy.resume()  # the imports are done: what the run makes is collected as usual (gc_policy.py)
     return beam.Pipeline(runner=runner_for(options), options=options)
 
 
