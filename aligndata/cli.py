@@ -138,7 +138,6 @@ def main(argv: list[str] | None = None) -> int:
         with warm_workers.started(beam_args, warm):
             return _run(parser, args, beam_args)
     finally:
-        gc_policy.resume()
         if program:
             gc_policy.before_exit()
 
