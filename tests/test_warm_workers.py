@@ -152,6 +152,7 @@ def test_unclaimed_workers_end_with_the_command():
     with warm_workers.started(MP, WARM) as pool:
         pids = list(forked(pool).values())
     assert pool.forking.returncode is not None
+    _wait_for_exits(pids)  # a SIGKILLed worker shows "R" for 1-3 ms while the kernel unmaps its heap
     assert not any(_running(pid) for pid in pids)
 
     script = ("import os, sys, time\nfrom aligndata.pipeline import warm_workers\n"
@@ -166,11 +167,17 @@ def test_unclaimed_workers_end_with_the_command():
     shutil.rmtree(directory)  # what a killed command leaves behind, like any temporary directory
     pids = [int(pid) for pid in pids]
     assert len(pids) == 3
-    for _ in range(200):  # the kernel delivers SIGKILL at once; wait for the exits to show
-        if not any(_running(pid) for pid in pids):
-            break
-        time.sleep(0.05)
+    _wait_for_exits(pids)
     assert not any(_running(pid) for pid in pids)
+
+
+def _wait_for_exits(pids: list[int]) -> None:
+    """The kernel delivers SIGKILL at once but ends the process a moment later: wait (at most 10 s) for the
+    exits to show."""
+    for _ in range(200):
+        if not any(_running(pid) for pid in pids):
+            return
+        time.sleep(0.05)
 
 
 def _running(pid: int) -> bool:
