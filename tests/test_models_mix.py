@@ -14,7 +14,6 @@ import torch
 from aligndata.models import data, synthetic
 from aligndata.models.losses import caption_label
 from aligndata.models.tokenizer import train_tokenizer
-from aligndata.shards import spec as shard_spec
 from aligndata.shards.writer import Sample, write_shard, write_sizes
 
 PROMPT = "a photo of a {}."

@@ -12,7 +12,6 @@ ours is run on the set that holds failed rows.
 
 from __future__ import annotations
 
-import io
 import json
 import tarfile
 from collections import Counter

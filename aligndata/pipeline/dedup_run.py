@@ -8,7 +8,6 @@ import logging
 import re
 import time
 
-import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 
 from aligndata import __version__
