@@ -9,6 +9,7 @@ import re
 import shutil
 import tarfile
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageFont
@@ -435,6 +436,36 @@ def test_export_parquet_with_images(curated, real_samples, tmp_path, capsys):
         assert row["width"] == meta["width"] and json.loads(row["json"])["kind"] == "good"
     assert run(capsys, "export", curated, "--format", "parquet", "--out", tmp_path / "x.parquet")[0] == 0
     assert "image" not in pq.read_schema(tmp_path / "x.parquet").names
+
+
+def test_export_parquet_types_the_language_fields(curated, tmp_path, capsys):
+    from aligndata.shards.contract import LANGUAGE_COLUMNS
+    from aligndata.shards.writer import Sample, write_shard
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    samples = [Sample(key=f"k{i}", image=b"x", image_ext="jpg", text="a caption",
+                      meta={"uid": f"k{i}", "language": lang, "language_score": score})
+               for i, (lang, score) in enumerate([("en", 1), ("de", 0.75)])]  # a whole-number score stays a double
+    write_shard(str(shards), 0, samples, typed=LANGUAGE_COLUMNS)
+    out = tmp_path / "lang.parquet"
+    assert run(capsys, "export", shards, "--format", "parquet", "--out", out)[0] == 0
+    table = pq.read_table(out)
+    assert table.schema.field("language").type == pa.string()
+    assert table.schema.field("language_score").type == pa.float64()
+    assert table.column("language").to_pylist() == ["en", "de"]
+    assert table.column("language_score").to_pylist() == [1.0, 0.75]
+    # shards curated without detection: the same columns, null
+    assert run(capsys, "export", curated, "--format", "parquet", "--out", tmp_path / "plain.parquet")[0] == 0
+    plain = pq.read_table(tmp_path / "plain.parquet")
+    assert plain.schema == table.schema and set(plain.column("language_score").to_pylist()) == {None}
+    # a score that is not a number is refused, naming the sample
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    write_shard(str(bad), 0, [Sample(key="k9", image=b"x", image_ext="jpg", text="t",
+                                     meta={"uid": "k9", "language": "en", "language_score": "high"})])
+    rc, _, err = run(capsys, "export", bad, "--format", "parquet", "--out", tmp_path / "bad.parquet")
+    assert rc == 1 and "key k9" in err and "language_score" in err and "not a number" in err
 
 
 def test_export_jsonl(curated, real_samples, tmp_path, capsys):

@@ -1,8 +1,9 @@
 """`inspect export`: every sample of a shard set as one parquet or JSON-lines file, read from the tars.
 
 parquet has a fixed schema, so it can be streamed in batches whatever the shards hold: ``shard``, ``key``,
-``caption`` (the .txt), the contract's typed .json fields, ``json`` (the whole .json text, so extra columns are
-never lost), ``image_ext`` and, with ``--with-images``, ``image`` (the encoded bytes). JSON lines carry every
+``caption`` (the .txt), the contract's typed .json fields, the language fields (``language``,
+``language_score``: null where the shards were curated without language detection), ``json`` (the whole .json
+text, so extra columns are never lost), ``image_ext`` and, with ``--with-images``, ``image`` (the encoded bytes). JSON lines carry every
 .json field at top level, plus ``shard``, ``key``, ``caption``, ``image_ext`` and ``image_base64``.
 
 Only the named output file is written; a failed export removes its partial file.
@@ -17,7 +18,7 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from aligndata.shards.contract import META_COLUMNS
+from aligndata.shards.contract import LANGUAGE_COLUMNS, META_COLUMNS
 from aligndata.shards.reader import Sample
 from aligndata.inspect.scan import metadata_only, scan
 from aligndata.shards.spec import ShardSet
@@ -25,6 +26,9 @@ from aligndata.io.storage import storage_for
 
 FORMATS = ("parquet", "jsonl")
 BATCH_ROWS = 512
+# The .json fields that get a typed column of their own (key and caption lead every row)
+TYPED_FIELDS: dict[str, pa.DataType] = {
+    name: kind for name, kind in {**META_COLUMNS, **LANGUAGE_COLUMNS}.items() if name not in ("key", "caption")}
 
 
 class ExportError(Exception):
@@ -33,7 +37,7 @@ class ExportError(Exception):
 
 def parquet_schema(with_images: bool) -> pa.Schema:
     fields = [pa.field("shard", pa.string()), pa.field("key", pa.string()), pa.field("caption", pa.string())]
-    fields += [pa.field(name, kind) for name, kind in META_COLUMNS.items() if name not in ("key", "caption")]
+    fields += [pa.field(name, kind) for name, kind in TYPED_FIELDS.items()]
     fields += [pa.field("json", pa.string()), pa.field("image_ext", pa.string())]
     if with_images:
         fields.append(pa.field("image", pa.binary()))
@@ -43,12 +47,14 @@ def parquet_schema(with_images: bool) -> pa.Schema:
 def _parquet_row(sample: Sample, with_images: bool) -> dict:
     meta = sample.meta or {}
     row = {"shard": sample.shard, "key": sample.key, "caption": sample.caption}
-    for name, kind in META_COLUMNS.items():
-        if name in ("key", "caption"):
-            continue
+    for name, kind in TYPED_FIELDS.items():
         value = meta.get(name)
         if value is not None and pa.types.is_integer(kind) and (isinstance(value, bool) or not isinstance(value, int)):
             raise ExportError(f"shard {sample.shard} key {sample.key}: .json {name} is {value!r}, not an integer")
+        if value is not None and pa.types.is_floating(kind):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ExportError(f"shard {sample.shard} key {sample.key}: .json {name} is {value!r}, not a number")
+            value = float(value)
         if value is not None and pa.types.is_string(kind) and not isinstance(value, str):
             value = json.dumps(value)
         row[name] = value
