@@ -6,7 +6,10 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
-class _Server(ThreadingHTTPServer):
+class LoopbackHTTPServer(ThreadingHTTPServer):
+    """A thread per connection, daemon threads, and an accept queue deep enough for a fetch burst (also the
+    tests' server's base, tests/httpserver.py)."""
+
     daemon_threads = True
     # socketserver's default accept queue of 5 drops the SYNs of a 32-thread fetch burst; each dropped one
     # stalls its download for the client's 1 s SYN retransmission
@@ -41,9 +44,9 @@ class StaticWeb:
                 pass
 
         try:
-            self._server = _Server(("127.0.0.1", port), Handler)
+            self._server = LoopbackHTTPServer(("127.0.0.1", port), Handler)
         except OSError:  # taken: any free port will do
-            self._server = _Server(("127.0.0.1", 0), Handler)
+            self._server = LoopbackHTTPServer(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, name="aligndata-localweb", daemon=True)
 
     @property

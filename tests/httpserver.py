@@ -51,11 +51,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from PIL import Image, ImageDraw
+
+from aligndata.localweb import LoopbackHTTPServer
 
 # Bounds on every server-side loop (machine rule: nothing runs forever).
 MAX_STREAM_SECONDS = 30.0
@@ -207,11 +209,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    # socketserver's default accept queue of 5 drops the SYNs of a 32-thread fetch burst: each dropped one is
-    # retried by the client's kernel 1 s later (a stall, not a failure)
-    request_queue_size = 128
+class _Server(LoopbackHTTPServer):
     owner: LocalServer
 
     def handle_error(self, request: Any, client_address: Any) -> None:
