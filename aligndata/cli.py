@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from aligndata import __version__, gc_policy
+from aligndata import LOG_FORMAT, __version__, gc_policy
 from aligndata.commands.curate import add_progress_arguments, print_summary, progress_mode
 from aligndata.commands.curate import register as register_curate
 from aligndata.commands.subset import exact_fraction
@@ -152,7 +152,7 @@ def _run(parser, args, beam_args) -> int:
     # Importing Beam configures the root logger; take it back.
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=LOG_FORMAT,
         force=True,
     )
     for handler in logging.getLogger().handlers:

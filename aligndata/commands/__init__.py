@@ -7,6 +7,8 @@ import argparse
 import logging
 import sys
 
+from aligndata import LOG_FORMAT
+
 
 def standalone_main(register, argv: list[str] | None = None, prefix: tuple[str, ...] = ()) -> int:
     """``python -m aligndata.commands.X ...``: one command family without the rest of the CLI (``prefix`` names
@@ -16,7 +18,7 @@ def standalone_main(register, argv: list[str] | None = None, prefix: tuple[str, 
     parser = argparse.ArgumentParser(prog="aligndata")
     register(parser.add_subparsers(dest="command", required=True))
     args, beam_args = parser.parse_known_args([*prefix, *(argv if argv is not None else sys.argv[1:])])
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
     try:
         return args.func(args, beam_args)
     except InputError as exc:

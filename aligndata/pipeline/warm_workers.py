@@ -357,7 +357,9 @@ def _worker_logging() -> None:
     harness (~20 lines a worker, under --quiet too)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setLevel(logging.ERROR)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    from aligndata import LOG_FORMAT  # the package is imported already (this module is inside it)
+
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
     logging.getLogger().addHandler(handler)
 
 
