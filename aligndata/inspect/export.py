@@ -3,8 +3,9 @@
 parquet has a fixed schema, so it can be streamed in batches whatever the shards hold: ``shard``, ``key``,
 ``caption`` (the .txt), the contract's typed .json fields, the language fields (``language``,
 ``language_score``: null where the shards were curated without language detection), ``json`` (the whole .json
-text, so extra columns are never lost), ``image_ext`` and, with ``--with-images``, ``image`` (the encoded bytes). JSON lines carry every
-.json field at top level, plus ``shard``, ``key``, ``caption``, ``image_ext`` and ``image_base64``.
+text, so extra columns are never lost), ``image_ext`` and, with ``--with-images``, ``image`` (the encoded bytes).
+JSON lines carry every .json field at top level, plus ``shard``, ``key``, ``caption``, ``image_ext`` and
+``image_base64``.
 
 Only the named output file is written; a failed export removes its partial file.
 """
