@@ -441,7 +441,7 @@ def test_overwrite_deletes_only_what_aligndata_owns(tmp_path):
     write_shard(str(tmp_path), 0, make_samples(2))
     write_shard(str(tmp_path), 100000, make_samples(1))
     write_sizes(str(tmp_path), {"00000.tar": 2})
-    owned = ["report.json", "rejected.parquet", "candidates.parquet", "config.json", "report.html",
+    owned = ["report.json", "rejected.parquet", "candidates.parquet", "config.json", "report.html", "classnames.txt",
              ".00001.tar.tmp-" + "0" * 32, "rejected/part-00000-of-00002.parquet",
              "rejected/part-00001-of-00002.parquet", "candidates/.part-00000-of-00001.parquet.tmp-" + "1" * 32]
     kept = ["notes.txt", "holiday.tar", "data.parquet", "sub/00000.tar", "rejected/mine.txt"]

@@ -44,12 +44,14 @@ KNOWN_COLUMNS = {**META_COLUMNS, **STATUS_COLUMNS}
 
 def owned_file_re(digits: int = DEFAULT_SHARD_DIGITS) -> re.Pattern:
     """Files aligndata writes into an output directory; only these are removed by prepare_output_dir(overwrite=True).
-    Shard files of at least min(digits, 5) digits: a rerun with other --shard-digits still replaces the last one's."""
+    Shard files of at least min(digits, 5) digits: a rerun with other --shard-digits still replaces the last one's.
+    classnames.txt too: left behind by an image-label run, it would make ``train`` read the next run's image-text
+    shards as labelled."""
     least = min(digits, DEFAULT_SHARD_DIGITS)
     return re.compile(
         rf"^(?:\d{{{least},}}(?:\.tar|\.parquet|_stats\.json)"
         r"|sizes\.json|report\.json|report\.html|rejected\.parquet|candidates\.parquet|config\.json"
-        r"|subset\.json|uids\.npy"
+        r"|subset\.json|uids\.npy|classnames\.txt"
         r"|\..+\.tmp-[0-9a-f]{32})$"
     )
 
