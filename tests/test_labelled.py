@@ -171,6 +171,28 @@ def test_nothing_readable_fails_with_one_line_and_the_ledger(tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
 
 
+def test_tokenizer_train_learns_the_prompts_of_its_classes(written, tmp_path, capsys):
+    """The captions of an image-label set are bare class names; `train` trains it as prompts ("a photo of a cat."),
+    so `tokenizer train` learns those texts too: "photo" is one word piece, not spelled out letter by letter."""
+    from transformers import AutoTokenizer
+
+    tok_dir = tmp_path / "tok"
+    assert main(["tokenizer", "train", "--data", str(written), "--output", str(tok_dir), "--vocab-size", "300",
+                 "--min-frequency", "1"]) == 0
+    assert f"the prompts of the 4 classes in {written / 'classnames.txt'}" in capsys.readouterr().err
+    tok = AutoTokenizer.from_pretrained(str(tok_dir))
+    assert tok.tokenize("a photo of a zebra fish.") == ["a", "photo", "of", "a", "zebra", "fish", "."]
+    # joined with an image-text set in another directory (the docs' web::in21k): its classes' prompts still count
+    from aligndata.models import synthetic
+
+    web = tmp_path / "web"
+    synthetic.write_world(str(web), shards=1, per_shard=8, seed=0)
+    joined = tmp_path / "tok2"
+    assert main(["tokenizer", "train", "--data", f"{web}::{written}", "--output", str(joined), "--vocab-size",
+                 "400", "--min-frequency", "1"]) == 0
+    assert f"the prompts of the 4 classes in {written / 'classnames.txt'})" in capsys.readouterr().err
+
+
 def test_the_trainer_reads_the_output_with_prompts_of_its_classes(written):
     from aligndata.models import data
     from aligndata.models.tokenizer import train_tokenizer

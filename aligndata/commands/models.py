@@ -125,15 +125,22 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_tokenizer_train(args, beam_args=None) -> int:
-    from aligndata.shards.spec import ShardSetError
+    from aligndata.shards.spec import ShardSetError, resolve
     from aligndata.models.tokenizer import train_tokenizer_on_shards
+    from aligndata.models.train import TrainError, class_prompts, classnames_files
 
     try:
+        # a shard set with its own classnames.txt (shards-from-labels) is trained as prompts of its classes, as
+        # `train` does: its tokenizer learns those texts too
+        files = classnames_files(resolve(args.data))
+        names = sorted({name for listed, _ in files for name in listed})
         tok = train_tokenizer_on_shards(args.data, args.output, args.vocab_size, args.min_frequency,
-                                        args.max_captions)
-    except (ShardSetError, ValueError) as err:
+                                        args.max_captions, prompts=class_prompts(names))
+    except (ShardSetError, TrainError, ValueError) as err:
         return _fail("tokenizer train", err)
-    print(f"tokenizer with {len(tok)} tokens written to {args.output}", file=sys.stderr)
+    where = ", ".join(path for _, path in files)
+    learned = f" (and the prompts of the {len(names)} classes in {where})" if files else ""
+    print(f"tokenizer with {len(tok)} tokens written to {args.output}{learned}", file=sys.stderr)
     return 0
 
 

@@ -102,10 +102,11 @@ def _compact(vocab: dict[str, int], vocab_size: int) -> dict[str, int]:
 
 
 def train_tokenizer_on_shards(data: str, output: str | None, vocab_size: int = 100_000, min_frequency: int = 2,
-                              max_captions: int | None = None):
-    """Train on the captions of SHARDS ``data``; save to ``output`` (when given) and return the tokenizer."""
+                              max_captions: int | None = None, prompts: Iterable[str] = ()):
+    """Train on the captions of SHARDS ``data`` and ``prompts`` (texts the captions lack: an image-label set's
+    class prompts); save to ``output`` (when given) and return the tokenizer."""
     urls = resolve(data).paths
-    tokenizer = train_tokenizer(ShardCaptions(urls, max_captions), vocab_size=vocab_size,
+    tokenizer = train_tokenizer(ShardCaptions(urls, max_captions, extra=prompts), vocab_size=vocab_size,
                                 min_frequency=min_frequency)
     if output:
         tokenizer.save_pretrained(output)

@@ -201,9 +201,18 @@ def shard_set_classnames(shards: spec.ShardSet) -> tuple[list[str], str] | None:
     """(names, path) of the classnames.txt beside a shard set's shards (`aligndata shards-from-labels` writes
     one), when they all lie in one directory that holds it; else None."""
     parents = {shards.parent(path) for path in shards.paths}
-    if len(parents) != 1:
-        return None
-    path = shards.join(parents.pop(), CLASSNAMES)
+    return _read_classnames(shards, parents.pop()) if len(parents) == 1 else None
+
+
+def classnames_files(shards: spec.ShardSet) -> list[tuple[list[str], str]]:
+    """(names, path) of every classnames.txt in the directories of a shard set's shards (a joined spec such as
+    ``web/::in21k/`` may hold one image-label set among image-text ones)."""
+    found = (_read_classnames(shards, parent) for parent in sorted({shards.parent(p) for p in shards.paths}))
+    return [names for names in found if names is not None]
+
+
+def _read_classnames(shards: spec.ShardSet, directory: str) -> tuple[list[str], str] | None:
+    path = shards.join(directory, CLASSNAMES)
     storage = shards.storage(path)
     try:
         if not storage.exists(path):
@@ -215,6 +224,12 @@ def shard_set_classnames(shards: spec.ShardSet) -> tuple[list[str], str] | None:
     if not names:
         raise TrainError(f"{path}: no class names (one per line, line i = class i)")
     return names, path
+
+
+def class_prompts(names: list[str]) -> list[str]:
+    """Every DEFAULT_TEMPLATES prompt of each class name: what an image-label set's samples are trained as (their
+    captions are the bare names), so a tokenizer for them learns these texts with the captions."""
+    return [template.format(name) for name in names for template in data.DEFAULT_TEMPLATES]
 
 
 def build_sources(cfg: TrainConfig) -> tuple[list[data.Source], list[dict]]:
@@ -323,7 +338,7 @@ def train(cfg: TrainConfig) -> dict:
     # bare class names) join the tokenizer's corpus; a --classnames fallback leaves the tokenizer as it was
     names = sorted({name for source, record in zip(sources, data_sets) if record["classnames"] not in
                     (None, cfg.classnames) for name in source.classnames})
-    tokenizer = resolve_tokenizer(cfg, dist, urls, [t.format(name) for name in names for t in data.DEFAULT_TEMPLATES])
+    tokenizer = resolve_tokenizer(cfg, dist, urls, class_prompts(names))
     total_steps, steps_per_epoch = plan_steps(cfg, urls, dist)
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else optim.default_warmup(total_steps)
 
