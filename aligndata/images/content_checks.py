@@ -79,7 +79,7 @@ class ImageChecks:
         640x480, ~0.3 ms) is made only when a check reads the pixels; an index of the pipeline's own hash needs
         only ``phash_hex``."""
         index = self.eval_hashes if self.eval_index_path else None
-        needs_pixels = self.nsfw.needs_image or (index is not None and (index.spec != PIPELINE_HASH or not phash_hex))
+        needs_pixels = self.nsfw.needs_image or (index is not None and _hash_needs_pixels(index.spec, phash_hex))
         return self.check_image(decoded.image if needs_pixels else None, phash_hex)
 
     def setup(self) -> None:
@@ -101,7 +101,7 @@ class ImageChecks:
         return self._eval
 
     def _query_hash(self, spec: HashSpec, image: Image.Image | None, phash_hex: str | None) -> int:
-        if spec == PIPELINE_HASH and phash_hex:
+        if not _hash_needs_pixels(spec, phash_hex):
             return spec.parse_hex(phash_hex)
         if image is None:
             raise ImageChecksError(f"the eval index uses {spec.kind} size {spec.size}: the image is needed to hash it")
@@ -124,3 +124,9 @@ class ImageChecks:
         """NSFW words in a row's caption or URL (no download needed)."""
         hit = self.nsfw.check_text(caption, url) if self.nsfw.enabled else None
         return None if hit is None else (reasons.NSFW, hit.detail)
+
+
+def _hash_needs_pixels(spec: HashSpec, phash_hex: str | None) -> bool:
+    """Whether an eval index of ``spec`` must hash the image itself: the pipeline's own pHash, when the stage
+    computed it, is the query as it is."""
+    return not (spec == PIPELINE_HASH and phash_hex)
