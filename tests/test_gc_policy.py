@@ -54,3 +54,19 @@ def test_the_program_ends_frozen_and_a_command_in_process_does_not():
     frozen = gc.get_freeze_count()
     assert cli.main(["rules"]) == 0
     assert gc.isenabled() and gc.get_freeze_count() == frozen
+
+
+def test_no_freeze_at_exit_after_torch():
+    """A frozen heap keeps its cycles to the end; after torch (whose triton reports unfreed objects at exit)
+    before_exit leaves the teardown's collection alone."""
+    out = _run("""
+        import gc
+        from aligndata import gc_policy
+        gc_policy.before_exit()
+        print(gc.get_freeze_count() > 0)
+        gc.unfreeze()
+        import torch
+        gc_policy.before_exit()
+        print(gc.get_freeze_count())
+    """)
+    assert out == ["True", "0"]
