@@ -132,9 +132,10 @@ def cmd_tokenizer_train(args, beam_args=None) -> int:
     try:
         # a shard set with its own classnames.txt (shards-from-labels) is trained as prompts of its classes, as
         # `train` does: its tokenizer learns those texts too
-        files = classnames_files(resolve(args.data))
+        shards = resolve(args.data)
+        files = classnames_files(shards)
         names = sorted({name for listed, _ in files for name in listed})
-        tok = train_tokenizer_on_shards(args.data, args.output, args.vocab_size, args.min_frequency,
+        tok = train_tokenizer_on_shards(shards, args.output, args.vocab_size, args.min_frequency,
                                         args.max_captions, prompts=class_prompts(names))
     except (ShardSetError, TrainError, ValueError) as err:
         return _fail("tokenizer train", err)

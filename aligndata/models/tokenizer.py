@@ -17,7 +17,7 @@ import logging
 from collections.abc import Iterable, Iterator
 
 from aligndata.shards.reader import iter_shards
-from aligndata.shards.spec import resolve
+from aligndata.shards.spec import ShardSet
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +101,11 @@ def _compact(vocab: dict[str, int], vocab_size: int) -> dict[str, int]:
     return {piece: i for i, piece in enumerate(sorted(vocab, key=vocab.__getitem__)[:vocab_size])}
 
 
-def train_tokenizer_on_shards(data: str, output: str | None, vocab_size: int = 100_000, min_frequency: int = 2,
-                              max_captions: int | None = None, prompts: Iterable[str] = ()):
-    """Train on the captions of SHARDS ``data`` and ``prompts`` (texts the captions lack: an image-label set's
-    class prompts); save to ``output`` (when given) and return the tokenizer."""
-    urls = resolve(data).paths
+def train_tokenizer_on_shards(shards: ShardSet, output: str | None, vocab_size: int = 100_000,
+                              min_frequency: int = 2, max_captions: int | None = None, prompts: Iterable[str] = ()):
+    """Train on the captions of ``shards`` and ``prompts`` (texts the captions lack: an image-label set's class
+    prompts); save to ``output`` (when given) and return the tokenizer."""
+    urls = shards.paths
     tokenizer = train_tokenizer(ShardCaptions(urls, max_captions, extra=prompts), vocab_size=vocab_size,
                                 min_frequency=min_frequency)
     if output:
