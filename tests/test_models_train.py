@@ -188,6 +188,7 @@ def test_interrupted_and_resumed_run_reaches_the_same_weights(shards, tmp_path, 
     assert losses == [json.loads(line)["loss"] for line in open(os.path.join(straight, "metrics.jsonl"))]
 
 
+@pytest.mark.e2e
 def test_the_train_program_exits_without_leak_reports(shards, tmp_path):
     """`aligndata train` as a program (gc_policy on): no frozen heap at exit after torch. With one, the triton that
     PyPI's torch loads kept its cycles to the end and printed ~30 "nanobind: leaked ..." lines (measured after
